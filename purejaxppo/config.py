@@ -1,0 +1,392 @@
+"""Every setting of a training run: one frozen dataclass, presets and validation.
+
+Fields fall in two kinds:
+
+* *static* fields change shapes or the structure of the compiled program
+  (``num_envs``, network widths, switches). Changing one means compiling again.
+* *float hyperparameters* (``lr``, ``gamma``, ``gae_lambda``, ``clip_eps``, ...)
+  are copied into :class:`HParams`, which ``train`` takes as a traced argument:
+  changing them never recompiles and they can be vmapped for sweeps.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+from flax import struct
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used. The message is one sentence for the user."""
+
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
+KL_PENALTIES = ("off", "fixed", "adaptive")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Settings of one PPO training run."""
+
+    env: str = "CartPole-v1"
+    """Environment: a registered gymnax name (e.g. CartPole-v1, Breakout-MinAtar) or a probe (Probe-Constant, ...)."""
+    seed: int = 0
+    """Seed of the PRNG key the whole run is derived from."""
+    total_timesteps: int = 500_000
+    """Environment steps to train for (rounded down to whole updates of num_envs * num_steps)."""
+    num_envs: int = 4
+    """Parallel environments stepped in lock-step (vmapped)."""
+    num_steps: int = 128
+    """Steps collected from each environment per update (rollout length T)."""
+    num_minibatches: int = 4
+    """Minibatches each epoch is split into; must divide num_envs * num_steps."""
+    update_epochs: int = 4
+    """Passes of shuffled minibatch updates over each batch."""
+
+    lr: float = 2.5e-4
+    """Adam learning rate (traced)."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to zero over the run."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (traced)."""
+    gamma: float = 0.99
+    """Discount factor (traced)."""
+    gae_lambda: float = 0.95
+    """GAE lambda (traced)."""
+    clip_eps: float = 0.2
+    """Clip range epsilon of the surrogate objective; 0 turns clipping off (traced)."""
+    clip_vloss: bool = True
+    """Clip the value-function update to vf_clip_eps around the old value estimate."""
+    vf_clip_eps: float = 0.2
+    """Clip range of the value loss when clip_vloss is on (traced)."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient (traced)."""
+    vf_coef: float = 0.5
+    """Value loss coefficient (traced)."""
+    max_grad_norm: float = 0.5
+    """Global-norm gradient clipping threshold (traced)."""
+    norm_adv: bool = True
+    """Normalise advantages within each minibatch."""
+
+    kl_penalty: str = "off"
+    """KL penalty to the pre-update policy: off, fixed (coefficient kl_coef) or adaptive (PPO paper rule steering to kl_target)."""
+    kl_coef: float = 1.0
+    """Initial (or fixed) KL penalty coefficient beta (traced)."""
+    kl_target: float = 0.01
+    """Target KL d_targ of the adaptive penalty: beta halves when KL < d_targ/1.5, doubles when KL > 1.5 d_targ (traced)."""
+    target_kl: float = 0.0
+    """Stop the remaining epochs of an update once an epoch's mean KL exceeds this; 0 turns early stopping off (traced)."""
+
+    bootstrap_truncation: bool = True
+    """Bootstrap from V(final observation) when an episode hits its time limit; off treats truncation as termination."""
+
+    actor_hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the actor MLP (the shared torso when shared_torso is on)."""
+    critic_hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the critic MLP (unused with shared_torso)."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, gelu, silu or elu."""
+    shared_torso: bool = False
+    """Actor and critic share one torso (actor_hidden) with two heads."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (continuous actions only)."""
+    clip_actions: bool = True
+    """Clip continuous actions to the action space bounds when stepping the environment (continuous actions only)."""
+
+    normalize_obs: bool = False
+    """Normalise observations with running mean and variance carried in the training state."""
+    normalize_reward: bool = False
+    """Scale rewards by the running standard deviation of the discounted return."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to [-clip_obs, clip_obs]."""
+    clip_reward: float = 10.0
+    """Clip scaled rewards to [-clip_reward, clip_reward]."""
+
+    # ---- derived values: computed, never stored -------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Transitions per update: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    @property
+    def continuous(self) -> bool:
+        from purejaxppo.envs import make_env
+
+        env, params = make_env(self.env)
+        return env.action_kind == "continuous"
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; accepted: {', '.join(names)}")
+        kwargs = {}
+        for k, v in data.items():
+            if isinstance(v, list):
+                v = tuple(v)
+            kwargs[k] = v
+        return cls(**kwargs)
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+# Float settings that are traced inputs of ``train``; their names match config fields.
+HPARAM_FIELDS = (
+    "lr",
+    "adam_eps",
+    "gamma",
+    "gae_lambda",
+    "clip_eps",
+    "vf_clip_eps",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "kl_coef",
+    "kl_target",
+    "target_kl",
+)
+
+
+@struct.dataclass
+class HParams:
+    """Float hyperparameters, passed to ``train`` as traced arrays (vmappable)."""
+
+    lr: jnp.ndarray
+    adam_eps: jnp.ndarray
+    gamma: jnp.ndarray
+    gae_lambda: jnp.ndarray
+    clip_eps: jnp.ndarray
+    vf_clip_eps: jnp.ndarray
+    ent_coef: jnp.ndarray
+    vf_coef: jnp.ndarray
+    max_grad_norm: jnp.ndarray
+    kl_coef: jnp.ndarray
+    kl_target: jnp.ndarray
+    target_kl: jnp.ndarray
+
+    @classmethod
+    def from_config(cls, config: PPOConfig) -> HParams:
+        return cls(**{n: jnp.asarray(getattr(config, n), jnp.float32) for n in HPARAM_FIELDS})
+
+
+def field_docs(cls: type = PPOConfig) -> dict[str, str]:
+    """The docstring written under each dataclass field (used for ``--help``)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:]):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
+
+
+# ---- presets --------------------------------------------------------------------------
+# Tuned settings per environment. Sources: the PPO hyperparameters of CleanRL's
+# classic-control runs and of PureJaxRL / gymnax's published baselines, then
+# adjusted with the measurements recorded in README.md.
+PRESETS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": dict(
+        env="CartPole-v1",
+        total_timesteps=500_000,
+        num_envs=16,
+        num_steps=128,
+        num_minibatches=4,
+        update_epochs=4,
+        lr=2.5e-3,
+        ent_coef=0.01,
+        gamma=0.99,
+        gae_lambda=0.95,
+    ),
+    "Acrobot-v1": dict(
+        env="Acrobot-v1",
+        total_timesteps=1_000_000,
+        num_envs=16,
+        num_steps=128,
+        num_minibatches=4,
+        update_epochs=4,
+        lr=2.5e-3,
+        ent_coef=0.01,
+        normalize_obs=True,
+    ),
+    "Pendulum-v1": dict(
+        env="Pendulum-v1",
+        total_timesteps=1_000_000,
+        num_envs=16,
+        num_steps=256,
+        num_minibatches=16,
+        update_epochs=10,
+        lr=1e-3,
+        anneal_lr=True,
+        gamma=0.95,
+        gae_lambda=0.95,
+        ent_coef=0.0,
+        clip_eps=0.2,
+        max_grad_norm=0.5,
+        normalize_obs=True,
+        normalize_reward=True,
+        log_std_init=0.0,
+    ),
+    "MountainCarContinuous-v0": dict(
+        env="MountainCarContinuous-v0",
+        total_timesteps=1_000_000,
+        num_envs=16,
+        num_steps=256,
+        num_minibatches=8,
+        update_epochs=10,
+        lr=3e-4,
+        gamma=0.99,
+        gae_lambda=0.9,
+        ent_coef=0.0,
+        normalize_obs=True,
+        normalize_reward=True,
+        log_std_init=-0.5,
+    ),
+    "Breakout-MinAtar": dict(
+        env="Breakout-MinAtar",
+        total_timesteps=10_000_000,
+        num_envs=128,
+        num_steps=128,
+        num_minibatches=8,
+        update_epochs=4,
+        lr=5e-4,
+        ent_coef=0.01,
+        actor_hidden=(256, 256),
+        critic_hidden=(256, 256),
+        activation="relu",
+    ),
+}
+
+
+def preset(name: str) -> PPOConfig:
+    """The tuned configuration of ``name`` (an environment name)."""
+    if name not in PRESETS:
+        raise ConfigError(
+            f"preset: unknown preset {name!r}{_suggest(name, PRESETS)}; accepted: {', '.join(PRESETS)}"
+        )
+    return PPOConfig(**PRESETS[name])
+
+
+def _suggest(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[name.lower()]] if name.lower() in lowered else []
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+# ---- validation ------------------------------------------------------------------------
+def validate(config: PPOConfig) -> PPOConfig:
+    """Check ``config`` in plain Python before anything is traced.
+
+    Raises:
+        ConfigError: one sentence naming the field, its value and what is accepted.
+    """
+    from purejaxppo.envs import known_envs, make_env
+
+    c = config
+    if c.env not in known_envs():
+        raise ConfigError(
+            f"env: unknown environment {c.env!r}{_suggest(c.env, known_envs())}; "
+            f"accepted: {', '.join(known_envs())}"
+        )
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps"):
+        v = getattr(c, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{name}: got {v!r}; accepted: a positive integer")
+    if not isinstance(c.seed, int) or c.seed < 0:
+        raise ConfigError(f"seed: got {c.seed!r}; accepted: a non-negative integer")
+    if c.batch_size % c.num_minibatches:
+        divisors = [d for d in range(1, min(c.batch_size, 64) + 1) if c.batch_size % d == 0]
+        raise ConfigError(
+            f"num_minibatches: {c.num_minibatches} does not divide the batch num_envs * num_steps = "
+            f"{c.num_envs} * {c.num_steps} = {c.batch_size}; accepted: a divisor such as {', '.join(map(str, divisors))}"
+        )
+    if c.total_timesteps < c.batch_size:
+        raise ConfigError(
+            f"total_timesteps: {c.total_timesteps} is less than one batch of num_envs * num_steps = {c.batch_size}; "
+            f"accepted: at least {c.batch_size}"
+        )
+    positive = ("lr", "adam_eps", "max_grad_norm", "clip_obs", "clip_reward")
+    for name in positive:
+        v = getattr(c, name)
+        if not _is_number(v) or not v > 0:
+            raise ConfigError(f"{name}: got {v!r}; accepted: a number > 0")
+    for name in ("clip_eps", "vf_clip_eps", "ent_coef", "vf_coef", "kl_coef", "target_kl"):
+        v = getattr(c, name)
+        if not _is_number(v) or v < 0:
+            raise ConfigError(f"{name}: got {v!r}; accepted: a number >= 0")
+    if not _is_number(c.kl_target) or not c.kl_target > 0:
+        raise ConfigError(f"kl_target: got {c.kl_target!r}; accepted: a number > 0")
+    for name in ("gamma", "gae_lambda"):
+        v = getattr(c, name)
+        if not _is_number(v) or not 0 <= v <= 1:
+            raise ConfigError(f"{name}: got {v!r}; accepted: a number in [0, 1]")
+    if c.activation not in ACTIVATIONS:
+        raise ConfigError(f"activation: got {c.activation!r}; accepted: {', '.join(ACTIVATIONS)}")
+    if c.kl_penalty not in KL_PENALTIES:
+        raise ConfigError(f"kl_penalty: got {c.kl_penalty!r}; accepted: {', '.join(KL_PENALTIES)}")
+    for name in ("actor_hidden", "critic_hidden"):
+        v = getattr(c, name)
+        if not isinstance(v, tuple) or not v or any(not isinstance(w, int) or w <= 0 for w in v):
+            raise ConfigError(f"{name}: got {v!r}; accepted: one or more positive layer widths, e.g. 64 64")
+
+    env, _ = make_env(c.env)
+    default = PPOConfig()
+    if env.action_kind == "discrete":
+        if c.log_std_init != default.log_std_init:
+            raise ConfigError(
+                f"log_std_init: got {c.log_std_init!r}, but {c.env} has a discrete action space "
+                f"({env.num_actions} actions); accepted: only for continuous action spaces"
+            )
+        if c.clip_actions != default.clip_actions:
+            raise ConfigError(
+                f"clip_actions: got {c.clip_actions!r}, but {c.env} has a discrete action space; "
+                "accepted: only for continuous action spaces"
+            )
+    return config
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+__all__ = [
+    "ConfigError",
+    "HParams",
+    "HPARAM_FIELDS",
+    "PPOConfig",
+    "PRESETS",
+    "field_docs",
+    "preset",
+    "validate",
+]

@@ -1,0 +1,150 @@
+"""Actor-critic networks and the two action distributions.
+
+Separate actor and critic MLPs by default (orthogonal initialisation: gain sqrt(2) in
+hidden layers, 0.01 on the policy head, 1 on the value head, as in the PPO
+implementation details of Huang et al., 2022); a shared torso with two heads as an
+option. Distributions are written as small pure functions on their parameters, so
+nothing but arrays crosses ``jit``/``vmap`` boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.initializers import constant, orthogonal
+
+_ACTIVATIONS = {
+    "tanh": nn.tanh,
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "elu": nn.elu,
+}
+
+
+class MLP(nn.Module):
+    """Hidden layers only: ``[..., in] -> [..., hidden[-1]]``."""
+
+    hidden: Sequence[int]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _ACTIVATIONS[self.activation]
+        for width in self.hidden:
+            x = act(nn.Dense(width, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0))(x))
+        return x
+
+
+class ActorCritic(nn.Module):
+    """Policy and value function.
+
+    ``policy(obs)`` returns the distribution parameters: logits ``[..., A]`` for discrete
+    actions, or ``(mean [..., D], log_std [..., D])`` for a diagonal Gaussian.
+    ``value(obs)`` returns ``[...]``.
+    """
+
+    action_dim: int
+    continuous: bool = False
+    actor_hidden: Sequence[int] = (64, 64)
+    critic_hidden: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    shared_torso: bool = False
+    log_std_init: float = 0.0
+
+    def setup(self):
+        self.actor_torso = MLP(tuple(self.actor_hidden), self.activation)
+        if not self.shared_torso:
+            self.critic_torso = MLP(tuple(self.critic_hidden), self.activation)
+        self.policy_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=constant(0.0))
+        self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0))
+        if self.continuous:
+            self.log_std = self.param("log_std", constant(self.log_std_init), (self.action_dim,))
+
+    def policy(self, obs: jax.Array):
+        out = self.policy_head(self.actor_torso(obs))
+        if self.continuous:
+            return out, jnp.broadcast_to(self.log_std, out.shape)
+        return out
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        torso = self.actor_torso if self.shared_torso else self.critic_torso
+        return self.value_head(torso(obs))[..., 0]
+
+    def __call__(self, obs: jax.Array):
+        return self.policy(obs), self.value(obs)
+
+
+def make_network(config, env) -> ActorCritic:
+    """The actor-critic for ``config`` and the adapted environment ``env``."""
+    continuous = env.action_kind == "continuous"
+    return ActorCritic(
+        action_dim=env.action_dim if continuous else env.num_actions,
+        continuous=continuous,
+        actor_hidden=tuple(config.actor_hidden),
+        critic_hidden=tuple(config.critic_hidden),
+        activation=config.activation,
+        shared_torso=config.shared_torso,
+        log_std_init=config.log_std_init,
+    )
+
+
+# ---- distributions -----------------------------------------------------------------
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Categorical(NamedTuple):
+    """Categorical over ``A`` actions from logits ``[..., A]``; actions are int32 ``[...]``."""
+
+    @staticmethod
+    def sample(key: jax.Array, logits: jax.Array) -> jax.Array:
+        return jax.random.categorical(key, logits).astype(jnp.int32)
+
+    @staticmethod
+    def mode(logits: jax.Array) -> jax.Array:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    @staticmethod
+    def log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
+        logp = jax.nn.log_softmax(logits)
+        return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+    @staticmethod
+    def entropy(logits: jax.Array) -> jax.Array:
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+class DiagGaussian(NamedTuple):
+    """Diagonal Gaussian from ``(mean, log_std)``, each ``[..., D]``; actions ``[..., D]``."""
+
+    @staticmethod
+    def sample(key: jax.Array, params) -> jax.Array:
+        mean, log_std = params
+        return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+
+    @staticmethod
+    def mode(params) -> jax.Array:
+        return params[0]
+
+    @staticmethod
+    def log_prob(params, action: jax.Array) -> jax.Array:
+        """sum_d [ -(a_d - mu_d)^2 / (2 sigma_d^2) - log sigma_d - log(2 pi) / 2 ]."""
+        mean, log_std = params
+        z = (action - mean) * jnp.exp(-log_std)
+        return jnp.sum(-0.5 * z * z - log_std - 0.5 * _LOG_2PI, axis=-1)
+
+    @staticmethod
+    def entropy(params) -> jax.Array:
+        """sum_d [ log sigma_d + (1 + log(2 pi)) / 2 ]."""
+        _, log_std = params
+        return jnp.sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
+
+
+def distribution(continuous: bool):
+    return DiagGaussian if continuous else Categorical
