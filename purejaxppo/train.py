@@ -48,6 +48,7 @@ METRIC_NAMES = (
     "losses/kl_coef",
     "losses/explained_variance",
     "losses/epochs",
+    "losses/post_update_kl",
 )
 
 
@@ -243,7 +244,6 @@ def make_trainer(config: PPOConfig) -> Trainer:
         key, rollout_key, epoch_key = jax.random.split(state.key, 3)
         state, traj, (ret_sum, len_sum, n_episodes) = rollout(state, rollout_key)
         # The batch is normalised with the statistics the rollout used; they are then updated.
-        rollout_state = state
         state, batch = make_batch(state, traj, hparams)
 
         if config.anneal_lr:
@@ -287,11 +287,13 @@ def make_trainer(config: PPOConfig) -> Trainer:
 
         kl_state = state.kl
         if config.kl_penalty == "adaptive":
+            # d = KL[pi_old, pi_new] over the whole batch, with the updated parameters.
             pi = network.apply(params, batch.obs, method=ActorCritic.policy)
             measured_kl = losses.kl_estimate(dist.log_prob(pi, batch.action) - batch.log_prob)
             kl_state = losses.adaptive_kl_update(kl_state, measured_kl, hparams.kl_target)
+        else:
+            measured_kl = jnp.asarray(jnp.nan, jnp.float32)
 
-        del rollout_state
         state = state.replace(
             params=params,
             opt_state=opt_state,
@@ -313,6 +315,7 @@ def make_trainer(config: PPOConfig) -> Trainer:
             "losses/kl_coef": kl_coef,
             "losses/explained_variance": losses.explained_variance(batch.value, batch.target),
             "losses/epochs": n_ran,
+            "losses/post_update_kl": measured_kl,
         }
         return state, out
 

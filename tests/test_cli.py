@@ -1,0 +1,112 @@
+"""The command line, run as a subprocess as a user would."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from purejaxppo.results import CSV_COLUMNS
+
+TINY = ["--total-timesteps", "2048", "--num-envs", "4", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1"]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "purejaxppo.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "cartpole"
+    proc = run_cli("train", *TINY, "--seed", "3", "--lr", "1e-3", "--out", str(out))
+    return proc, out
+
+
+def test_train_writes_all_results(trained_run):
+    proc, out = trained_run
+    assert proc.returncode == 0, proc.stderr
+    for line in ("compiled in", "steps/s", "final return"):
+        assert line in proc.stdout
+    assert sorted(os.listdir(out)) == ["config.json", "learning_curve.png", "metrics.csv", "summary.json"]
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["env"] == "CartPole-v1" and config["seed"] == 3 and config["lr"] == 1e-3
+    assert config["num_envs"] == 4 and config["actor_hidden"] == [64, 64]
+
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert len(rows) == 8  # 2048 / (4 * 64)
+    assert [int(r["env_steps"]) for r in rows] == [256 * (i + 1) for i in range(8)]
+    assert float(rows[0]["charts/learning_rate"]) == pytest.approx(1e-3)
+
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("env", "seed", "env_steps", "final_return", "compile_seconds", "train_seconds", "sps", "backend", "versions"):
+        assert key in summary, key
+    assert summary["env_steps"] == 2048 and summary["backend"] == "cpu"
+    assert summary["final_return"] > 5 and summary["sps"] > 0
+    assert {"jax", "flax", "optax", "gymnax"} <= set(summary["versions"])
+
+    png = (out / "learning_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_refuses_to_overwrite_a_run(trained_run):
+    _, out = trained_run
+    before = (out / "metrics.csv").read_bytes()
+    proc = run_cli("train", *TINY, "--out", str(out))
+    assert proc.returncode == 2
+    assert "already holds a run" in proc.stderr and "--overwrite" in proc.stderr
+    assert (out / "metrics.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--env", "CartPol-v1"], ["env:", "CartPol-v1", "did you mean CartPole-v1"]),
+        (["--num-minibatches", "3"], ["num_minibatches: 3 does not divide", "512", "accepted"]),
+        (["--num-envs", "0"], ["num_envs: got 0", "positive integer"]),
+        (["--lr", "-1"], ["lr: got -1.0", "> 0"]),
+        (["--lr", "fast"], ["--lr", "invalid number 'fast'"]),
+        (["--lrr", "0.1"], ["unknown option --lrr", "did you mean --lr"]),
+        (["--log-std-init", "-1"], ["log_std_init", "discrete action space", "continuous"]),
+        (["--kl-penalty", "sometimes"], ["kl_penalty: got 'sometimes'", "off, fixed, adaptive"]),
+        (["--preset", "Cartpole"], ["preset: unknown preset 'Cartpole'", "CartPole-v1"]),
+        (["--gamma", "1.5"], ["gamma: got 1.5", "[0, 1]"]),
+    ],
+)
+def test_bad_input_gets_one_line_error(args, expected, tmp_path):
+    proc = run_cli("train", "--num-envs", "4", "--num-steps", "128", *args, "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("purejaxppo train: error:")
+    for piece in expected:
+        assert piece in lines[0], (piece, lines[0])
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_lists_every_field_with_its_doc():
+    proc = run_cli("train", "--help")
+    assert proc.returncode == 0
+    for flag in ("--env", "--preset", "--seed", "--total-timesteps", "--num-envs", "--num-steps", "--num-minibatches",
+                 "--update-epochs", "--lr", "--clip-eps", "--ent-coef", "--out", "--kl-penalty", "--bootstrap-truncation"):
+        assert flag in proc.stdout, flag
+    assert "GAE lambda" in proc.stdout
+
+
+def test_envs_command_lists_gymnax_and_probe_envs():
+    proc = run_cli("envs")
+    assert proc.returncode == 0
+    names = proc.stdout.split()
+    assert "CartPole-v1" in names and "Breakout-MinAtar" in names and "Probe-TimeLimit" in names

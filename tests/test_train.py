@@ -1,0 +1,163 @@
+"""The compiled training program: learning, determinism, vmap, tracing, algorithm switches."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo import HParams, PPOConfig, make_train, make_trainer, preset
+from purejaxppo.losses import adaptive_kl_update, kl_controller_init
+from purejaxppo.results import final_return
+
+SMALL = PPOConfig(
+    env="CartPole-v1",
+    num_envs=8,
+    num_steps=32,
+    num_minibatches=4,
+    update_epochs=2,
+    total_timesteps=8 * 32 * 12,
+    lr=2.5e-3,
+)
+
+
+@pytest.fixture(scope="module")
+def small_train():
+    """One compiled train function shared by the tests below; counts its traces."""
+    traces = []
+
+    def counted(key, hparams):
+        traces.append(1)
+        return make_train(SMALL)(key, hparams)
+
+    return jax.jit(counted), traces
+
+
+def test_cartpole_learns():
+    config = preset("CartPole-v1").replace(total_timesteps=150_000)
+    _, metrics = jax.jit(make_train(config))(jax.random.key(0))
+    returns = np.asarray(metrics["charts/episodic_return"])
+    assert returns[0] < 60  # a random policy balances for ~20 steps
+    assert final_return(metrics) > 300, returns[-10:]
+
+
+def test_same_key_gives_identical_metrics_and_other_keys_differ(small_train):
+    train, _ = small_train
+    hp = HParams.from_config(SMALL)
+    _, m1 = train(jax.random.key(3), hp)
+    _, m2 = train(jax.random.key(3), hp)
+    _, m3 = train(jax.random.key(4), hp)
+    for name in m1:
+        np.testing.assert_array_equal(np.asarray(m1[name]), np.asarray(m2[name]), err_msg=name)
+    assert not np.allclose(np.asarray(m1["losses/value_loss"]), np.asarray(m3["losses/value_loss"]))
+
+
+def test_vmap_over_keys_equals_separate_runs(small_train):
+    train, _ = small_train
+    hp = HParams.from_config(SMALL)
+    keys = jax.random.split(jax.random.key(7), 3)
+    _, batched = jax.jit(jax.vmap(make_train(SMALL), in_axes=(0, None)))(keys, hp)
+    for i in range(3):
+        _, single = train(keys[i], hp)
+        for name in ("charts/episodic_return", "losses/value_loss", "losses/approx_kl", "losses/entropy"):
+            np.testing.assert_allclose(
+                np.asarray(batched[name][i]), np.asarray(single[name]), rtol=2e-4, atol=1e-5, err_msg=name
+            )
+
+
+def test_float_hyperparameters_do_not_retrace(small_train):
+    train, traces = small_train
+    hp = HParams.from_config(SMALL)
+    train(jax.random.key(0), hp)
+    n = len(traces)
+    changed = hp.replace(
+        lr=jnp.float32(1e-3),
+        gamma=jnp.float32(0.9),
+        gae_lambda=jnp.float32(0.8),
+        clip_eps=jnp.float32(0.1),
+        ent_coef=jnp.float32(0.0),
+        vf_coef=jnp.float32(1.0),
+        max_grad_norm=jnp.float32(1.0),
+        kl_coef=jnp.float32(0.3),
+        kl_target=jnp.float32(0.02),
+    )
+    _, m_changed = train(jax.random.key(0), changed)
+    _, m_default = train(jax.random.key(0), hp)
+    assert len(traces) == n, "changing float hyperparameters retraced the program"
+    assert float(m_changed["charts/learning_rate"][0]) == pytest.approx(1e-3)
+    assert not np.allclose(np.asarray(m_changed["losses/value_loss"]), np.asarray(m_default["losses/value_loss"]))
+
+
+def test_train_compiles_once_with_chex():
+    config = SMALL.replace(total_timesteps=8 * 32 * 2)
+    train = jax.jit(chex.assert_max_traces(make_train(config), n=1))
+    hp = HParams.from_config(config)
+    train(jax.random.key(0), hp)
+    train(jax.random.key(1), hp.replace(lr=jnp.float32(1e-4), clip_eps=jnp.float32(0.3)))
+
+
+def test_adaptive_kl_penalty_follows_the_paper_rule():
+    config = SMALL.replace(kl_penalty="adaptive", clip_eps=0.0, kl_coef=1.0, kl_target=0.003, total_timesteps=8 * 32 * 15)
+    _, m = jax.jit(make_train(config))(jax.random.key(0))
+    coef = np.asarray(m["losses/kl_coef"])
+    kl = np.asarray(m["losses/post_update_kl"])
+    assert coef[0] == 1.0
+    state = kl_controller_init(1.0)
+    for i in range(len(coef) - 1):
+        state = adaptive_kl_update(state, kl[i], 0.003)
+        assert coef[i + 1] == pytest.approx(float(state.coef)), i
+    assert len(set(coef.tolist())) > 1, "the coefficient never moved"
+    assert np.all(np.asarray(m["losses/clipfrac"]) == 0.0)  # clipping off
+
+
+def test_fixed_kl_penalty_with_clipping_keeps_its_coefficient():
+    config = SMALL.replace(kl_penalty="fixed", kl_coef=0.5, total_timesteps=8 * 32 * 3)
+    _, m = jax.jit(make_train(config))(jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(m["losses/kl_coef"]), 0.5)
+    assert np.all(np.isfinite(np.asarray(m["losses/policy_loss"])))
+
+
+def test_kl_penalty_changes_the_update():
+    base = SMALL.replace(total_timesteps=8 * 32 * 4)
+    _, m_off = jax.jit(make_train(base))(jax.random.key(0))
+    _, m_on = jax.jit(make_train(base.replace(kl_penalty="fixed", kl_coef=5.0)))(jax.random.key(0))
+    # same first rollout, different optimisation
+    assert m_off["charts/episodic_return"][0] == m_on["charts/episodic_return"][0]
+    assert not np.allclose(np.asarray(m_off["losses/approx_kl"]), np.asarray(m_on["losses/approx_kl"]))
+
+
+def test_target_kl_early_stop_inside_the_program():
+    config = SMALL.replace(update_epochs=4, total_timesteps=8 * 32 * 4)
+    train = jax.jit(make_train(config))
+    hp = HParams.from_config(config)
+    _, m_all = train(jax.random.key(0), hp)
+    np.testing.assert_array_equal(np.asarray(m_all["losses/epochs"]), 4)
+    _, m_stop = train(jax.random.key(0), hp.replace(target_kl=jnp.float32(1e-9)))
+    np.testing.assert_array_equal(np.asarray(m_stop["losses/epochs"]), 1)
+
+
+def test_continuous_actions_with_normalisation_run():
+    config = preset("Pendulum-v1").replace(num_envs=4, num_steps=64, num_minibatches=4, update_epochs=2, total_timesteps=4 * 64 * 8)
+    trainer = make_trainer(config)
+    state, m = jax.jit(trainer.train)(jax.random.key(0))
+    assert trainer.env.action_kind == "continuous"
+    for name in ("losses/policy_loss", "losses/value_loss", "losses/entropy"):
+        assert np.all(np.isfinite(np.asarray(m[name]))), name
+    # the observation statistics moved away from their initial values
+    assert float(state.obs_rms.count) > 4 * 64 * 7
+    assert float(jnp.abs(state.obs_rms.mean).sum()) > 0.0
+    assert float(state.ret_rms.var) != 1.0
+
+
+def test_shared_torso_has_one_torso():
+    config = SMALL.replace(shared_torso=True, total_timesteps=8 * 32 * 2)
+    trainer = make_trainer(config)
+    state, m = jax.jit(trainer.train)(jax.random.key(0))
+    assert "critic_torso" not in state.params["params"]
+    assert np.all(np.isfinite(np.asarray(m["losses/value_loss"])))
+
+
+def test_learning_rate_anneals_linearly():
+    config = SMALL.replace(total_timesteps=8 * 32 * 4, lr=1e-3)
+    _, m = jax.jit(make_train(config))(jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(m["charts/learning_rate"]), [1e-3, 0.75e-3, 0.5e-3, 0.25e-3], rtol=1e-6)
