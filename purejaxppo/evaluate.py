@@ -1,0 +1,45 @@
+"""Evaluating a trained policy: whole episodes in one compiled program."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from purejaxppo.networks import ActorCritic, distribution
+from purejaxppo.normalize import rms_normalize
+
+
+def make_evaluate(trainer, num_episodes: int, deterministic: bool = True, max_steps: int | None = None):
+    """``evaluate(state, key) -> returns [num_episodes]``, pure and jittable.
+
+    Runs ``num_episodes`` environments in parallel until each has finished one episode
+    (or ``max_steps`` steps, by default the environment's time limit). The policy
+    acts on observations normalised with the run's statistics; ``deterministic`` takes
+    the mode of the policy (argmax, or the Gaussian mean) instead of sampling.
+    """
+    env, config, network = trainer.env, trainer.config, trainer.network
+    dist = distribution(env.action_kind == "continuous")
+    limit = max_steps or int(getattr(env.params, "max_steps_in_episode", 1000))
+
+    def evaluate(state, key: jax.Array) -> jax.Array:
+        reset_key, run_key = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+
+        def step(carry, key_t):
+            obs, env_state, ret, alive = carry
+            act_key, env_key = jax.random.split(key_t)
+            o = rms_normalize(state.obs_rms, obs, config.clip_obs) if config.normalize_obs else obs
+            pi = network.apply(state.params, o, method=ActorCritic.policy)
+            action = dist.mode(pi) if deterministic else dist.sample(act_key, pi)
+            obs, env_state, reward, terminated, truncated, _ = jax.vmap(
+                lambda k, s, a: env.step(k, s, a, clip=True)
+            )(jax.random.split(env_key, num_episodes), env_state, action)
+            ret = ret + reward * alive
+            alive = alive * (1.0 - (terminated | truncated).astype(jnp.float32))
+            return (obs, env_state, ret, alive), None
+
+        init = (obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes))
+        (_, _, returns, _), _ = jax.lax.scan(step, init, jax.random.split(run_key, limit))
+        return returns
+
+    return evaluate
