@@ -79,7 +79,7 @@ class Transition(NamedTuple):
     reward: jax.Array  # [N] raw reward
     terminated: jax.Array  # [N]
     truncated: jax.Array  # [N]
-    final_obs: jax.Array  # [N, obs_dim] raw observation reached before any reset
+    final_value: jax.Array  # [N] V(observation reached before the reset) where truncated, else 0
 
 
 class Batch(NamedTuple):
@@ -150,18 +150,27 @@ def make_trainer(config: PPOConfig) -> Trainer:
 
     # ------------------------------------------------------------------ rollout
     def rollout(state: RunnerState, key: jax.Array):
-        act_key, env_key = jax.random.split(key)
-        act_keys = jax.random.split(act_key, n_steps)
-        env_keys = jax.random.split(env_key, n_steps * n_envs).reshape((n_steps, n_envs) + env_key.shape)
-
-        def env_step(carry, keys_t):
+        def env_step(carry, key_t):
             env_state, obs, ep_ret, ep_len, stats = carry
-            act_key_t, env_keys_t = keys_t
+            act_key_t, env_key_t = jax.random.split(key_t)
+            env_keys_t = jax.random.split(env_key_t, n_envs)
             pi = network.apply(state.params, normalize_obs(state.obs_rms, obs), method=ActorCritic.policy)
             action = dist.sample(act_key_t, pi)
             log_prob = dist.log_prob(pi, action)
             next_obs, env_state, reward, terminated, truncated, final_obs = vstep(env_keys_t, env_state, action)
             done = terminated | truncated
+            if config.bootstrap_truncation:
+                # V(final obs) is needed only where a time limit cut the episode; elsewhere it is
+                # V(next obs), which the batched critic pass computes anyway. Truncations are rare,
+                # so the critic runs here only on steps that have one (both branches under vmap).
+                final_value = jax.lax.cond(
+                    jnp.any(truncated),
+                    lambda o: network.apply(state.params, normalize_obs(state.obs_rms, o), method=ActorCritic.value),
+                    lambda o: jnp.zeros((n_envs,), jnp.float32),
+                    final_obs,
+                )
+            else:
+                final_value = jnp.zeros((n_envs,), jnp.float32)
             ep_ret = ep_ret + reward
             ep_len = ep_len + 1
             stats = (
@@ -171,12 +180,12 @@ def make_trainer(config: PPOConfig) -> Trainer:
             )
             ep_ret = jnp.where(done, 0.0, ep_ret)
             ep_len = jnp.where(done, 0, ep_len)
-            transition = Transition(obs, action, log_prob, reward, terminated, truncated, final_obs)
+            transition = Transition(obs, action, log_prob, reward, terminated, truncated, final_value)
             return (env_state, next_obs, ep_ret, ep_len, stats), transition
 
         zero_stats = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
         carry = (state.env_state, state.obs, state.episode_return, state.episode_length, zero_stats)
-        carry, traj = jax.lax.scan(env_step, carry, (act_keys, env_keys))
+        carry, traj = jax.lax.scan(env_step, carry, jax.random.split(key, n_steps))
         env_state, obs, ep_ret, ep_len, stats = carry
         state = state.replace(env_state=env_state, obs=obs, episode_return=ep_ret, episode_length=ep_len)
         return state, traj, stats
@@ -202,14 +211,13 @@ def make_trainer(config: PPOConfig) -> Trainer:
         obs = normalize_obs(state.obs_rms, traj.obs)  # [T, N, D]
         values = network.apply(state.params, obs, method=ActorCritic.value)  # [T, N]
         done = traj.terminated | traj.truncated
+        last_value = network.apply(state.params, normalize_obs(state.obs_rms, state.obs), method=ActorCritic.value)
+        next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)  # V(s_{t+1})
         if config.bootstrap_truncation:
-            next_values = network.apply(
-                state.params, normalize_obs(state.obs_rms, traj.final_obs), method=ActorCritic.value
-            )
+            # after a truncation s_{t+1} is a reset state: bootstrap from the final observation instead
+            next_values = jnp.where(traj.truncated, traj.final_value, next_values)
             terminated = traj.terminated
         else:
-            last_value = network.apply(state.params, normalize_obs(state.obs_rms, state.obs), method=ActorCritic.value)
-            next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
             terminated = done
         advantages, targets = gae_advantages(
             rewards, values, next_values, terminated, done, hparams.gamma, hparams.gae_lambda

@@ -110,3 +110,13 @@ def test_envs_command_lists_gymnax_and_probe_envs():
     assert proc.returncode == 0
     names = proc.stdout.split()
     assert "CartPole-v1" in names and "Breakout-MinAtar" in names and "Probe-TimeLimit" in names
+
+
+def test_installed_console_script_runs():
+    import shutil
+    from pathlib import Path
+
+    script = shutil.which("purejaxppo") or str(Path(sys.executable).parent / "purejaxppo")
+    proc = subprocess.run([script, "presets"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "CartPole-v1:" in proc.stdout and "Pendulum-v1:" in proc.stdout
