@@ -164,7 +164,7 @@ def main() -> None:
         peak = r.get("peak_rss_mb")
         print(
             f"{r['name']:<30} {r['num_envs']:>5} {r.get('compile_seconds', 0):>10.1f} {r['sps']:>12,.0f} "
-            f"{(peak or 0):>9.0f} {ratio:>18}"
+            f"{(f'{peak:.0f}' if peak else '-'):>9} {ratio:>18}"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, NoReturn
 
-from purejaxppo.config import ACTIVATIONS, KL_PENALTIES, PRESETS, ConfigError, PPOConfig, field_docs, preset, validate
+from purejaxppo.config import ACTIVATIONS, HPARAM_FIELDS, KL_PENALTIES, PRESETS, ConfigError, PPOConfig, field_docs, preset, validate
 
 PROG = "purejaxppo"
 
@@ -108,18 +108,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parser.subcommands = sub.choices  # type: ignore[attr-defined]
     train = sub.add_parser("train", help="train one agent and write its results", description="Train one PPO agent.")
-    train.add_argument(
+    _add_run_flags(train, "runs/ENV_sSEED_TIME")
+    add_config_flags(train)
+    sweep = sub.add_parser(
+        "sweep",
+        help="train seeds x hyperparameter settings in one compiled program",
+        description="Train many agents at once: every seed of every setting, vmapped in one program and "
+        f"sharded over the devices. Sweepable fields: {', '.join(HPARAM_FIELDS)}.",
+    )
+    _add_run_flags(sweep, "runs/sweep_ENV_TIME")
+    sweep.add_argument("--num-seeds", type=_positive_int, default=1, metavar="N", help="seeds per setting (default: 1)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
+                       help="values of one field; several --grid flags give their cartesian product")
+    sweep.add_argument("--sample", action="append", default=[], metavar="FIELD=DIST",
+                       help="random search: FIELD=uniform:LO:HI, FIELD=log-uniform:LO:HI or FIELD=choice:V1,V2,...")
+    sweep.add_argument("--num-samples", type=_positive_int, default=0, metavar="K", help="random-search draws")
+    add_config_flags(sweep)
+    sub.add_parser("envs", help="list the environment names accepted by --env")
+    sub.add_parser("presets", help="list the presets and their settings")
+    return parser
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument(
         "--preset",
         default=None,
         help=f"start from a tuned preset: {', '.join(PRESETS)}, or 'none' for the plain defaults "
         "(default: the preset of --env when it has one)",
     )
-    train.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/ENV_sSEED_TIME)")
-    train.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
-    add_config_flags(train)
-    sub.add_parser("envs", help="list the environment names accepted by --env")
-    sub.add_parser("presets", help="list the presets and their settings")
-    return parser
+    parser.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out})")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
@@ -142,7 +160,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
 def _check_out_dir(out: str, overwrite: bool) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out: {out} exists and is not a folder; accepted: a new or empty folder")
-    existing = [f for f in ("config.json", "metrics.csv", "summary.json") if os.path.exists(os.path.join(out, f))]
+    names = ("config.json", "metrics.csv", "summary.json", "results.csv", "summary.csv", "metrics.npz")
+    existing = [f for f in names if os.path.exists(os.path.join(out, f))]
     if existing and not overwrite:
         raise UsageError(
             f"--out: {out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
@@ -161,6 +180,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from purejaxppo import sweep as sw
+
+    config, preset_name = resolve_config(args)
+    grid = dict(sw.parse_grid(g) for g in args.grid)
+    samples = dict(sw.parse_sample(x) for x in args.sample)
+    if samples and args.num_samples <= 0:
+        raise UsageError("--num-samples: random search with --sample needs --num-samples K (K > 0)")
+    if args.num_samples and not samples:
+        raise UsageError("--num-samples: given without any --sample FIELD=DIST to draw from")
+    out = args.out or os.path.join("runs", f"sweep_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}")
+    _check_out_dir(out, args.overwrite)
+    settings = sw.make_settings(grid, samples, args.num_samples, jax_key(config.seed))
+    n_agents = len(settings) * args.num_seeds
+    import jax
+
+    print(f"preset: {preset_name or 'none'}", flush=True)
+    print(
+        f"sweep on {config.env}: {len(settings)} setting(s) x {args.num_seeds} seed(s) = {n_agents} agents, "
+        f"{config.num_updates} updates each, on {jax.device_count()} {jax.default_backend()} device(s)",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    result = sw.sweep(config, num_seeds=args.num_seeds, grid=grid, samples=samples, num_samples=args.num_samples)
+    seconds = time.perf_counter() - t0
+    spec = {"num_seeds": args.num_seeds, "grid": grid, "sample": {k: [v.kind, *v.values] for k, v in samples.items()},
+            "num_samples": args.num_samples, "preset": preset_name, "seconds": round(seconds, 2)}
+    rows = sw.write_sweep(out, config, result, spec)
+    total_steps = n_agents * config.num_updates * config.batch_size
+    print(f"trained {n_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included", flush=True)
+    print(sw.format_table(rows))
+    print(f"results in {out}")
+    return 0
+
+
+def jax_key(seed: int):
+    import jax
+
+    return jax.random.fold_in(jax.random.key(seed), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -172,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             target.unknown_error(extra)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
         if args.command == "envs":
             from purejaxppo.envs import known_envs
 

@@ -1,0 +1,190 @@
+"""Sweeps: many agents in one program, equal to individual runs, sharded over fake devices."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from purejaxppo import ConfigError, HParams, PPOConfig, make_train
+from purejaxppo import sweep as sw
+
+SMALL = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2, total_timesteps=4 * 32 * 6)
+
+
+@pytest.fixture(scope="module")
+def grid_result():
+    return sw.sweep(SMALL, num_seeds=2, grid={"lr": [1e-3, 3e-3], "clip_eps": [0.1, 0.3]})
+
+
+def test_sweep_shapes(grid_result):
+    r = grid_result
+    assert len(r.settings) == 4
+    assert {tuple(sorted(s.items())) for s in r.settings} == {
+        (("clip_eps", c), ("lr", lr)) for lr in (1e-3, 3e-3) for c in (0.1, 0.3)
+    }
+    assert r.metrics["charts/episodic_return"].shape == (4, 2, SMALL.num_updates)
+    assert r.final_return.shape == (4, 2) and r.auc.shape == (4, 2)
+
+
+def test_sweep_agents_equal_individual_runs(grid_result):
+    r = grid_result
+    train = jax.jit(make_train(SMALL))
+    for g in (0, 3):
+        hp = HParams.from_config(SMALL.replace(**r.settings[g]))
+        for s in range(2):
+            _, single = train(r.keys[s], hp)
+            for name in ("charts/episodic_return", "losses/value_loss", "losses/approx_kl"):
+                np.testing.assert_allclose(r.metrics[name][g, s], np.asarray(single[name]), rtol=2e-4, atol=1e-5, err_msg=name)
+
+
+def test_sweep_compiles_once(monkeypatch):
+    traces = []
+    real = sw.make_trainer
+
+    def counting(config):
+        trainer = real(config)
+
+        def train(key, hp):
+            traces.append(1)
+            return trainer.train(key, hp)
+
+        return trainer._replace(train=train)
+
+    monkeypatch.setattr(sw, "make_trainer", counting)
+    r = sw.sweep(SMALL.replace(total_timesteps=4 * 32 * 2), num_seeds=3, grid={"ent_coef": [0.0, 0.01, 0.02]})
+    assert r.final_return.shape == (3, 3)
+    assert len(traces) == 1
+
+
+def test_random_search_is_reproducible_and_in_bounds():
+    samples = {
+        "lr": sw.Distribution("log-uniform", (1e-4, 1e-2)),
+        "gamma": sw.Distribution("uniform", (0.9, 0.999)),
+        "ent_coef": sw.Distribution("choice", (0.0, 0.01)),
+    }
+    a = sw.make_settings(None, samples, 50, jax.random.key(1))
+    b = sw.make_settings(None, samples, 50, jax.random.key(1))
+    c = sw.make_settings(None, samples, 50, jax.random.key(2))
+    assert a == b and a != c and len(a) == 50
+    lrs = np.array([s["lr"] for s in a])
+    assert lrs.min() >= 1e-4 and lrs.max() <= 1e-2
+    assert np.mean(lrs < 1e-3) > 0.3  # log-uniform: about half the draws below the geometric middle
+    assert all(0.9 <= s["gamma"] <= 0.999 for s in a)
+    assert {s["ent_coef"] for s in a} == {0.0, 0.01}
+    # grid x samples: every grid point gets every draw
+    both = sw.make_settings({"clip_eps": [0.1, 0.2]}, {"lr": samples["lr"]}, 3, jax.random.key(1))
+    assert len(both) == 6 and [s["clip_eps"] for s in both] == [0.1] * 3 + [0.2] * 3
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: sw.parse_grid("num_envs=4,8"), "num_envs is a static setting"),
+        (lambda: sw.parse_grid("lrr=1,2"), "lrr is not a config field"),
+        (lambda: sw.parse_grid("lr=fast,1e-3"), "value 'fast' is not a number"),
+        (lambda: sw.parse_grid("lr="), "empty list"),
+        (lambda: sw.parse_sample("lr=normal:0:1"), "distribution 'normal'"),
+        (lambda: sw.parse_sample("lr=log-uniform:0:1"), "LOW > 0"),
+        (lambda: sw.parse_sample("lr=uniform:1e-2:1e-4"), "LOW < HIGH"),
+        (lambda: sw.sweep(SMALL, grid={"gamma": [0.9, 1.5]}), "gamma: got 1.5"),
+    ],
+)
+def test_bad_sweep_specs(call, message):
+    with pytest.raises(ConfigError) as e:
+        call()
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bootstrap_ci():
+    lo, hi = sw.bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert 1.0 <= lo < 2.5 < hi <= 4.0
+    assert sw.bootstrap_ci(np.array([5.0])) == (5.0, 5.0)
+
+
+FAKE_DEVICES = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    from purejaxppo import PPOConfig
+    from purejaxppo import sweep as sw
+    config = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2,
+                       total_timesteps=4 * 32 * 4)
+    out = {"devices": jax.device_count()}
+    for name, seeds in (("three", 3), ("four", 4)):   # 3 agents pad to 4 devices; 4 divide evenly
+        r = sw.sweep(config, num_seeds=seeds, grid={"lr": [2.5e-3]})
+        out[name] = {k: r.metrics[k].tolist() for k in ("charts/episodic_return", "losses/value_loss")}
+    print(json.dumps(out))
+    """
+)
+
+
+def _run_fake_devices(n: int) -> dict:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", FAKE_DEVICES], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_agent_sharded_sweep_on_4_devices_equals_1_device():
+    four = _run_fake_devices(4)
+    one = _run_fake_devices(1)
+    assert four["devices"] == 4 and one["devices"] == 1
+    for case in ("three", "four"):
+        for k in one[case]:
+            np.testing.assert_array_equal(np.array(four[case][k]), np.array(one[case][k]), err_msg=f"{case} {k}")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "purejaxppo.cli", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+TINY = ["--total-timesteps", "768", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1"]
+
+
+def test_sweep_cli_writes_results(tmp_path):
+    out = tmp_path / "sweep"
+    proc = run_cli("sweep", *TINY, "--num-seeds", "2", "--grid", "lr=1e-3,3e-3", "--sample", "ent-coef=choice:0,0.01",
+                   "--num-samples", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "final return" in proc.stdout and "95% CI" in proc.stdout
+    assert sorted(os.listdir(out)) == ["config.json", "curves.png", "metrics.npz", "results.csv", "summary.csv"]
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 2  # 2 grid values x 2 samples x 2 seeds
+    assert {"lr", "ent_coef", "seed", "final_return", "auc"} <= set(rows[0])
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert len(summary) == 4 and [int(r["rank"]) for r in summary] == [1, 2, 3, 4]
+    means = [float(r["mean_final_return"]) for r in summary]
+    assert means == sorted(means, reverse=True)
+    assert all(float(r["ci95_low"]) <= float(r["mean_final_return"]) <= float(r["ci95_high"]) for r in summary)
+    npz = np.load(out / "metrics.npz")
+    assert npz["charts__episodic_return"].shape == (4, 2, 6)
+    assert json.loads((out / "config.json").read_text())["sweep"]["num_seeds"] == 2
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--grid", "num_envs=4,8"], "num_envs is a static setting"),
+        (["--grid", "lr=a,b"], "is not a number"),
+        (["--grid", "lr="], "empty list"),
+        (["--sample", "lr=gauss:1:2", "--num-samples", "2"], "distribution 'gauss'"),
+        (["--sample", "lr=uniform:1e-4:1e-2"], "--num-samples"),
+    ],
+)
+def test_sweep_cli_bad_input(args, expected, tmp_path):
+    proc = run_cli("sweep", *TINY, *args, "--out", str(tmp_path / "s"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("purejaxppo sweep: error:") and expected in lines[0], proc.stderr
+    assert not (tmp_path / "s").exists()
