@@ -126,8 +126,10 @@ FAKE_DEVICES = textwrap.dedent(
 
 
 def _run_fake_devices(n: int) -> dict:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", FAKE_DEVICES], capture_output=True, text=True, env=env, timeout=600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "XLA_", "JAX_"))}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", FAKE_DEVICES], capture_output=True, text=True, env=env, timeout=300,
+                          stdin=subprocess.DEVNULL, start_new_session=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -138,7 +140,10 @@ def test_agent_sharded_sweep_on_4_devices_equals_1_device():
     assert four["devices"] == 4 and one["devices"] == 1
     for case in ("three", "four"):
         for k in one[case]:
-            np.testing.assert_array_equal(np.array(four[case][k]), np.array(one[case][k]), err_msg=f"{case} {k}")
+            # Same agents, same keys: equal up to float rounding (XLA compiles the per-device
+            # program differently under 4-way partitioning; differences seen are ~1e-6 relative).
+            np.testing.assert_allclose(np.array(four[case][k]), np.array(one[case][k]), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{case} {k}")
 
 
 def run_cli(*args):
