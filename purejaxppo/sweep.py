@@ -165,6 +165,11 @@ def run_agents(config: PPOConfig, keys: jax.Array, hparams: HParams, mesh: Mesh 
     if padded != n_agents:  # pad by repeating the last agent; the copies are dropped below
         pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - n_agents, axis=0)])  # noqa: E731
         keys, hparams = pad(keys), jax.tree_util.tree_map(pad, hparams)
+    if n_dev == 1:
+        # one device: a plain jit of the vmapped trainer, no partitioning machinery at all
+        states, metrics = jax.jit(jax.vmap(make_trainer(config).train))(keys, hparams)
+        metrics = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], jax.device_get(metrics))
+        return states, metrics
     sharding = NamedSharding(mesh, PartitionSpec("agents"))
     keys = jax.device_put(keys, sharding)
     hparams = jax.device_put(hparams, sharding)
