@@ -123,13 +123,6 @@ class PPOConfig:
     def num_updates(self) -> int:
         return self.total_timesteps // self.batch_size
 
-    @property
-    def continuous(self) -> bool:
-        from purejaxppo.envs import make_env
-
-        env, params = make_env(self.env)
-        return env.action_kind == "continuous"
-
     def replace(self, **changes: Any) -> PPOConfig:
         return dataclasses.replace(self, **changes)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -213,8 +214,9 @@ def sweep(
     _, metrics = run_agents(config, keys, hparams, mesh)
     shaped = {k: v.reshape((len(settings), num_seeds) + v.shape[1:]) for k, v in metrics.items()}
     returns = shaped["charts/episodic_return"]
-    with np.errstate(invalid="ignore"):
-        auc = np.nanmean(np.where(np.isnan(returns), np.nan, returns), axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an agent with no finished episode has no AUC
+        auc = np.nanmean(returns, axis=-1)
     return SweepResult(settings, num_seeds, shaped, np.asarray(final_return(shaped)), auc, hparams, seed_keys)
 
 
@@ -315,8 +317,8 @@ def _plot_curves(path: str, env_steps: np.ndarray, result: SweepResult, env: str
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for g, setting in enumerate(result.settings):
         r = returns[g]
-        with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-            __import__("warnings").simplefilter("ignore", RuntimeWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(r, axis=0)
             if result.seeds > 1:
                 # pointwise 95% interval of the mean over seeds (normal approximation)
