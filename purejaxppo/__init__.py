@@ -1,9 +1,5 @@
 """purejaxppo: Proximal Policy Optimization compiled end to end in JAX."""
 
-from purejaxppo._xla import configure_xla as _configure_xla
-
-_configure_xla()  # before anything below starts a JAX backend
-
 from purejaxppo.config import ConfigError, HParams, PPOConfig, PRESETS, preset, validate
 from purejaxppo.envs import known_envs, make_env, register_env
 from purejaxppo.train import METRIC_NAMES, RunnerState, Trainer, make_train, make_trainer

@@ -16,7 +16,8 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen.initializers import constant, orthogonal
+from flax.linen import initializers
+from flax.linen.initializers import constant
 
 _ACTIVATIONS = {
     "tanh": nn.tanh,
@@ -25,6 +26,34 @@ _ACTIVATIONS = {
     "silu": nn.silu,
     "elu": nn.elu,
 }
+
+
+def orthogonal(scale: float = 1.0):
+    """Flax's orthogonal initialiser, made safe to ``vmap`` on the CPU.
+
+    Orthogonal matrices come from a QR factorisation. Under ``vmap`` (seeds, sweeps) that
+    becomes one batched LAPACK call, which XLA's CPU runtime splits over its intra-op
+    thread pool while blocking a pool thread to wait for the pieces; two such calls
+    running at once on a two-thread pool wait for each other for ever. Here a batch of
+    initialisations runs as a ``lax.map`` of unbatched ones instead: the same numbers
+    (bit for bit), no nested parallelism, and a negligible cost paid once per run.
+    """
+    base = initializers.orthogonal(scale)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        @jax.custom_batching.custom_vmap
+        def draw(key):
+            return base(key, shape, dtype)
+
+        @draw.def_vmap
+        def draw_batched(axis_size, in_batched, key):
+            if not in_batched[0]:
+                return draw(key), False
+            return jax.lax.map(draw, key), True
+
+        return draw(key)
+
+    return init
 
 
 class MLP(nn.Module):
