@@ -16,9 +16,18 @@ import sys
 import time
 from typing import Any, NoReturn
 
+from purejaxppo.checkpoints import CheckpointError
 from purejaxppo.config import ACTIVATIONS, HPARAM_FIELDS, KL_PENALTIES, PRESETS, ConfigError, PPOConfig, field_docs, preset, validate
 
 PROG = "purejaxppo"
+RUN_FILES = ("config.json", "metrics.csv", "summary.json", "learning_curve.png", "checkpoints", "tensorboard", "wandb",
+             "eval.json", "results.csv", "summary.csv", "metrics.npz", "curves.png")
+# Settings that may change when a run is resumed (the rest would make it a different run).
+SAFE_RESUME_FIELDS = ("total_timesteps",)
+
+
+from purejaxppo.loggers import MissingExtra  # noqa: E402
+from purejaxppo.runner import RunError  # noqa: E402
 
 
 class UsageError(Exception):
@@ -109,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.subcommands = sub.choices  # type: ignore[attr-defined]
     train = sub.add_parser("train", help="train one agent and write its results", description="Train one PPO agent.")
     _add_run_flags(train, "runs/ENV_sSEED_TIME")
+    _add_long_run_flags(train)
     add_config_flags(train)
     sweep = sub.add_parser(
         "sweep",
@@ -117,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"sharded over the devices. Sweepable fields: {', '.join(HPARAM_FIELDS)}.",
     )
     _add_run_flags(sweep, "runs/sweep_ENV_TIME")
+    _add_cache_flag(sweep)
     sweep.add_argument("--num-seeds", type=_positive_int, default=1, metavar="N", help="seeds per setting (default: 1)")
     sweep.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
                        help="values of one field; several --grid flags give their cartesian product")
@@ -124,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="random search: FIELD=uniform:LO:HI, FIELD=log-uniform:LO:HI or FIELD=choice:V1,V2,...")
     sweep.add_argument("--num-samples", type=_positive_int, default=0, metavar="K", help="random-search draws")
     add_config_flags(sweep)
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a trained run from its checkpoint",
+        description="Run episodes of a trained policy in one compiled program and write eval.json in the run folder.",
+    )
+    ev.add_argument("--run", required=True, metavar="DIR", help="the run folder (the --out of purejaxppo train)")
+    ev.add_argument("--step", type=_positive_int, default=None, metavar="UPDATE",
+                    help="the checkpoint to load, by update number (default: the latest)")
+    ev.add_argument("--episodes", type=_positive_int, default=10, metavar="N", help="episodes to run (default: 10)")
+    ev.add_argument("--deterministic", action="store_true", help="act with the mode of the policy instead of sampling")
+    ev.add_argument("--seed", type=_positive_int, default=0, metavar="N", help="seed of the evaluation (default: 0)")
+    ev.add_argument("--render", default=None, metavar="OUT.gif",
+                    help="also record one episode as an animated GIF (CartPole, Acrobot, Pendulum, MountainCar, MinAtar)")
+    _add_cache_flag(ev)
     sub.add_parser("envs", help="list the environment names accepted by --env")
     sub.add_parser("presets", help="list the presets and their settings")
     return parser
@@ -140,12 +165,74 @@ def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
-    """Defaults <- preset <- explicit flags."""
+def _add_cache_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compilation-cache", default=None, metavar="DIR",
+        help="folder of JAX's persistent compilation cache, or 'off' (default: $PUREJAXPPO_COMPILATION_CACHE, "
+        "else ~/.cache/purejaxppo/jax)",
+    )
+
+
+def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run management")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest usable checkpoint, with its saved settings")
+    g.add_argument("--allow-safe-changes", action="store_true",
+                   help=f"with --resume, accept changes to {', '.join(SAFE_RESUME_FIELDS)}")
+    g.add_argument("--chunk-updates", type=_positive_int, default=None, metavar="K",
+                   help="updates per compiled chunk; metrics, progress and checkpoints happen between chunks "
+                   "(default: about 1/50 of the run)")
+    g.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="M",
+                   help="save a checkpoint at each multiple of M updates (at the end of its chunk) and at the end; "
+                   "0 for none (default: every 5 minutes of training, and at the end)")
+    g.add_argument("--keep-checkpoints", type=_positive_int, default=3, metavar="N",
+                   help="how many of the latest checkpoints to keep (default: 3)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: only on a terminal)")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard (extra: purejaxppo[tensorboard])")
+    g.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (extra: purejaxppo[wandb])")
+    g.add_argument("--wandb-project", default="purejaxppo", metavar="NAME", help="W&B project (default: purejaxppo)")
+    g.add_argument("--wandb-mode", default="offline", choices=("offline", "online"),
+                   help="offline writes under OUT/wandb and needs no account (default: offline)")
+    _add_cache_flag(parser)
+
+
+def _explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig) if hasattr(args, f.name)}
     for name, value in overrides.items():
         if isinstance(value, list):
             overrides[name] = tuple(value)
+    return overrides
+
+
+def resolve_resume_config(args: argparse.Namespace, out: str) -> tuple[PPOConfig, str | None]:
+    """The run's saved settings <- preset (if given) <- explicit flags; refuses unsafe changes."""
+    from purejaxppo.checkpoints import CheckpointError
+    from purejaxppo.policy import read_run_config
+
+    try:
+        saved = read_run_config(out)
+    except CheckpointError as e:
+        raise UsageError(f"--resume: {e}") from None
+    preset_name = args.preset if args.preset and args.preset.lower() != "none" else None
+    base = preset(preset_name) if preset_name else saved
+    config = validate(base.replace(**_explicit_overrides(args)))
+    changed = [f.name for f in dataclasses.fields(PPOConfig) if getattr(config, f.name) != getattr(saved, f.name)]
+    unsafe = [c for c in changed if c not in SAFE_RESUME_FIELDS]
+    if unsafe or (changed and not args.allow_safe_changes):
+        listed = ", ".join(f"{c} (run: {getattr(saved, c)}, now: {getattr(config, c)})" for c in changed)
+        how = (f"drop the flags that change {', '.join(unsafe)}" if unsafe else "pass --allow-safe-changes")
+        raise UsageError(
+            f"--resume: the settings differ from the run's: {listed}; {how} "
+            f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)"
+        )
+    return config, preset_name
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
+    """Defaults <- preset <- explicit flags."""
+    overrides = _explicit_overrides(args)
     preset_name = args.preset
     if preset_name is None:
         env = overrides.get("env", PPOConfig().env)
@@ -160,7 +247,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
 def _check_out_dir(out: str, overwrite: bool) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out: {out} exists and is not a folder; accepted: a new or empty folder")
-    names = ("config.json", "metrics.csv", "summary.json", "results.csv", "summary.csv", "metrics.npz")
+    names = RUN_FILES
     existing = [f for f in names if os.path.exists(os.path.join(out, f))]
     if existing and not overwrite:
         raise UsageError(
@@ -169,14 +256,107 @@ def _check_out_dir(out: str, overwrite: bool) -> None:
         )
 
 
+def _clear_run(out: str) -> None:
+    """--overwrite: remove the previous run's outputs (and only those) from ``out``."""
+    import shutil
+
+    for name in RUN_FILES:
+        path = os.path.join(out, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    config, preset_name = resolve_config(args)
-    out = args.out or os.path.join("runs", f"{config.env}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
-    _check_out_dir(out, args.overwrite)
+    if args.resume:
+        if not args.out:
+            raise UsageError("--resume: needs --out DIR, the folder of the run to continue")
+        if args.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other; accepted: one of them")
+        out = args.out
+        config, preset_name = resolve_resume_config(args, out)
+    else:
+        if args.allow_safe_changes:
+            raise UsageError("--allow-safe-changes: only applies with --resume")
+        config, preset_name = resolve_config(args)
+        out = args.out or os.path.join("runs", f"{config.env}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
+        _check_out_dir(out, args.overwrite)
+    for flag, value, low in (("--chunk-updates", args.chunk_updates, 1), ("--checkpoint-every", args.checkpoint_every, 0),
+                             ("--keep-checkpoints", args.keep_checkpoints, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag}: {value} is out of range; accepted: an integer >= {low}")
+    _setup_cache(args)
     from purejaxppo.runner import run
 
+    if args.overwrite:
+        _clear_run(out)
     print(f"preset: {preset_name or 'none'}", flush=True)
-    run(config, out_dir=out, preset_name=preset_name, log=lambda m: print(m, flush=True))
+    run(
+        config,
+        out_dir=out,
+        preset_name=preset_name,
+        log=lambda m: print(m, flush=True),
+        chunk_updates=args.chunk_updates,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        resume=args.resume,
+        progress=args.progress,
+        tensorboard=args.tensorboard,
+        wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else None,
+    )
+    return 0
+
+
+def _setup_cache(args: argparse.Namespace) -> None:
+    from purejaxppo.cache import enable_compilation_cache
+
+    enable_compilation_cache(args.compilation_cache)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from purejaxppo import results
+    from purejaxppo.policy import evaluate_policy, load_policy, record_episode
+    from purejaxppo.render import renderer, write_gif
+
+    if args.episodes < 1:
+        raise UsageError(f"--episodes: {args.episodes} is out of range; accepted: an integer >= 1")
+    _setup_cache(args)
+    policy = load_policy(args.run, args.step, deterministic=args.deterministic)
+    env = policy.trainer.env
+    if args.render:
+        try:
+            renderer(env.name, env.obs_shape)
+        except ValueError as e:
+            raise UsageError(f"--render: {e}") from None
+        if not args.render.lower().endswith(".gif"):
+            raise UsageError(f"--render: {args.render} is not a .gif file name; accepted: a path ending in .gif")
+    mode = "deterministic" if args.deterministic else "stochastic"
+    print(f"evaluating {args.run} at update {policy.step} on {env.name}: {args.episodes} {mode} episodes", flush=True)
+    returns = evaluate_policy(policy, args.episodes, args.deterministic, args.seed)
+    record = {
+        "run": os.path.abspath(args.run),
+        "env": env.name,
+        "update": policy.step,
+        "env_steps": policy.step * policy.config.batch_size,
+        "episodes": args.episodes,
+        "deterministic": args.deterministic,
+        "seed": args.seed,
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "returns": returns.tolist(),
+    }
+    print(f"return: mean {record['mean']:.2f}, std {record['std']:.2f}, min {record['min']:.2f}, "
+          f"max {record['max']:.2f}")
+    if args.render:
+        frames, ret = record_episode(policy, args.deterministic, args.seed)
+        n = write_gif(args.render, env.name, env.obs_shape, frames)
+        record["render"] = {"path": os.path.abspath(args.render), "frames": n, "return": ret}
+        print(f"recorded one episode ({n - 1} steps, return {ret:.2f}) in {args.render}")
+    results.write_json(os.path.join(args.run, "eval.json"), record)
+    print(f"wrote {os.path.join(args.run, 'eval.json')}")
     return 0
 
 
@@ -192,6 +372,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError("--num-samples: given without any --sample FIELD=DIST to draw from")
     out = args.out or os.path.join("runs", f"sweep_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}")
     _check_out_dir(out, args.overwrite)
+    _setup_cache(args)
     settings = sw.make_settings(grid, samples, args.num_samples, jax_key(config.seed))
     n_agents = len(settings) * args.num_seeds
     import jax
@@ -234,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "eval":
+            return cmd_eval(args)
         if args.command == "envs":
             from purejaxppo.envs import known_envs
 
@@ -245,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         parser.print_help()
         return 2
-    except (UsageError, ConfigError) as e:
+    except (UsageError, ConfigError, CheckpointError, RunError, MissingExtra) as e:
         where = f"{PROG} {command}" if command else PROG
         print(f"{where}: error: {e}", file=sys.stderr)
         return 2

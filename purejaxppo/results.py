@@ -64,12 +64,13 @@ def final_return(metrics: dict[str, Any], fraction: float = 0.1) -> float:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def metrics_rows(config: PPOConfig, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+def metrics_rows(config: PPOConfig, metrics: dict[str, Any], start: int = 0) -> list[dict[str, Any]]:
+    """CSV rows for per-update ``metrics`` whose first entry is update ``start + 1``."""
     arrays = {k: np.asarray(v) for k, v in metrics.items()}
     n = len(arrays["charts/episodic_return"])
     rows = []
     for i in range(n):
-        row: dict[str, Any] = {"env_steps": (i + 1) * config.batch_size}
+        row: dict[str, Any] = {"env_steps": (start + i + 1) * config.batch_size}
         for col in CSV_COLUMNS[1:]:
             v = arrays[col][i].item()
             row[col] = "" if isinstance(v, float) and math.isnan(v) else v

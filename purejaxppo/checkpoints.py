@@ -1,0 +1,199 @@
+"""Checkpoints of a whole training run with Orbax, and their faults.
+
+A checkpoint holds everything needed to continue a run bit for bit: the complete
+:class:`~purejaxppo.train.RunnerState` (parameters, optimiser state, environment states,
+current observations, PRNG key, normaliser statistics, KL coefficient, update counter),
+the per-update metrics so far, and a JSON record with the config, the package version
+and a checksum of the state.
+
+Layout (``CheckpointManager`` under ``RUN/checkpoints``)::
+
+    RUN/checkpoints/<update>/state      the RunnerState (PRNG keys stored as their key data)
+    RUN/checkpoints/<update>/history    {metric name: [updates so far]}
+    RUN/checkpoints/<update>/meta       JSON: config, version, update, env steps, checksum, ...
+    RUN/checkpoints/damaged/<update>-*  checkpoints found unreadable, moved aside (never deleted)
+
+Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
+run killed while saving leaves the previous checkpoints as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+DAMAGED = "damaged"
+
+
+class CheckpointError(Exception):
+    """No usable checkpoint; the message is one line for the user."""
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def to_savable(state: Any) -> Any:
+    """PRNG key arrays become their raw ``uint32`` key data (what Orbax can store)."""
+    return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
+
+
+def from_savable(tree: Any, like: Any) -> Any:
+    """Inverse of :func:`to_savable`, given a state (or its ``eval_shape``) of the same structure."""
+
+    def back(x, ref):
+        # Runs use the default PRNG implementation (``jax.random.key``).
+        return jax.random.wrap_key_data(x) if _is_key(ref) else x
+
+    return jax.tree_util.tree_map(back, tree, like)
+
+
+def _abstract(like: Any) -> Any:
+    def shape_of(x):
+        if _is_key(x):
+            data = jax.eval_shape(jax.random.key_data, x)
+            return jax.ShapeDtypeStruct(data.shape, data.dtype)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+    return jax.tree_util.tree_map(shape_of, like)
+
+
+def checksum(tree: Any) -> str:
+    """SHA-256 over the bytes, dtypes and shapes of every leaf, in tree order."""
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        a = np.asarray(leaf)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _quiet_orbax() -> None:
+    # Orbax logs every save at INFO through absl; a training run prints its own progress.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+class Checkpointer:
+    """Saves and restores training checkpoints in ``directory`` (keeps the last ``keep``)."""
+
+    def __init__(self, directory: str, keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        _quiet_orbax()
+        self.ocp = ocp
+        self.directory = os.path.abspath(directory)
+        self.keep = keep
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "history": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
+        )
+
+    # ------------------------------------------------------------------ save
+    def save(self, step: int, state: Any, metrics: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Start saving checkpoint ``step`` (asynchronously); :meth:`wait` to be sure it is on disk."""
+        ocp = self.ocp
+        # Copies: the next chunk reuses (donates) the device buffers while Orbax writes in the background.
+        tree = jax.tree_util.tree_map(lambda x: np.array(x, copy=True), jax.device_get(to_savable(state)))
+        record = dict(meta, update=int(step), checksum=checksum(tree), saved_at=time.time())
+        metrics = {k: np.asarray(v) for k, v in metrics.items()}
+        self.manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(tree),
+                history=ocp.args.StandardSave(metrics),
+                meta=ocp.args.JsonSave(record),
+            ),
+            force=True,
+        )
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+    # ------------------------------------------------------------------ restore
+    def steps(self) -> list[int]:
+        self.manager.reload()
+        return sorted(int(s) for s in self.manager.all_steps())
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        ocp = self.ocp
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def _restore_step(self, step: int, like: Any) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
+        ocp = self.ocp
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(like)),
+                history=ocp.args.StandardRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        tree, metrics, meta = out["state"], out["history"], out["meta"]
+        if meta.get("update") != step:
+            raise ValueError(f"its record says update {meta.get('update')}")
+        if checksum(tree) != meta.get("checksum"):
+            raise ValueError("its state does not match the checksum saved with it")
+        metrics = {k: np.asarray(v) for k, v in metrics.items()}
+        if any(len(v) != step for v in metrics.values()):
+            raise ValueError("its metric history does not cover its updates")
+        return from_savable(tree, like), metrics, meta
+
+    def restore(self, like: Any, step: int | None = None, log: Callable[[str], None] = print):
+        """Restore ``step`` (default: the latest usable one) as ``(step, state, metrics, meta)``.
+
+        ``like`` is a state (or its ``jax.eval_shape``) with the expected structure. When the
+        latest checkpoint cannot be read it is reported, moved to ``damaged/`` and the previous
+        one is tried. An explicitly requested ``step`` that cannot be read is an error.
+        """
+        steps = self.steps()
+        if step is not None:
+            if step not in steps:
+                raise CheckpointError(
+                    f"no checkpoint at update {step} in {self.directory}; available: "
+                    f"{', '.join(map(str, steps)) or 'none'}"
+                )
+            try:
+                return (step, *self._restore_step(step, like))
+            except Exception as e:  # noqa: BLE001 - any read failure means the checkpoint is unusable
+                raise CheckpointError(f"checkpoint at update {step} in {self.directory} is damaged: {_reason(e)}") from None
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        for s in reversed(steps):
+            try:
+                return (s, *self._restore_step(s, like))
+            except Exception as e:  # noqa: BLE001
+                moved = self._move_aside(s)
+                log(f"warning: checkpoint at update {s} is damaged ({_reason(e)}); moved to {moved}")
+        raise CheckpointError(f"every checkpoint in {self.directory} is damaged; they were moved to {DAMAGED}/")
+
+    def _move_aside(self, step: int) -> str:
+        src = os.path.join(self.directory, str(step))
+        dst_dir = os.path.join(self.directory, DAMAGED)
+        os.makedirs(dst_dir, exist_ok=True)
+        dst = os.path.join(dst_dir, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(src, dst)
+        self.manager.reload()
+        return dst
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__

@@ -1,0 +1,116 @@
+"""Drawing recorded episodes as animated GIFs (Pillow only; no display or game engine).
+
+Frames are drawn from observations, which for the supported environments carry the whole
+visible state: CartPole, Acrobot, Pendulum, MountainCar (discrete and continuous) and the
+MinAtar games. A thin bar along the bottom shows how far through the episode each frame is,
+and tiny cells in the top-right corner carry the frame number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+W, H = 320, 240
+BG, FG, ACCENT, BAR = (255, 255, 255), (40, 40, 40), (200, 80, 40), (120, 160, 220)
+
+
+def _cartpole(draw: ImageDraw.ImageDraw, obs: np.ndarray) -> None:
+    x, theta = float(obs[0]), float(obs[2])
+    scale = W / 4.8
+    ground = H * 0.7
+    cx = W / 2 + x * scale
+    draw.line([(0, ground), (W, ground)], fill=FG, width=1)
+    draw.rectangle([cx - 25, ground - 15, cx + 25, ground + 5], fill=FG)
+    pole = 1.0 * scale  # the pole is 2 x 0.5 m long
+    tip = (cx + pole * math.sin(theta), ground - 15 - pole * math.cos(theta))
+    draw.line([(cx, ground - 15), tip], fill=ACCENT, width=6)
+
+
+def _pendulum(draw: ImageDraw.ImageDraw, obs: np.ndarray) -> None:
+    theta = math.atan2(float(obs[1]), float(obs[0]))  # 0 = upright
+    c, r = (W / 2, H / 2), H * 0.38
+    tip = (c[0] + r * math.sin(theta), c[1] - r * math.cos(theta))
+    draw.line([c, tip], fill=ACCENT, width=8)
+    draw.ellipse([c[0] - 4, c[1] - 4, c[0] + 4, c[1] + 4], fill=FG)
+
+
+def _acrobot(draw: ImageDraw.ImageDraw, obs: np.ndarray) -> None:
+    th1 = math.atan2(float(obs[1]), float(obs[0]))  # 0 = hanging down
+    th2 = math.atan2(float(obs[3]), float(obs[2]))
+    c, link = (W / 2, H / 2), H * 0.22
+    p1 = (c[0] + link * math.sin(th1), c[1] + link * math.cos(th1))
+    p2 = (p1[0] + link * math.sin(th1 + th2), p1[1] + link * math.cos(th1 + th2))
+    draw.line([(0, c[1] - link), (W, c[1] - link)], fill=BAR, width=1)  # the goal height
+    draw.line([c, p1], fill=FG, width=6)
+    draw.line([p1, p2], fill=ACCENT, width=6)
+
+
+def _mountain_car(draw: ImageDraw.ImageDraw, obs: np.ndarray) -> None:
+    lo, hi = -1.2, 0.6
+    sx = lambda p: (p - lo) / (hi - lo) * W  # noqa: E731
+    sy = lambda p: H * 0.8 - (math.sin(3 * p) + 1) * H * 0.3  # noqa: E731
+    xs = np.linspace(lo, hi, 100)
+    draw.line([(sx(p), sy(p)) for p in xs], fill=FG, width=2)
+    draw.line([(sx(0.45), sy(0.45)), (sx(0.45), sy(0.45) - 20)], fill=BAR, width=3)  # the flag
+    p = float(obs[0])
+    draw.ellipse([sx(p) - 7, sy(p) - 14, sx(p) + 7, sy(p)], fill=ACCENT)
+
+
+def _minatar(shape: tuple[int, ...]) -> Callable[[ImageDraw.ImageDraw, np.ndarray], None]:
+    h, w, c = shape
+    rng = np.random.default_rng(0)
+    colours = [tuple(int(v) for v in rng.integers(40, 255, 3)) for _ in range(c)]
+    cell = min(W // w, H // h)
+
+    def draw_grid(draw: ImageDraw.ImageDraw, obs: np.ndarray) -> None:
+        grid = np.asarray(obs).reshape(shape)
+        for i in range(h):
+            for j in range(w):
+                on = np.flatnonzero(grid[i, j] > 0.5)
+                if on.size:
+                    draw.rectangle([j * cell, i * cell, (j + 1) * cell - 1, (i + 1) * cell - 1], fill=colours[on[-1]])
+
+    return draw_grid
+
+
+def renderer(env_name: str, obs_shape: tuple[int, ...]):
+    """The frame drawer for ``env_name``; raises ``ValueError`` naming the supported ones."""
+    if env_name == "CartPole-v1":
+        return _cartpole
+    if env_name == "Pendulum-v1":
+        return _pendulum
+    if env_name == "Acrobot-v1":
+        return _acrobot
+    if env_name in ("MountainCar-v0", "MountainCarContinuous-v0"):
+        return _mountain_car
+    if env_name.endswith("-MinAtar") and len(obs_shape) == 3:
+        return _minatar(obs_shape)
+    raise ValueError(
+        f"cannot draw {env_name}; accepted: CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0, "
+        "MountainCarContinuous-v0 and the MinAtar games"
+    )
+
+
+def write_gif(path: str, env_name: str, obs_shape: tuple[int, ...], observations: np.ndarray, fps: int = 25) -> int:
+    """Draw every observation as one frame of an animated GIF; returns the number of frames."""
+    draw_frame = renderer(env_name, obs_shape)
+    n = len(observations)
+    frames = []
+    for t, obs in enumerate(observations):
+        img = Image.new("RGB", (W, H), BG)
+        draw = ImageDraw.Draw(img)
+        draw_frame(draw, obs)
+        draw.rectangle([0, H - 4, int(W * (t + 1) / n), H - 1], fill=BAR)  # progress along the bottom
+        # The frame number in 16 tiny binary cells in the top-right corner: consecutive frames
+        # always differ, so GIF writers never merge them and every step keeps its frame.
+        for b in range(16):
+            x = W - 3 * (b + 1)
+            draw.rectangle([x, 1, x + 1, 2], fill=FG if (t >> b) & 1 else BG)
+        frames.append(img.convert("P", palette=Image.Palette.ADAPTIVE, colors=32))
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0,
+                   optimize=False, disposal=1)
+    return n

@@ -1,0 +1,89 @@
+"""``purejaxppo eval`` and ``load_policy`` on a CartPole agent trained by the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from purejaxppo.cache import ENV_VAR, default_cache_dir, resolve_cache_dir
+from purejaxppo.policy import load_policy
+
+
+def cli(*args, timeout=600, env=None):
+    return subprocess.run([sys.executable, "-m", "purejaxppo.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cartpole") / "run"
+    done = cli("train", "--out", str(out))  # the default run: CartPole-v1 with its preset
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_eval_deterministic_scores_and_renders(trained, tmp_path):
+    gif = tmp_path / "episode.gif"
+    done = cli("eval", "--run", str(trained), "--episodes", "16", "--deterministic", "--render", str(gif))
+    assert done.returncode == 0, done.stderr
+    assert "return: mean" in done.stdout and "min" in done.stdout and "max" in done.stdout
+    record = json.loads((trained / "eval.json").read_text())
+    assert record["episodes"] == 16 and len(record["returns"]) == 16 and record["deterministic"] is True
+    assert record["mean"] >= 475, record
+    assert record["mean"] == pytest.approx(np.mean(record["returns"]))
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.is_animated
+        frames = im.n_frames
+    # CartPole pays 1 per step: an episode of R steps gives R + 1 frames (first state .. last)
+    assert frames == record["render"]["frames"] == int(record["render"]["return"]) + 1
+
+
+def test_load_policy_acts_under_jit(trained):
+    policy = load_policy(str(trained))
+    assert policy.step == policy.config.num_updates
+    act = jax.jit(policy.act)
+    obs = jnp.zeros((5, 4))
+    actions = act(policy.params, obs, jax.random.key(0))
+    assert actions.shape == (5,) and set(np.asarray(actions).tolist()) <= {0, 1}
+    single = act(policy.params, jnp.zeros(4), jax.random.key(0))
+    assert single.shape == ()
+
+
+def test_eval_of_a_missing_step_and_bad_render(trained):
+    done = cli("eval", "--run", str(trained), "--step", "7")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("purejaxppo eval: error: no checkpoint at update 7")
+    done = cli("eval", "--run", str(trained), "--render", "out.mp4")
+    assert done.returncode == 2 and "accepted: a path ending in .gif" in done.stderr
+
+
+def test_compilation_cache_is_filled_and_can_be_turned_off(trained, tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, **{ENV_VAR: str(cache)})
+    done = cli("eval", "--run", str(trained), "--episodes", "2", env=env)
+    assert done.returncode == 0, done.stderr
+    assert any(cache.iterdir())  # compiled programs were written
+    off = tmp_path / "off"
+    done = cli("eval", "--run", str(trained), "--episodes", "2", "--compilation-cache", "off",
+               env=dict(os.environ, **{ENV_VAR: str(off)}))
+    assert done.returncode == 0, done.stderr
+    assert not off.exists()
+
+
+def test_cache_folder_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == str(tmp_path / "purejaxppo" / "jax")
+    assert resolve_cache_dir() == str(tmp_path / "purejaxppo" / "jax")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
+    assert resolve_cache_dir() == str(tmp_path / "env")
+    assert resolve_cache_dir(str(tmp_path / "flag")) == str(tmp_path / "flag")
+    assert resolve_cache_dir("off") is None
+    monkeypatch.setenv(ENV_VAR, "off")
+    assert resolve_cache_dir() is None

@@ -1,0 +1,304 @@
+"""Long runs: chunked training, checkpoints and exact resume, faults, logging backends.
+
+The command-line runs here share one small CartPole configuration (60 updates) and, through
+the session's compilation cache, one compiled chunk.
+"""
+
+import csv
+import glob
+import io
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from purejaxppo import PPOConfig, make_train
+from purejaxppo.checkpoints import Checkpointer, checksum, from_savable, to_savable
+from purejaxppo.cli import main as cli_main
+from purejaxppo.loggers import ProgressBar
+from purejaxppo.policy import load_state
+from purejaxppo.runner import auto_chunk, run
+
+SMALL = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
+         "--update-epochs", "2", "--total-timesteps", str(4 * 32 * 60), "--seed", "3"]
+CHUNKS = ["--chunk-updates", "2", "--checkpoint-every", "2"]
+
+
+def small_config(**changes) -> PPOConfig:
+    base = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2,
+                     total_timesteps=4 * 32 * 12, seed=1)
+    return base.replace(**changes)
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "purejaxppo.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(to_savable(a)), jax.tree_util.tree_leaves(to_savable(b))
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ---------------------------------------------------------------------------- in process
+
+@pytest.fixture(scope="module")
+def fused():
+    config = small_config()
+    state, metrics = jax.jit(make_train(config))(jax.random.key(config.seed))
+    return config, state, jax.device_get(metrics)
+
+
+def test_chunked_training_equals_the_fused_program(fused):
+    config, state, metrics = fused
+    out = run(config, chunk_updates=5, log=lambda m: None)  # chunks of 5, 5 and 2 updates
+    assert out["chunk_updates"] == 5
+    assert_trees_equal(out["state"], state)
+    for name, values in metrics.items():
+        np.testing.assert_array_equal(out["metrics"][name], np.asarray(values), err_msg=name)
+
+
+def test_resume_from_an_earlier_checkpoint_is_bit_identical(fused, tmp_path):
+    config, state, metrics = fused
+    run(config, str(tmp_path), chunk_updates=3, checkpoint_every=3, keep_checkpoints=10, log=lambda m: None)
+    ckpt = tmp_path / "checkpoints"
+    assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [3, 6, 9, 12]
+    full_csv = read_csv(tmp_path / "metrics.csv")
+    for step in ("9", "12"):  # as if the run had stopped after update 6
+        shutil.rmtree(ckpt / step)
+    lines = []
+    out = run(config, str(tmp_path), resume=True, checkpoint_every=3, log=lines.append)
+    assert any("resuming from the checkpoint at update 6" in m for m in lines)
+    assert out["resumed_from_update"] == 6 and out["chunk_updates"] == 3
+    assert_trees_equal(out["state"], state)
+    for name, values in metrics.items():
+        np.testing.assert_array_equal(out["metrics"][name], np.asarray(values), err_msg=name)
+    assert read_csv(tmp_path / "metrics.csv") == full_csv
+
+
+def test_checkpoint_holds_the_whole_state(fused, tmp_path):
+    config, state, metrics = fused
+    saver = Checkpointer(str(tmp_path), keep=2)
+    history = {k: np.asarray(v) for k, v in metrics.items()}
+    saver.save(12, state, history, {"note": "x"})
+    saver.close()
+    like = jax.eval_shape(lambda: state)
+    step, restored, hist, meta = Checkpointer(str(tmp_path)).restore(like)
+    assert step == 12 and meta["note"] == "x" and meta["checksum"] == checksum(to_savable(state))
+    assert_trees_equal(restored, state)
+    assert jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)  # keys come back as keys
+    names = set(type(state).__dataclass_fields__)
+    assert {"params", "opt_state", "env_state", "obs", "key", "obs_rms", "ret_rms", "kl", "update_step"} <= names
+    for name, values in history.items():
+        np.testing.assert_array_equal(hist[name], values)
+    assert_trees_equal(from_savable(to_savable(state), state), state)
+
+
+def test_auto_chunk_prefers_divisors():
+    assert auto_chunk(976) == 61  # 976 = 16 x 61: one executable for every chunk
+    assert auto_chunk(12) == 1
+    assert auto_chunk(100) == 5
+    assert 100 % auto_chunk(100) == 0
+
+
+def test_progress_bar_on_a_terminal_and_silent_otherwise():
+    stream = io.StringIO()
+    bar = ProgressBar(total_steps=1000, stream=stream, enabled=True)
+    bar.log([{"env_steps": 500, "charts/episodic_return": 42.0}])
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\r[") and "500/1,000 steps" in text and "return 42.0" in text and "ETA" in text
+    quiet = io.StringIO()  # StringIO is not a terminal
+    bar = ProgressBar(total_steps=1000, stream=quiet)
+    bar.log([{"env_steps": 500, "charts/episodic_return": 42.0}])
+    bar.close()
+    assert quiet.getvalue() == ""
+
+
+# ---------------------------------------------------------------------------- command line
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "whole"
+    done = cli("train", *SMALL, *CHUNKS, "--keep-checkpoints", "40", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout + done.stderr  # no progress bar in captured output
+    return out
+
+
+def final_state(run_dir):
+    _, _, step, state = load_state(str(run_dir), log=lambda m: None)
+    return step, state
+
+
+def test_sigkill_in_the_middle_then_resume_is_bit_identical(uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "purejaxppo.cli", "train", *SMALL, *CHUNKS, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    ckpt = out / "checkpoints"
+    try:
+        while time.time() < deadline:  # wait until a few chunks are done and saved
+            steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
+            if steps and max(steps) >= 10:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    rows = read_csv(out / "metrics.csv")
+    assert 10 < len(rows) < 61  # streamed while training: header + rows of the chunks done
+    killed_at = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+    assert killed_at < 60
+
+    resumed = cli("train", "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from the checkpoint at update" in resumed.stdout
+    assert read_csv(out / "metrics.csv") == read_csv(uninterrupted / "metrics.csv")
+    step_a, state_a = final_state(uninterrupted)
+    step_b, state_b = final_state(out)
+    assert step_a == step_b == 60
+    assert_trees_equal(state_a, state_b)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_return"] == json.loads((uninterrupted / "summary.json").read_text())["final_return"]
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp_path):
+    out = tmp_path / "damaged"
+    shutil.copytree(uninterrupted, out)
+    latest = out / "checkpoints" / "60"
+    for f in (latest / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(b"\x00garbage" * 8)
+    (out / "checkpoints" / "62.orbax-checkpoint-tmp-1").mkdir()  # a save that never finished
+    resumed = cli("train", "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    warning = [line for line in resumed.stdout.splitlines() if "checkpoint at update 60 is damaged" in line]
+    assert len(warning) == 1 and "moved to" in warning[0]
+    assert "resuming from the checkpoint at update 58" in resumed.stdout
+    moved = glob.glob(str(out / "checkpoints" / "damaged" / "60-*"))
+    assert len(moved) == 1 and os.path.isdir(os.path.join(moved[0], "state"))  # kept, not deleted
+    assert read_csv(out / "metrics.csv") == read_csv(uninterrupted / "metrics.csv")
+    assert_trees_equal(final_state(out)[1], final_state(uninterrupted)[1])
+
+
+def test_resume_refuses_changed_settings(uninterrupted, capsys):
+    code = cli_main(["train", "--out", str(uninterrupted), "--resume", "--lr", "0.1", "--num-envs", "8"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "lr (run: " in err and "now: 0.1)" in err and "num_envs (run: 4, now: 8)" in err
+    code = cli_main(["train", "--out", str(uninterrupted), "--resume", "--total-timesteps", "9000"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--allow-safe-changes" in err
+    code = cli_main(["train", "--out", str(uninterrupted), "--resume", "--overwrite"])
+    assert code == 2 and "contradict" in capsys.readouterr().err
+
+
+def test_resume_with_more_steps_continues(uninterrupted, tmp_path):
+    out = tmp_path / "longer"
+    shutil.copytree(uninterrupted, out)
+    done = cli("train", "--out", str(out), "--resume", "--total-timesteps", str(4 * 32 * 64), "--allow-safe-changes",
+               "--checkpoint-every", "0")
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(out / "metrics.csv")
+    assert len(rows) == 1 + 64
+    assert rows[:61] == read_csv(uninterrupted / "metrics.csv")  # the first 60 updates are kept as they were
+
+
+def test_resume_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for args, expected in [
+        (["train", "--out", str(tmp_path / "nothing"), "--resume"], "no run folder"),
+        (["train", "--out", str(tmp_path / "empty"), "--resume"], "not a run folder"),
+        (["eval", "--run", str(tmp_path / "empty")], "not a run folder"),
+        (["train", "--chunk-updates", "0"], "--chunk-updates"),
+    ]:
+        code = cli_main(args)
+        err = capsys.readouterr().err.strip()
+        assert code == 2, args
+        assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_tensorboard_and_offline_wandb_hold_the_metrics(uninterrupted, tmp_path, monkeypatch):
+    out = tmp_path / "logged"
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    done = cli("train", *SMALL, "--chunk-updates", "2", "--checkpoint-every", "0", "--tensorboard", "--wandb",
+               "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    expected = {int(r["env_steps"]): float(r["charts/episodic_return"]) for r in rows if r["charts/episodic_return"]}
+
+    tb = tensorboard_scalars(glob.glob(str(out / "tensorboard" / "events.out.tfevents.*"))[0])
+    assert set(tb) >= {"charts/episodic_return", "losses/value_loss", "losses/approx_kl", "charts/learning_rate"}
+    got = dict(tb["charts/episodic_return"])
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-6)
+
+    files = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(files) == 1
+    history = wandb_history(files[0])
+    assert len(history) == 60
+    logged = {h["_step"]: h["charts/episodic_return"] for h in history if "charts/episodic_return" in h}
+    assert logged.keys() == expected.keys()
+    np.testing.assert_allclose([logged[s] for s in sorted(logged)], [expected[s] for s in sorted(expected)], rtol=1e-6)
+
+
+def tensorboard_scalars(path):
+    """{tag: [(step, value)]} from a TensorBoard event file (TFRecord of Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    data, pos, out = open(path, "rb").read(), 0, {}
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+        pos += 12 + length + 4
+        for v in event.summary.value:
+            out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def wandb_history(path):
+    """The history rows of an offline W&B run file (a LevelDB-style log of Record protos)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B"
+    pos, block, buf, records = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            records.append(chunk)
+        elif kind == 2:
+            buf = chunk
+        elif kind == 3:
+            buf += chunk
+        elif kind == 4:
+            records.append(buf + chunk)
+    rows = []
+    for raw in records:
+        rec = pb.Record.FromString(raw)
+        if rec.WhichOneof("record_type") == "history":
+            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item})
+    return rows
