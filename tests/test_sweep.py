@@ -165,3 +165,38 @@ def test_sweep_cli_bad_input(args, expected, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("purejaxppo sweep: error:") and expected in lines[0], proc.stderr
     assert not (tmp_path / "s").exists()
+
+
+FOUR_DEVICES = """
+import json, sys
+import numpy as np
+import jax
+from purejaxppo import PPOConfig
+from purejaxppo import sweep as sw
+assert jax.device_count() == 4, jax.devices()
+config = PPOConfig.from_dict(json.loads(sys.argv[1]))
+r = sw.sweep(config, num_seeds=3, grid={"lr": [1e-3, 3e-3]})  # 6 agents: padded to 8, 2 per device
+np.savez(sys.argv[2], **{k.replace("/", "|"): v for k, v in r.metrics.items()})
+"""
+
+
+def test_sweep_sharded_over_four_fake_devices_matches_one_device(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "four.npz"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    args = json.dumps(SMALL.to_dict())
+    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES, args, str(out)], capture_output=True, text=True,
+                          env=env, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    four = {k.replace("|", "/"): v for k, v in np.load(out).items()}
+    one = sw.sweep(SMALL, num_seeds=3, grid={"lr": [1e-3, 3e-3]}).metrics  # this process: one device
+    assert jax.device_count() == 1
+    assert four.keys() == one.keys()
+    for name in one:
+        if name in ("charts/episodes", "losses/epochs", "charts/episodic_return", "charts/episodic_length"):
+            np.testing.assert_array_equal(four[name], one[name], err_msg=name)  # same episodes, same decisions
+        else:
+            # the partitioned program sums in a different order: last-bit differences only
+            np.testing.assert_allclose(four[name], one[name], rtol=1e-5, atol=1e-6, err_msg=name)
