@@ -26,8 +26,9 @@ RUN_FILES = ("config.json", "metrics.csv", "summary.json", "learning_curve.png",
 SAFE_RESUME_FIELDS = ("total_timesteps",)
 
 
+from purejaxppo.distributed import DistributedError  # noqa: E402
 from purejaxppo.loggers import MissingExtra  # noqa: E402
-from purejaxppo.runner import RunError  # noqa: E402
+from purejaxppo.errors import RunError  # noqa: E402
 
 
 class UsageError(Exception):
@@ -134,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sample", action="append", default=[], metavar="FIELD=DIST",
                        help="random search: FIELD=uniform:LO:HI, FIELD=log-uniform:LO:HI or FIELD=choice:V1,V2,...")
     sweep.add_argument("--num-samples", type=_positive_int, default=0, metavar="K", help="random-search draws")
+    hosts = sweep.add_argument_group("several processes / hosts (jax.distributed)")
+    hosts.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="address of process 0 (default: $JAX_COORDINATOR_ADDRESS); every process runs the same "
+                       "command with its own --process-id, and only process 0 writes results")
+    hosts.add_argument("--num-processes", type=_positive_int, default=None, metavar="N",
+                       help="number of processes (default: $JAX_NUM_PROCESSES)")
+    hosts.add_argument("--process-id", type=_positive_int, default=None, metavar="I",
+                       help="this process, 0 to N-1 (default: $JAX_PROCESS_ID)")
+    hosts.add_argument("--coordinator-timeout", type=_positive_int, default=60, metavar="S",
+                       help="seconds to wait for all processes to join (default: 60)")
     add_config_flags(sweep)
     ev = sub.add_parser(
         "eval",
@@ -361,15 +372,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from purejaxppo import distributed
+
+    # Joining the other processes comes before anything starts a JAX backend (importing gymnax does).
+    processes = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
+    if processes is not None:
+        if args.coordinator_timeout < 1:
+            raise UsageError(f"--coordinator-timeout: {args.coordinator_timeout}; accepted: an integer >= 1")
+        distributed.initialize(processes, timeout=args.coordinator_timeout)
     from purejaxppo import sweep as sw
 
-    config, preset_name = resolve_config(args)
     grid = dict(sw.parse_grid(g) for g in args.grid)
     samples = dict(sw.parse_sample(x) for x in args.sample)
     if samples and args.num_samples <= 0:
         raise UsageError("--num-samples: random search with --sample needs --num-samples K (K > 0)")
     if args.num_samples and not samples:
         raise UsageError("--num-samples: given without any --sample FIELD=DIST to draw from")
+
+    config, preset_name = resolve_config(args)
     out = args.out or os.path.join("runs", f"sweep_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}")
     _check_out_dir(out, args.overwrite)
     _setup_cache(args)
@@ -380,7 +400,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"preset: {preset_name or 'none'}", flush=True)
     print(
         f"sweep on {config.env}: {len(settings)} setting(s) x {args.num_seeds} seed(s) = {n_agents} agents, "
-        f"{config.num_updates} updates each, on {jax.device_count()} {jax.default_backend()} device(s)",
+        f"{config.num_updates} updates each, on {jax.device_count()} {jax.default_backend()} device(s)"
+        + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""),
         flush=True,
     )
     t0 = time.perf_counter()
@@ -388,8 +409,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     spec = {"num_seeds": args.num_seeds, "grid": grid, "sample": {k: [v.kind, *v.values] for k, v in samples.items()},
             "num_samples": args.num_samples, "preset": preset_name, "seconds": round(seconds, 2)}
-    rows = sw.write_sweep(out, config, result, spec)
     total_steps = n_agents * config.num_updates * config.batch_size
+    if jax.process_index() != 0:
+        print(f"process {jax.process_index()}: done in {seconds:.1f} s; process 0 writes the results", flush=True)
+        return 0
+    rows = sw.write_sweep(out, config, result, spec)
     print(f"trained {n_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included", flush=True)
     print(sw.format_table(rows))
     print(f"results in {out}")
@@ -428,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         parser.print_help()
         return 2
-    except (UsageError, ConfigError, CheckpointError, RunError, MissingExtra) as e:
+    except (UsageError, ConfigError, CheckpointError, RunError, MissingExtra, DistributedError) as e:
         where = f"{PROG} {command}" if command else PROG
         print(f"{where}: error: {e}", file=sys.stderr)
         return 2

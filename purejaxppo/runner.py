@@ -18,6 +18,7 @@ import numpy as np
 
 from purejaxppo import results
 from purejaxppo.config import HParams, PPOConfig
+from purejaxppo.errors import RunError
 from purejaxppo.train import Trainer, make_trainer
 
 CHECKPOINT_DIR = "checkpoints"
@@ -41,10 +42,6 @@ def make_chunk(trainer: Trainer, num_updates: int) -> Callable:
         return jax.lax.scan(lambda s, _: trainer.update(s, hparams), state, None, length=num_updates)
 
     return jax.jit(chunk, donate_argnums=0)
-
-
-class RunError(Exception):
-    """A run cannot start or continue as asked; one line for the user."""
 
 
 def run(

@@ -171,16 +171,27 @@ def run_agents(config: PPOConfig, keys: jax.Array, hparams: HParams, mesh: Mesh 
         states, metrics = jax.jit(jax.vmap(make_trainer(config).train))(keys, hparams)
         metrics = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], jax.device_get(metrics))
         return states, metrics
-    sharding = NamedSharding(mesh, PartitionSpec("agents"))
-    keys = jax.device_put(keys, sharding)
-    hparams = jax.device_put(hparams, sharding)
-    # shard_map: each device trains its own block of agents with a plain vmap, so the
-    # program has no cross-device communication at all (agents are independent).
     spec = PartitionSpec("agents")
-    per_device = jax.shard_map(
-        jax.vmap(make_trainer(config).train), mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False
-    )
-    states, metrics = jax.jit(per_device)(keys, hparams)
+    sharding = NamedSharding(mesh, spec)
+    # Global arrays built from the host values every process holds (the agent list is computed
+    # the same way everywhere), so this works across hosts too: each process feeds its devices.
+    key_data = np.asarray(jax.random.key_data(keys))
+    to_global = lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])  # noqa: E731
+    key_data = to_global(key_data)
+    hparams = jax.tree_util.tree_map(lambda x: to_global(np.asarray(x)), hparams)
+    train = make_trainer(config).train
+
+    def block(key_data, hparams):  # one device's agents, a plain vmap
+        return jax.vmap(train)(jax.random.wrap_key_data(key_data), hparams)
+
+    # shard_map: each device trains its own block of agents, so the program has no
+    # cross-device communication at all (agents are independent).
+    per_device = jax.shard_map(block, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False)
+    states, metrics = jax.jit(per_device)(key_data, hparams)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        metrics = multihost_utils.process_allgather(metrics, tiled=True)  # every process gets every agent
     metrics = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], jax.device_get(metrics))
     return states, metrics
 

@@ -200,3 +200,100 @@ def test_sweep_sharded_over_four_fake_devices_matches_one_device(tmp_path):
         else:
             # the partitioned program sums in a different order: last-bit differences only
             np.testing.assert_allclose(four[name], one[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SWEEP_ARGS = ["--env", "CartPole-v1", "--preset", "none", "--num-envs", "4", "--num-steps", "32",
+              "--num-minibatches", "2", "--update-epochs", "2", "--total-timesteps", str(4 * 32 * 6),
+              "--num-seeds", "3", "--grid", "lr=0.001,0.003"]
+
+
+def test_two_processes_on_localhost_equal_one_process(tmp_path):
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "purejaxppo.cli", "sweep", *SWEEP_ARGS, "--out", str(tmp_path / f"p{i}"),
+             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+             "--coordinator-timeout", "120"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for i in range(2)
+    ]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=400))
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-3000:]
+    assert "on 2 cpu device(s) in 2 processes" in outs[0][0]
+    assert (tmp_path / "p0" / "results.csv").exists() and not (tmp_path / "p1").exists()  # only process 0 writes
+    assert "process 0 writes the results" in outs[1][0]
+
+    done = run_cli("sweep", *SWEEP_ARGS, "--out", str(tmp_path / "one"))
+    assert done.returncode == 0, done.stderr
+    two = list(csv.DictReader(open(tmp_path / "p0" / "results.csv")))
+    one = list(csv.DictReader(open(tmp_path / "one" / "results.csv")))
+    assert len(two) == len(one) == 6
+    for a, b in zip(two, one):
+        assert a["lr"] == b["lr"] and a["seed"] == b["seed"]
+        for col in ("final_return", "auc"):
+            np.testing.assert_allclose(float(a[col]), float(b[col]), rtol=1e-6, err_msg=col)
+
+
+def test_unreachable_coordinator_fails_in_time(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "purejaxppo.cli", "sweep", *SWEEP_ARGS, "--out", str(tmp_path / "x"),
+         "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", "1",
+         "--coordinator-timeout", "5"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("purejaxppo sweep: error: process 1 of 2 could not join the coordinator at 127.0.0.1:")
+    assert "within 5 s" in last
+    assert time.time() - t0 < 100
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, env, expected",
+    [
+        ((None, None, None), {}, None),
+        (("10.0.0.1:1234", 4, 2), {}, ("10.0.0.1:1234", 4, 2)),
+        ((None, None, None), {"JAX_COORDINATOR_ADDRESS": "h:9", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
+         ("h:9", 2, 1)),
+        (("h:9", 2, None), {}, "go together"),
+        (("nohost", 2, 0), {}, "not HOST:PORT"),
+        (("h:9", 2, 2), {}, "accepted: 0 to 1"),
+        ((None, None, None), {"JAX_COORDINATOR_ADDRESS": "h:9", "JAX_NUM_PROCESSES": "x", "JAX_PROCESS_ID": "0"},
+         "not an integer"),
+    ],
+)
+def test_process_settings(flags, env, expected):
+    from purejaxppo.distributed import DistributedError, resolve
+
+    if isinstance(expected, str):
+        with pytest.raises(DistributedError, match=expected):
+            resolve(*flags, environ=env)
+    else:
+        got = resolve(*flags, environ=env)
+        assert (tuple(got) if got else None) == expected
