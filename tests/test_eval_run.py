@@ -87,3 +87,24 @@ def test_cache_folder_resolution(monkeypatch, tmp_path):
     assert resolve_cache_dir("off") is None
     monkeypatch.setenv(ENV_VAR, "off")
     assert resolve_cache_dir() is None
+
+
+@pytest.mark.parametrize("name", ["Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0", "Breakout-MinAtar"])
+def test_gif_of_each_drawable_environment(name, tmp_path):
+    from purejaxppo import make_env
+    from purejaxppo.render import write_gif
+
+    env, _ = make_env(name)
+    obs = np.stack([np.asarray(env.reset(jax.random.key(i))[0]) for i in range(4)])
+    path = tmp_path / "x.gif"
+    assert write_gif(str(path), name, env.obs_shape, obs) == 4
+    with Image.open(path) as im:
+        assert im.n_frames == 4 and im.size == (320, 240)
+        assert len(set(im.convert("RGB").getdata())) > 2  # something was drawn
+
+
+def test_render_refuses_environments_it_cannot_draw():
+    from purejaxppo.render import renderer
+
+    with pytest.raises(ValueError, match="cannot draw Catch-bsuite; accepted: CartPole-v1"):
+        renderer("Catch-bsuite", (10, 5))
