@@ -192,7 +192,7 @@ def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
                    help=f"with --resume, accept changes to {', '.join(SAFE_RESUME_FIELDS)}")
     g.add_argument("--chunk-updates", type=_positive_int, default=None, metavar="K",
                    help="updates per compiled chunk; metrics, progress and checkpoints happen between chunks "
-                   "(default: about 1/50 of the run)")
+                   "(default: about 1/20 of the run)")
     g.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="M",
                    help="save a checkpoint at each multiple of M updates (at the end of its chunk) and at the end; "
                    "0 for none (default: every 5 minutes of training, and at the end)")
@@ -219,7 +219,6 @@ def _explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve_resume_config(args: argparse.Namespace, out: str) -> tuple[PPOConfig, str | None]:
     """The run's saved settings <- preset (if given) <- explicit flags; refuses unsafe changes."""
-    from purejaxppo.checkpoints import CheckpointError
     from purejaxppo.policy import read_run_config
 
     try:

@@ -120,9 +120,9 @@ def record_episode(policy: Policy, deterministic: bool, seed: int = 0, max_steps
             action = act(params, obs, act_key)
             next_obs, env_state, reward, terminated, truncated, final_obs = env.step(env_key, env_state, action)
             done = terminated | truncated
-            return (next_obs, env_state, alive & ~done), (final_obs, reward * alive, alive, done & alive)
+            return (next_obs, env_state, alive & ~done), (final_obs, reward * alive, alive)
 
-        _, (final_obs, rewards, alive, ended) = jax.lax.scan(
+        _, (final_obs, rewards, alive) = jax.lax.scan(
             step, (obs, env_state, jnp.ones((), bool)), jax.random.split(key, limit)
         )
         return obs, final_obs, rewards, alive
