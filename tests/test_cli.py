@@ -121,3 +121,13 @@ def test_installed_console_script_runs():
     proc = subprocess.run([script, "presets"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "CartPole-v1:" in proc.stdout and "Pendulum-v1:" in proc.stdout
+
+
+def test_closed_output_pipe_is_not_a_traceback():
+    # the reader closes its end before the command writes, as `purejaxppo envs | head -0` would
+    proc = subprocess.Popen([sys.executable, "-m", "purejaxppo.cli", "envs"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
