@@ -321,7 +321,11 @@ def make_trainer(config: PPOConfig) -> Trainer:
             "losses/approx_kl": metrics[3],
             "losses/clipfrac": metrics[4],
             "losses/kl_coef": kl_coef,
-            "losses/explained_variance": losses.explained_variance(batch.value, batch.target),
+            # The barrier keeps XLA from fusing this reduction with the batch's producers, which
+            # it would do differently for different vmap widths (a sweep's per-device block).
+            "losses/explained_variance": losses.explained_variance(
+                *jax.lax.optimization_barrier((batch.value, batch.target))
+            ),
             "losses/epochs": n_ran,
             "losses/post_update_kl": measured_kl,
         }
