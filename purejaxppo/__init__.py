@@ -27,6 +27,7 @@ _EXPORTS = {
     "Trainer": "purejaxppo.train",
     "make_train": "purejaxppo.train",
     "make_trainer": "purejaxppo.train",
+    "make_data_parallel_train": "purejaxppo.parallel",
     "Policy": "purejaxppo.policy",
     "load_policy": "purejaxppo.policy",
 }

@@ -198,6 +198,9 @@ def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
                    "0 for none (default: every 5 minutes of training, and at the end)")
     g.add_argument("--keep-checkpoints", type=_positive_int, default=3, metavar="N",
                    help="how many of the latest checkpoints to keep (default: 3)")
+    g.add_argument("--data-parallel", action="store_true",
+                   help="train one agent with its environments split over all local devices and the gradients "
+                   "averaged (num-envs and the minibatch size must divide by the device count)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: only on a terminal)")
     g.add_argument("--tensorboard", action="store_true",
@@ -314,6 +317,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=args.progress,
         tensorboard=args.tensorboard,
         wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else None,
+        data_parallel=args.data_parallel,
     )
     return 0
 

@@ -57,6 +57,7 @@ def run(
     progress: bool | None = None,
     tensorboard: bool = False,
     wandb: dict[str, Any] | None = None,
+    data_parallel: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` and write its results to ``out_dir``; returns the summary.
 
@@ -71,6 +72,8 @@ def run(
         progress: draw a progress bar on stderr (default: only when stderr is a terminal).
         tensorboard: also write TensorBoard event files to ``out_dir/tensorboard``.
         wandb: also log to Weights & Biases: ``{"project": ..., "mode": "offline"|"online"}``.
+        data_parallel: split the environments over all devices of this process and average
+            the gradients (:mod:`purejaxppo.parallel`); the same as the default on one device.
 
     The summary (also written as ``summary.json``) holds the metrics under ``"metrics"`` and
     the final :class:`~purejaxppo.train.RunnerState` under ``"state"``.
@@ -78,7 +81,14 @@ def run(
     from purejaxppo.checkpoints import Checkpointer
     from purejaxppo.loggers import CSVLogger, ProgressBar, TensorBoardLogger, WandbLogger
 
-    trainer = make_trainer(config)
+    mesh = None
+    if data_parallel and len(jax.local_devices()) > 1:
+        from purejaxppo import parallel
+
+        mesh = parallel.env_mesh(jax.local_devices())
+        trainer = parallel.data_parallel_trainer(config, mesh)
+    else:
+        trainer = make_trainer(config)
     n_updates = config.num_updates
     if out_dir is None and resume:
         raise RunError("resume needs the folder of the run to continue (--out DIR)")
@@ -108,6 +118,8 @@ def run(
                 f"the run is already at update {step}, past the {n_updates} updates of total_timesteps="
                 f"{config.total_timesteps}; accepted: total_timesteps >= {step * config.batch_size}"
             )
+        if mesh is not None:  # the restored arrays go back to their places on the mesh
+            state = jax.device_put(state, parallel.state_shardings(mesh, state))
         history = {k: [v] for k, v in previous.items()}
         seconds_before = float(meta.get("train_seconds", 0.0))
         # the same chunks as before, so that the resumed run repeats the same computation
@@ -128,7 +140,9 @@ def run(
 
     log(
         f"training {config.env}: {n_updates} updates x {config.batch_size} env steps "
-        f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}, "
+        f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}"
+        + (f", environments split over {mesh.devices.size} devices" if mesh is not None else "")
+        + ", "
         f"{chunk} updates per chunk"
     )
     compiled = {chunk: make_chunk(trainer, chunk).lower(state, hparams).compile()}
@@ -235,6 +249,7 @@ def run(
         "total_train_seconds": round(seconds_before + train_seconds, 3),
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
+        "data_parallel_devices": mesh.devices.size if mesh is not None else 1,
         "versions": results.package_versions(),
     }
     if out_dir is not None:

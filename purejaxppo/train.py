@@ -29,7 +29,7 @@ import optax
 from flax import struct
 
 from purejaxppo import losses
-from purejaxppo.config import HParams, PPOConfig, validate
+from purejaxppo.config import ConfigError, HParams, PPOConfig, validate
 from purejaxppo.envs import EnvAdapter, make_env
 from purejaxppo.gae import gae_advantages
 from purejaxppo.networks import ActorCritic, distribution, make_network
@@ -104,6 +104,20 @@ class Trainer(NamedTuple):
     train: Callable[..., tuple[RunnerState, dict[str, jax.Array]]]
 
 
+def check_shards(config: PPOConfig, num_shards: int) -> None:
+    """A data-parallel run over ``num_shards`` devices needs equal shares of envs and minibatches."""
+    if config.num_envs % num_shards:
+        raise ConfigError(
+            f"num_envs: {config.num_envs} environments cannot be split evenly over {num_shards} devices; "
+            f"accepted: a multiple of {num_shards}"
+        )
+    if config.minibatch_size % num_shards:
+        raise ConfigError(
+            f"num_minibatches: minibatches of {config.minibatch_size} samples cannot be split evenly over "
+            f"{num_shards} devices; accepted: num_envs * num_steps / num_minibatches a multiple of {num_shards}"
+        )
+
+
 def make_optimizer(hparams: HParams) -> optax.GradientTransformation:
     # The learning rate is applied outside optax so that it can be traced and annealed
     # without living in the optimiser state.
@@ -113,8 +127,18 @@ def make_optimizer(hparams: HParams) -> optax.GradientTransformation:
     )
 
 
-def make_trainer(config: PPOConfig) -> Trainer:
-    """Validate ``config`` and build the pure ``init``, ``update`` and ``train`` functions."""
+def make_trainer(config: PPOConfig, axis_name: str | None = None, num_shards: int = 1) -> Trainer:
+    """Validate ``config`` and build the pure ``init``, ``update`` and ``train`` functions.
+
+    With ``axis_name`` and ``num_shards > 1`` the functions are the per-device body of a
+    data-parallel run (see :mod:`purejaxppo.parallel`), to be called under ``shard_map``
+    over a mesh axis of that name and size: each device steps ``num_envs / num_shards``
+    environments, the trajectory is gathered so that every device holds the whole batch,
+    each device computes the gradient of its share of every minibatch, and the gradients
+    are averaged with ``lax.pmean``. Random draws, the shuffle and the normalisations are
+    the ones of the one-device run, so both compute the same update up to float rounding.
+    Otherwise (the default) this is the ordinary one-device program, without collectives.
+    """
     validate(config)
     env, _ = make_env(config.env)
     network = make_network(config, env)
@@ -125,13 +149,36 @@ def make_trainer(config: PPOConfig) -> Trainer:
     default_hparams = HParams.from_config(config)
     vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, clip=config.clip_actions))
 
+    # ---- data parallelism (identities on one device) -------------------------------------
+    data_parallel = axis_name is not None and num_shards > 1
+    if data_parallel:
+        check_shards(config, num_shards)
+    n_local = n_envs // num_shards if data_parallel else n_envs
+
+    def own(x: jax.Array, axis: int = 0) -> jax.Array:
+        """This device's equal share of ``x`` along ``axis`` (environments or batch rows)."""
+        if not data_parallel:
+            return x
+        size = x.shape[axis] // num_shards
+        return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(axis_name) * size, size, axis)
+
+    def gather(x: jax.Array, axis: int = 0) -> jax.Array:
+        """Every device's share of ``x``, concatenated along ``axis`` (the inverse of ``own``)."""
+        return jax.lax.all_gather(x, axis_name, axis=axis, tiled=True) if data_parallel else x
+
+    def psum(x):
+        return jax.lax.psum(x, axis_name) if data_parallel else x
+
+    def pmean(x):
+        return jax.lax.pmean(x, axis_name) if data_parallel else x
+
     def normalize_obs(rms: RunningMeanStd, obs: jax.Array) -> jax.Array:
         return rms_normalize(rms, obs, config.clip_obs) if config.normalize_obs else obs
 
     # ------------------------------------------------------------------ init
     def init(key: jax.Array, hparams: HParams) -> RunnerState:
         key, net_key, env_key = jax.random.split(key, 3)
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, n_envs))
+        obs, env_state = jax.vmap(env.reset)(own(jax.random.split(env_key, n_envs)))
         params = network.init(net_key, jnp.zeros((1, env.obs_dim), jnp.float32))
         return RunnerState(
             params=params,
@@ -141,9 +188,9 @@ def make_trainer(config: PPOConfig) -> Trainer:
             key=key,
             obs_rms=rms_init((env.obs_dim,)),
             ret_rms=rms_init(()),
-            disc_return=jnp.zeros((n_envs,), jnp.float32),
-            episode_return=jnp.zeros((n_envs,), jnp.float32),
-            episode_length=jnp.zeros((n_envs,), jnp.int32),
+            disc_return=jnp.zeros((n_local,), jnp.float32),
+            episode_return=jnp.zeros((n_local,), jnp.float32),
+            episode_length=jnp.zeros((n_local,), jnp.int32),
             kl=losses.kl_controller_init(hparams.kl_coef),
             update_step=jnp.zeros((), jnp.int32),
         )
@@ -153,9 +200,10 @@ def make_trainer(config: PPOConfig) -> Trainer:
         def env_step(carry, key_t):
             env_state, obs, ep_ret, ep_len, stats = carry
             act_key_t, env_key_t = jax.random.split(key_t)
-            env_keys_t = jax.random.split(env_key_t, n_envs)
+            env_keys_t = own(jax.random.split(env_key_t, n_envs))
             pi = network.apply(state.params, normalize_obs(state.obs_rms, obs), method=ActorCritic.policy)
-            action = dist.sample(act_key_t, pi)
+            # the action noise of all N environments, as on one device, of which this device uses its share
+            action = own(dist.sample(act_key_t, jax.tree_util.tree_map(gather, pi)))
             log_prob = dist.log_prob(pi, action)
             next_obs, env_state, reward, terminated, truncated, final_obs = vstep(env_keys_t, env_state, action)
             done = terminated | truncated
@@ -166,11 +214,11 @@ def make_trainer(config: PPOConfig) -> Trainer:
                 final_value = jax.lax.cond(
                     jnp.any(truncated),
                     lambda o: network.apply(state.params, normalize_obs(state.obs_rms, o), method=ActorCritic.value),
-                    lambda o: jnp.zeros((n_envs,), jnp.float32),
+                    lambda o: jnp.zeros((n_local,), jnp.float32),
                     final_obs,
                 )
             else:
-                final_value = jnp.zeros((n_envs,), jnp.float32)
+                final_value = jnp.zeros((n_local,), jnp.float32)
             ep_ret = ep_ret + reward
             ep_len = ep_len + 1
             stats = (
@@ -187,6 +235,7 @@ def make_trainer(config: PPOConfig) -> Trainer:
         carry = (state.env_state, state.obs, state.episode_return, state.episode_length, zero_stats)
         carry, traj = jax.lax.scan(env_step, carry, jax.random.split(key, n_steps))
         env_state, obs, ep_ret, ep_len, stats = carry
+        stats = jax.tree_util.tree_map(psum, stats)
         state = state.replace(env_state=env_state, obs=obs, episode_return=ep_ret, episode_length=ep_len)
         return state, traj, stats
 
@@ -202,7 +251,7 @@ def make_trainer(config: PPOConfig) -> Trainer:
             return jnp.where(done_t, 0.0, g), g
 
         disc_return, returns_t = jax.lax.scan(step, state.disc_return, (traj.reward, done))
-        ret_rms = rms_update(state.ret_rms, returns_t)
+        ret_rms = rms_update(state.ret_rms, gather(returns_t, axis=1))
         rewards = jnp.clip(traj.reward / jnp.sqrt(ret_rms.var + 1e-8), -config.clip_reward, config.clip_reward)
         return state.replace(disc_return=disc_return, ret_rms=ret_rms), rewards
 
@@ -222,10 +271,11 @@ def make_trainer(config: PPOConfig) -> Trainer:
         advantages, targets = gae_advantages(
             rewards, values, next_values, terminated, done, hparams.gamma, hparams.gae_lambda
         )
-        flat = lambda x: x.reshape((batch_size,) + x.shape[2:])  # noqa: E731
+        # [T, N, ...] -> [T * N, ...]; with data parallelism, every device's environments first
+        flat = lambda x: gather(x, axis=1).reshape((batch_size,) + x.shape[2:])  # noqa: E731
         batch = Batch(flat(obs), flat(traj.action), flat(traj.log_prob), flat(values), flat(advantages), flat(targets))
         if config.normalize_obs:
-            state = state.replace(obs_rms=rms_update(state.obs_rms, traj.obs))
+            state = state.replace(obs_rms=rms_update(state.obs_rms, gather(traj.obs, axis=1)))
         return state, batch
 
     # ------------------------------------------------------------------ loss
@@ -234,8 +284,7 @@ def make_trainer(config: PPOConfig) -> Trainer:
         log_prob = dist.log_prob(pi, mb.action)
         log_ratio = log_prob - mb.log_prob
         ratio = jnp.exp(log_ratio)
-        adv = losses.normalize_advantages(mb.advantage) if config.norm_adv else mb.advantage
-        pg_loss, clipfrac = losses.clipped_surrogate_loss(ratio, adv, hparams.clip_eps)
+        pg_loss, clipfrac = losses.clipped_surrogate_loss(ratio, mb.advantage, hparams.clip_eps)
         approx_kl = losses.kl_estimate(log_ratio)
         if config.kl_penalty != "off":
             pg_loss = pg_loss + kl_coef * approx_kl
@@ -263,7 +312,11 @@ def make_trainer(config: PPOConfig) -> Trainer:
 
         def minibatch_step(carry, mb: Batch):
             params, opt_state = carry
-            grads, metrics = grad_fn(params, mb, hparams, kl_coef)
+            if config.norm_adv:  # statistics of the whole minibatch (every device holds all of it)
+                mb = mb._replace(advantage=losses.normalize_advantages(mb.advantage))
+            # the gradient of this device's share of the minibatch, averaged over devices
+            grads, metrics = grad_fn(params, jax.tree_util.tree_map(own, mb), hparams, kl_coef)
+            grads, metrics = pmean(grads), pmean(metrics)
             updates, opt_state = tx.update(grads, opt_state, params)
             params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
             return (params, opt_state), metrics
@@ -296,8 +349,8 @@ def make_trainer(config: PPOConfig) -> Trainer:
         kl_state = state.kl
         if config.kl_penalty == "adaptive":
             # d = KL[pi_old, pi_new] over the whole batch, with the updated parameters.
-            pi = network.apply(params, batch.obs, method=ActorCritic.policy)
-            measured_kl = losses.kl_estimate(dist.log_prob(pi, batch.action) - batch.log_prob)
+            pi = network.apply(params, own(batch.obs), method=ActorCritic.policy)
+            measured_kl = pmean(losses.kl_estimate(dist.log_prob(pi, own(batch.action)) - own(batch.log_prob)))
             kl_state = losses.adaptive_kl_update(kl_state, measured_kl, hparams.kl_target)
         else:
             measured_kl = jnp.asarray(jnp.nan, jnp.float32)
