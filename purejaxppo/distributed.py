@@ -60,6 +60,15 @@ def _int(text: str, name: str) -> int:
 
 def wait_for_coordinator(address: str, timeout: float) -> bool:
     """Whether a TCP connection to ``address`` succeeds within ``timeout`` seconds (retrying)."""
+    sock = _connect(address, timeout)
+    if sock is None:
+        return False
+    sock.close()
+    return True
+
+
+def _connect(address: str, timeout: float):
+    """A TCP connection to ``address``, retried until ``timeout`` seconds have passed; None if none."""
     import socket
     import time
 
@@ -67,29 +76,142 @@ def wait_for_coordinator(address: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((host, int(port)), timeout=min(2.0, max(timeout, 0.1))):
-                return True
+            return socket.create_connection((host, int(port)), timeout=min(2.0, max(timeout, 0.1)))
         except OSError:
             if time.monotonic() >= deadline:
-                return False
+                return None
             time.sleep(0.2)
 
 
-def initialize(settings: ProcessSettings, timeout: int = 60) -> None:
-    """Join the processes; an unreachable coordinator fails after ``timeout`` seconds.
+# ---- roll call ---------------------------------------------------------------------------
+# JAX's coordination service aborts the whole process (no Python exception) when a process
+# cannot connect or when process 0 waits in vain for the others. So before JAX starts, the
+# processes meet on the coordinator's port over plain TCP: process 0 listens there, every
+# other process connects and says who it is, and process 0 answers "go" once all have come,
+# or each side fails with a one-line error when its timeout runs out. Process 0 then closes
+# its listener and starts JAX's service on the same port.
+_HELLO = "purejaxppo-join"
 
-    JAX's client aborts the whole process when it cannot connect, so processes other than 0
-    first check that the coordinator accepts connections, and fail with a clear error if not.
+
+def roll_call(settings: ProcessSettings, timeout: float) -> None:
+    """Meet every process at the coordinator's port before JAX's runtime starts (see above)."""
+    if settings.num_processes == 1:
+        return
+    if settings.process_id == 0:
+        _gather_peers(settings, timeout)
+    else:
+        _join(settings, timeout)
+
+
+def _gather_peers(settings: ProcessSettings, timeout: float) -> None:
+    import socket
+    import time
+
+    port = int(settings.coordinator.rpartition(":")[2])
+    try:
+        if socket.has_dualstack_ipv6():
+            server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True)
+        else:
+            server = socket.create_server(("", port))
+    except OSError as e:
+        raise DistributedError(
+            f"process 0 cannot listen on port {port} of --coordinator {settings.coordinator} ({e.strerror}); "
+            "choose a free port"
+        ) from None
+    joined: dict[int, socket.socket] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(joined) < settings.num_processes - 1:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = [str(i) for i in range(1, settings.num_processes) if i not in joined]
+                raise DistributedError(
+                    f"process 0 waited {timeout:g} s at {settings.coordinator} for process(es) {', '.join(missing)} "
+                    f"of {settings.num_processes}, which did not come; start every process with the same "
+                    "--coordinator and --num-processes, or raise --coordinator-timeout"
+                )
+            server.settimeout(min(left, 1.0))
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            conn.settimeout(5.0)
+            try:
+                words = conn.makefile("r").readline().split()
+            except OSError:
+                conn.close()
+                continue
+            if len(words) != 3 or words[0] != _HELLO or not all(w.isdigit() for w in words[1:]):
+                conn.close()  # a port scanner, a stray probe: not one of ours
+                continue
+            pid, count = int(words[1]), int(words[2])
+            problem = None
+            if count != settings.num_processes:
+                problem = f"it was started with --num-processes {count}, process 0 with {settings.num_processes}"
+            elif pid in joined:
+                problem = f"process id {pid} is already taken"
+            if problem:
+                conn.sendall(f"no {problem}\n".encode())
+                conn.close()
+                continue
+            joined[pid] = conn
+        server.close()  # before "go": JAX's service will listen on this port next
+        for conn in joined.values():
+            conn.sendall(b"go\n")
+        for conn in joined.values():  # let each peer close first, so the port is not held
+            try:
+                conn.recv(1)
+            except OSError:
+                pass
+    finally:
+        server.close()
+        for conn in joined.values():
+            conn.close()
+
+
+def _join(settings: ProcessSettings, timeout: float) -> None:
+    import socket
+    import time
+
+    start = time.monotonic()
+    sock = _connect(settings.coordinator, timeout)
+    if sock is None:
+        raise DistributedError(
+            f"process {settings.process_id} of {settings.num_processes} could not join the coordinator at "
+            f"{settings.coordinator} within {timeout:g} s (nothing accepts connections there); check --coordinator "
+            "and that process 0 is running"
+        )
+    with sock:
+        sock.sendall(f"{_HELLO} {settings.process_id} {settings.num_processes}\n".encode())
+        sock.settimeout(max(timeout - (time.monotonic() - start), 1.0))
+        try:
+            answer = sock.makefile("r").readline().strip()
+        except (TimeoutError, socket.timeout):
+            answer = ""
+        except OSError:
+            answer = ""
+    if answer.startswith("no "):
+        raise DistributedError(f"process {settings.process_id} was refused by process 0: {answer[3:]}")
+    if answer != "go":
+        raise DistributedError(
+            f"process {settings.process_id} of {settings.num_processes} reached {settings.coordinator} but was not "
+            f"let in within {timeout:g} s; check that process 0 of this run listens there and that every process "
+            "uses the same --num-processes"
+        )
+    # JAX's service on process 0 starts a moment after "go"; wait until it accepts connections
+    if not wait_for_coordinator(settings.coordinator, timeout):
+        raise DistributedError(f"process {settings.process_id}: the coordinator at {settings.coordinator} went away")
+
+
+def initialize(settings: ProcessSettings, timeout: int = 60) -> None:
+    """Join the processes; missing processes or an unreachable coordinator fail after ``timeout`` s.
+
+    JAX's runtime aborts the whole process when a connection fails, so the processes first
+    meet over plain TCP (:func:`roll_call`) and fail there with a clear error instead.
     """
     import jax
 
-    if settings.process_id != 0 and not wait_for_coordinator(settings.coordinator, timeout):
-        raise DistributedError(
-            f"process {settings.process_id} of {settings.num_processes} could not join the coordinator at "
-            f"{settings.coordinator} within {timeout} s (nothing accepts connections there); check --coordinator "
-            "and that process 0 is running"
-        )
-
+    roll_call(settings, timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used by CPU devices only
     try:
         jax.distributed.initialize(
@@ -105,4 +227,3 @@ def initialize(settings: ProcessSettings, timeout: int = 60) -> None:
             f"{settings.coordinator} within {timeout} s ({first}); check that every process uses the same "
             "--coordinator and --num-processes and that process 0 is running"
         ) from None
-

@@ -259,24 +259,50 @@ def test_two_processes_on_localhost_equal_one_process(tmp_path):
             np.testing.assert_allclose(float(a[col]), float(b[col]), rtol=1e-6, err_msg=col)
 
 
-def test_unreachable_coordinator_fails_in_time(tmp_path):
+def _sweep_process(tmp_path, port, process_id, num_processes, timeout=5):
     import subprocess
     import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "purejaxppo.cli", "sweep", *SWEEP_ARGS, "--out", str(tmp_path / f"x{process_id}"),
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes), "--process-id",
+         str(process_id), "--coordinator-timeout", str(timeout)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+
+
+def _error_line(proc) -> str:
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr[-2000:]
+    return stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("alone", [1, 0])
+def test_missing_processes_fail_in_time(tmp_path, alone):
+    """A process without its peers stops with one line within the timeout (JAX itself would abort)."""
     import time
 
     t0 = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-m", "purejaxppo.cli", "sweep", *SWEEP_ARGS, "--out", str(tmp_path / "x"),
-         "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", "1",
-         "--coordinator-timeout", "5"],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("purejaxppo sweep: error: process 1 of 2 could not join the coordinator at 127.0.0.1:")
-    assert "within 5 s" in last
+    port = _free_port()
+    last = _error_line(_sweep_process(tmp_path, port, alone, 2))
+    if alone == 1:  # no coordinator at all
+        assert last.startswith(f"purejaxppo sweep: error: process 1 of 2 could not join the coordinator at 127.0.0.1:{port}")
+        assert "within 5 s" in last
+    else:  # the coordinator waits for a peer that never comes
+        assert last == (f"purejaxppo sweep: error: process 0 waited 5 s at 127.0.0.1:{port} for process(es) 1 of 2, "
+                        "which did not come; start every process with the same --coordinator and --num-processes, "
+                        "or raise --coordinator-timeout")
     assert time.time() - t0 < 100
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / f"x{alone}").exists()
+
+
+def test_mismatched_process_counts_are_refused(tmp_path):
+    port = _free_port()
+    coordinator = _sweep_process(tmp_path, port, 0, 2)
+    peer = _sweep_process(tmp_path, port, 1, 3, timeout=20)
+    assert _error_line(peer) == ("purejaxppo sweep: error: process 1 was refused by process 0: it was started with "
+                                 "--num-processes 3, process 0 with 2")
+    assert "for process(es) 1 of 2, which did not come" in _error_line(coordinator)
 
 
 @pytest.mark.parametrize(
