@@ -9,6 +9,7 @@ real. Timings exclude compilation; best of ``--repeats`` runs.
 
     python experiments/benchmark_data_parallel.py                      # 1 and 2 CPU devices
     python experiments/benchmark_data_parallel.py --devices 1 2 4 --envs 64 2048
+    python experiments/benchmark_data_parallel.py --platform gpu --devices 1 2 4 8
 """
 
 from __future__ import annotations
@@ -45,13 +46,16 @@ def main() -> None:
     parser.add_argument("--envs", type=int, nargs="+", default=[64, 2048])
     parser.add_argument("--steps", type=int, default=400_000, help="env steps per timed run")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--platform", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu: D fake CPU devices; gpu: the first D GPUs (CUDA_VISIBLE_DEVICES)")
     args = parser.parse_args()
     print(f"{'envs':>6} {'devices':>8} {'platform':>9} {'compile s':>10} {'env steps/s':>12} {'vs 1 device':>12}")
     for envs in args.envs:
         base = None
         for d in args.devices:
             env = dict(os.environ)
-            if os.environ.get("JAX_PLATFORMS", "cpu") == "cpu":
+            if args.platform == "cpu":
+                env["JAX_PLATFORMS"] = "cpu"
                 env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={d}".strip()
             else:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(d))
