@@ -133,7 +133,7 @@ def _gather_peers(settings: ProcessSettings, timeout: float) -> None:
             server.settimeout(min(left, 1.0))
             try:
                 conn, _ = server.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             conn.settimeout(5.0)
             try:
@@ -170,7 +170,6 @@ def _gather_peers(settings: ProcessSettings, timeout: float) -> None:
 
 
 def _join(settings: ProcessSettings, timeout: float) -> None:
-    import socket
     import time
 
     start = time.monotonic()
@@ -186,9 +185,7 @@ def _join(settings: ProcessSettings, timeout: float) -> None:
         sock.settimeout(max(timeout - (time.monotonic() - start), 1.0))
         try:
             answer = sock.makefile("r").readline().strip()
-        except (TimeoutError, socket.timeout):
-            answer = ""
-        except OSError:
+        except OSError:  # a timeout included
             answer = ""
     if answer.startswith("no "):
         raise DistributedError(f"process {settings.process_id} was refused by process 0: {answer[3:]}")

@@ -110,6 +110,11 @@ def test_uneven_splits_are_refused():
         check_shards(CARTPOLE.replace(num_minibatches=64), 8)
 
 
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 DP_ARGS = ["--env", "CartPole-v1", "--preset", "none", "--num-envs", "8", "--num-steps", "32",
            "--num-minibatches", "2", "--update-epochs", "2", "--data-parallel", "--chunk-updates", "5"]
 
@@ -122,18 +127,17 @@ def test_data_parallel_cli_run_and_resume(tmp_path):
     assert "environments split over 4 devices" in first.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data_parallel_devices"] == 4 and summary["env_steps"] == 8 * 32 * 15
-    full = list(csv.DictReader(open(out / "metrics.csv")))
+    full = read_csv(out / "metrics.csv")
     assert len(full) == 15
     # resume from the checkpoint at update 10: the same program continues to the same result
     shutil.rmtree(out / "checkpoints" / "15")
     again = run_cli("train", *DP_ARGS, "--total-timesteps", str(8 * 32 * 15), "--resume", "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert "resuming from the checkpoint at update 10" in again.stdout
-    assert list(csv.DictReader(open(out / "metrics.csv"))) == full
+    assert read_csv(out / "metrics.csv") == full
 
     bad = run_cli("train", *DP_ARGS, "--num-envs", "6", "--num-minibatches", "1", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == [
-        "purejaxppo train: error: num_envs: 6 environments cannot be split evenly over 4 devices; "
-        "accepted: a multiple of 4"
-    ]
+    expected = ("purejaxppo train: error: num_envs: 6 environments cannot be split evenly over 4 devices; "
+                "accepted: a multiple of 4")
+    assert bad.stderr.strip().splitlines() == [expected]
