@@ -13,7 +13,8 @@ def make_evaluate(trainer, num_episodes: int, deterministic: bool = True, max_st
     """``evaluate(state, key) -> returns [num_episodes]``, pure and jittable.
 
     Runs ``num_episodes`` environments in parallel until each has finished one episode
-    (or ``max_steps`` steps, by default the environment's time limit). The policy
+    (or ``max_steps`` steps, by default the environment's time limit); the loop ends as
+    soon as the last episode does. Step ``t`` draws from ``fold_in(key, t)``. The policy
     acts on observations normalised with the run's statistics; ``deterministic`` takes
     the mode of the policy (argmax, or the Gaussian mean) instead of sampling.
     """
@@ -25,9 +26,9 @@ def make_evaluate(trainer, num_episodes: int, deterministic: bool = True, max_st
         reset_key, run_key = jax.random.split(key)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
 
-        def step(carry, key_t):
-            obs, env_state, ret, alive = carry
-            act_key, env_key = jax.random.split(key_t)
+        def step(carry):
+            t, obs, env_state, ret, alive = carry
+            act_key, env_key = jax.random.split(jax.random.fold_in(run_key, t))
             o = rms_normalize(state.obs_rms, obs, config.clip_obs) if config.normalize_obs else obs
             pi = network.apply(state.params, o, method=ActorCritic.policy)
             action = dist.mode(pi) if deterministic else dist.sample(act_key, pi)
@@ -36,10 +37,14 @@ def make_evaluate(trainer, num_episodes: int, deterministic: bool = True, max_st
             )(jax.random.split(env_key, num_episodes), env_state, action)
             ret = ret + reward * alive
             alive = alive * (1.0 - (terminated | truncated).astype(jnp.float32))
-            return (obs, env_state, ret, alive), None
+            return t + 1, obs, env_state, ret, alive
 
-        init = (obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes))
-        (_, _, returns, _), _ = jax.lax.scan(step, init, jax.random.split(run_key, limit))
+        def running(carry):  # stop as soon as every episode has ended, not at the time limit
+            t, *_, alive = carry
+            return (t < limit) & jnp.any(alive > 0)
+
+        init = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes))
+        _, _, _, returns, _ = jax.lax.while_loop(running, step, init)
         return returns
 
     return evaluate
