@@ -28,8 +28,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from purejaxppo.config import HParams, PPOConfig, validate
-from purejaxppo.train import RunnerState, Trainer, check_shards, make_trainer
+from purejaxppo.config import HParams, PPOConfig
+from purejaxppo.train import RunnerState, Trainer, make_trainer
 
 AXIS = "envs"
 
@@ -67,15 +67,14 @@ def data_parallel_trainer(config: PPOConfig, mesh: Mesh | None = None) -> Traine
     :func:`state_specs`), everything else is replicated. On one device this is the ordinary
     :func:`~purejaxppo.train.make_trainer`.
     """
-    validate(config)
     mesh = env_mesh() if mesh is None else mesh
     if mesh.axis_names != (AXIS,):
         raise ValueError(f"mesh: axes {mesh.axis_names}; accepted: one axis named {AXIS!r} (see env_mesh)")
     n = mesh.devices.size
-    if n == 1:
-        return make_trainer(config)
-    check_shards(config, n)
+    # make_trainer validates the config and checks that the envs and minibatches split evenly
     body = make_trainer(config, axis_name=AXIS, num_shards=n)
+    if n == 1:
+        return body
     specs, same = state_specs(), PartitionSpec()
     default_hparams = HParams.from_config(config)
 

@@ -161,8 +161,7 @@ def run(
             name = os.path.basename(os.path.abspath(out_dir))
             loggers.append(WandbLogger(out_dir, wandb.get("project", "purejaxppo"), wandb.get("mode", "offline"),
                                        config.to_dict(), name))
-    bar = ProgressBar(total_steps, start_steps=step * config.batch_size, enabled=progress)
-    loggers.append(bar)
+    loggers.append(ProgressBar(total_steps, start_steps=step * config.batch_size, enabled=progress))
 
     meta = {"config": config.to_dict(), "version": results.package_versions().get("purejaxppo"),
             "chunk_updates": chunk}
@@ -204,26 +203,23 @@ def run(
             elif checkpoint_every and (step // checkpoint_every > (step - k) // checkpoint_every or step == n_updates):
                 save(step)
         jax.block_until_ready(state)
+        train_seconds = time.perf_counter() - t_train
+        if checkpoint_every != 0:
+            save(step)
     except KeyboardInterrupt:
         try:
             if checkpoint_every != 0:
                 save(step)
         except Exception:  # noqa: BLE001 - the state of an interrupted call may already be gone
             pass
+        where = f"; continue with --resume (checkpoint at update {step})" if checkpointer is not None else ""
+        log(f"interrupted at update {step}{where}")
+        raise
+    finally:
         if checkpointer is not None:
             checkpointer.close()
         for logger in loggers:
             logger.close()
-        where = f"; continue with --resume (checkpoint at update {step})" if checkpointer is not None else ""
-        log(f"interrupted at update {step}{where}")
-        raise
-    train_seconds = time.perf_counter() - t_train
-    if checkpoint_every != 0:
-        save(step)
-    if checkpointer is not None:
-        checkpointer.close()
-    for logger in loggers:
-        logger.close()
 
     metrics = _concat(history)
     done_steps = (step - start_step) * config.batch_size

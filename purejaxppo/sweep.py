@@ -182,11 +182,18 @@ def run_agents(config: PPOConfig, keys: jax.Array, hparams: HParams, mesh: Mesh 
     train_block = jax.jit(jax.vmap(make_trainer(config).train))
     if n_dev == 1:
         states, metrics = train_block(keys, hparams)
-        return states, jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], jax.device_get(metrics))
+    else:
+        states, metrics = _train_blocks(train_block, mesh, keys, hparams)
+    return states, jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], jax.device_get(metrics))
 
+
+def _train_blocks(train_block, mesh: Mesh, keys: jax.Array, hparams: HParams):
+    """Run ``train_block`` on every device of ``mesh`` with its block of the (padded) agents."""
+    devices = list(mesh.devices.flat)
+    padded = keys.shape[0]
     # The agent list is computed the same way in every process, so each one can cut out
     # the blocks of its own (addressable) devices from the host values.
-    per = padded // n_dev
+    per = padded // len(devices)
     key_data = np.asarray(jax.random.key_data(keys))
     host_hparams = jax.tree_util.tree_map(np.asarray, hparams)
     local = [(i, d) for i, d in enumerate(devices) if d.process_index == jax.process_index()]
@@ -217,7 +224,6 @@ def run_agents(config: PPOConfig, keys: jax.Array, hparams: HParams, mesh: Mesh 
         from jax.experimental import multihost_utils
 
         metrics = multihost_utils.process_allgather(metrics, tiled=True)  # every process gets every agent
-    metrics = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], jax.device_get(metrics))
     return states, metrics
 
 
