@@ -34,6 +34,7 @@ from purejaxppo.envs import EnvAdapter, make_env
 from purejaxppo.gae import gae_advantages
 from purejaxppo.networks import ActorCritic, distribution, make_network
 from purejaxppo.normalize import RunningMeanStd, rms_init, rms_normalize, rms_update
+from purejaxppo.shuffle import permutation
 
 METRIC_NAMES = (
     "charts/episodic_return",
@@ -322,7 +323,7 @@ def make_trainer(config: PPOConfig, axis_name: str | None = None, num_shards: in
             return (params, opt_state), metrics
 
         def run_epoch(params, opt_state, key):
-            perm = jax.random.permutation(key, batch_size)
+            perm = permutation(key, batch_size)
             shuffled = jax.tree_util.tree_map(lambda x: x[perm].reshape((n_mb, mb_size) + x.shape[1:]), batch)
             (params, opt_state), metrics = jax.lax.scan(minibatch_step, (params, opt_state), shuffled)
             return params, opt_state, metrics.mean(axis=0)
