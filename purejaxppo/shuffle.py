@@ -10,14 +10,18 @@ Here every round sorts *one* ``uint32`` array whose high bits are random and who
 function (about 5x faster per round on the CPU). The low bits of the sorted words are the
 new order. With its extra rounds the whole shuffle is 3.4x faster than
 ``jax.random.permutation`` at 8,192 rows and 4.7x at 262,144
-(``experiments/benchmark_shuffle.py``). Round ``r`` breaks ties in its random bits by the order of round ``r - 1``, so
-after ``R`` rounds the order is the lexicographic order of the composite keys
-``(k_R, ..., k_1, index)``, each ``k_r`` with ``32 - b`` random bits. When no two rows
-share a composite key, i.i.d. keys make every ordering equally likely: the permutation
-is then exactly uniform. As ``jax.random.permutation`` does, the number of rounds is
-chosen so that the composite keys carry at least ``3 * log2(n)`` random bits, which makes
-a shared key (the only source of bias) a chance of about ``1 / n``, and at most the
-pairs involved deviate from uniform.
+(``experiments/benchmark_shuffle.py``). The words of a round are all distinct, so every
+sort algorithm, on every backend, gives the same order.
+
+Round ``r`` breaks ties in its random bits by the order of round ``r - 1``, so after
+``R`` rounds the order is the lexicographic order of the composite keys
+``(k_R, ..., k_1, index)``, each ``k_r`` with ``32 - b`` random bits (round ``r``'s bits
+go to the rows by their position after round ``r - 1``, which keeps them i.i.d. per row).
+When no two rows share a composite key, i.i.d. keys make every ordering equally likely:
+the permutation is then exactly uniform. As ``jax.random.permutation`` does, the number of
+rounds is chosen so that the composite keys carry at least ``3 * log2(n)`` random bits,
+which makes a shared key (the only source of bias) a chance of about ``1 / (2n)``, and even
+then only the rows involved deviate from uniform.
 
 Batches of more than ``2**24`` rows leave too few random bits per word; they fall back
 to ``jax.random.permutation``.
@@ -50,9 +54,7 @@ def packed_rounds(n: int) -> int | None:
 def round_keys(key: jax.Array, n: int) -> list[jax.Array]:
     """The random high bits of every round (``uint32 [n]`` each, low bits zero)."""
     b = index_bits(n)
-    return [
-        jax.random.bits(k, (n,), jnp.uint32) >> b << b for k in jax.random.split(key, packed_rounds(n))
-    ]
+    return [jax.random.bits(k, (n,), jnp.uint32) >> b << b for k in jax.random.split(key, packed_rounds(n))]
 
 
 def permutation(key: jax.Array, n: int) -> jax.Array:
