@@ -14,9 +14,10 @@ def make_evaluate(trainer, num_episodes: int, deterministic: bool = True, max_st
 
     Runs ``num_episodes`` environments in parallel until each has finished one episode
     (or ``max_steps`` steps, by default the environment's time limit); the loop ends as
-    soon as the last episode does; step ``t`` draws its randomness from a key folded with ``t``. The policy
-    acts on observations normalised with the run's statistics; ``deterministic`` takes
-    the mode of the policy (argmax, or the Gaussian mean) instead of sampling.
+    soon as the last episode does, and step ``t`` draws its randomness from a key folded
+    with ``t``. The policy acts on observations normalised with the run's statistics;
+    ``deterministic`` takes the mode of the policy (argmax, or the Gaussian mean) instead
+    of sampling.
     """
     env, config, network = trainer.env, trainer.config, trainer.network
     dist = distribution(env.action_kind == "continuous")

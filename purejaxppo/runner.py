@@ -138,11 +138,10 @@ def run(
     if out_dir is None:
         checkpoint_every = 0
 
+    split = f", environments split over {mesh.devices.size} devices" if mesh is not None else ""
     log(
         f"training {config.env}: {n_updates} updates x {config.batch_size} env steps "
-        f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}"
-        + (f", environments split over {mesh.devices.size} devices" if mesh is not None else "")
-        + ", "
+        f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}{split}, "
         f"{chunk} updates per chunk"
     )
     compiled = {chunk: make_chunk(trainer, chunk).lower(state, hparams).compile()}

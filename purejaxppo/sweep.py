@@ -173,8 +173,7 @@ def run_agents(config: PPOConfig, keys: jax.Array, hparams: HParams, mesh: Mesh 
     """
     mesh = agent_mesh() if mesh is None else mesh
     n_agents = keys.shape[0]
-    devices = list(mesh.devices.flat)
-    n_dev = len(devices)
+    n_dev = mesh.devices.size
     padded = -(-n_agents // n_dev) * n_dev
     if padded != n_agents:  # pad by repeating the last agent; the copies are dropped below
         pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - n_agents, axis=0)])  # noqa: E731
