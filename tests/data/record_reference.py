@@ -1,0 +1,60 @@
+"""Record the metrics and final parameters of a few small runs as a regression reference.
+
+``tests/test_reference.py`` checks that today's code gives exactly these numbers for the same
+keys and configurations. Run this script only when a deliberate change alters the numbers,
+and say which change in the commit::
+
+    python tests/data/record_reference.py     # writes tests/data/reference_runs.npz
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from purejaxppo import PPOConfig, make_train
+
+# Each configuration exercises a different path through the program.
+CONFIGS = {
+    # discrete actions, the defaults: clipping, value clipping, annealing, advantage normalisation
+    "cartpole": (PPOConfig(env="CartPole-v1", num_envs=8, num_steps=32, num_minibatches=4, update_epochs=2,
+                           total_timesteps=8 * 32 * 6, lr=2.5e-3), 0),
+    # continuous actions, both normalisations, adaptive KL penalty on top of clipping, target-KL early stop
+    "pendulum": (PPOConfig(env="Pendulum-v1", num_envs=4, num_steps=64, num_minibatches=2, update_epochs=3,
+                           total_timesteps=4 * 64 * 6, gamma=0.95, normalize_obs=True, normalize_reward=True,
+                           kl_penalty="adaptive", target_kl=3e-4, lr=3e-3, log_std_init=-0.5), 1),
+    # a truncation every 5 steps (the final-observation bootstrap), shared torso, fixed KL penalty,
+    # no value clipping, constant learning rate, raw advantages
+    "timelimit": (PPOConfig(env="Probe-TimeLimit", num_envs=4, num_steps=16, num_minibatches=2, update_epochs=2,
+                            total_timesteps=4 * 16 * 6, shared_torso=True, kl_penalty="fixed", kl_coef=0.3,
+                            clip_vloss=False, anneal_lr=False, norm_adv=False), 2),
+    # truncation treated as termination, the KL penalty alone (clip_eps = 0), relu, one hidden layer
+    "timelimit_as_end": (PPOConfig(env="Probe-TimeLimit", num_envs=4, num_steps=32, num_minibatches=1,
+                                   update_epochs=2, total_timesteps=4 * 32 * 5, bootstrap_truncation=False, clip_eps=0.0,
+                          kl_penalty="adaptive", activation="relu", actor_hidden=(32,), critic_hidden=(16,)), 3),
+}
+
+
+def record() -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, (config, seed) in CONFIGS.items():
+        state, metrics = jax.jit(make_train(config))(jax.random.key(seed))
+        for k, v in metrics.items():
+            out[f"{name}|metric|{k}"] = np.asarray(v)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
+            out[f"{name}|param|{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+    return out
+
+
+if __name__ == "__main__":
+    import importlib.metadata as md
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_runs.npz")
+    data = record()
+    versions = {p: md.version(p) for p in ("jax", "jaxlib", "flax", "optax", "gymnax")}
+    np.savez_compressed(path, __versions__=np.asarray(json.dumps(versions)), **data)
+    print(f"wrote {len(data)} arrays to {path} ({versions})", file=sys.stderr)
