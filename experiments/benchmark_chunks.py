@@ -2,7 +2,7 @@
 
 Part 1, chunks: the same run (CartPole-v1 preset) trained
   * fused: ``jax.jit(make_train(config))``, one call for the whole run;
-  * chunked: ``purejaxppo.runner.run`` as the ``train`` command uses it, with its default chunks,
+  * chunked: ``purejaxppo.run.runner.run`` as the ``train`` command uses it, with its default chunks,
     metrics streamed to metrics.csv after every chunk and a checkpoint at the end; and the same
     with one checkpoint per chunk.
 Timings exclude compilation; each variant runs ``--repeats`` times, alternating, best kept.
@@ -28,7 +28,7 @@ def chunk_benchmark(repeats: int, timesteps: int) -> list[tuple[str, float]]:
     import jax
 
     from purejaxppo import HParams, make_train, preset
-    from purejaxppo.runner import run
+    from purejaxppo.run.runner import run
 
     config = preset("CartPole-v1").replace(total_timesteps=timesteps)
     key, hp = jax.random.key(config.seed), HParams.from_config(config)

@@ -23,7 +23,7 @@ CHILD = """
 import sys, time
 import jax
 from purejaxppo import PPOConfig
-from purejaxppo.parallel import make_data_parallel_train
+from purejaxppo.scale.parallel import make_data_parallel_train
 envs, repeats, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 config = PPOConfig(env="CartPole-v1", num_envs=envs, num_steps=128, update_epochs=4, num_minibatches=4,
                    total_timesteps=envs * 128 * max(4, steps // (envs * 128)))

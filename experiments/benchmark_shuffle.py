@@ -1,4 +1,4 @@
-"""Speed of the epoch shuffle: purejaxppo.shuffle.permutation against jax.random.permutation.
+"""Speed of the epoch shuffle: purejaxppo.core.shuffle.permutation against jax.random.permutation.
 
 Both draw a uniformly random permutation of a PPO batch; each is timed as 16 draws inside
 one compiled ``lax.scan`` (best of 20 calls), at the batch sizes of CartPole's benchmark
@@ -14,7 +14,7 @@ import time
 
 import jax
 
-from purejaxppo.shuffle import packed_rounds, permutation
+from purejaxppo.core.shuffle import packed_rounds, permutation
 
 
 def per_draw_ms(fn, n: int, repeats: int = 20) -> float:

@@ -1,5 +1,13 @@
 """purejaxppo: Proximal Policy Optimization compiled end to end in JAX.
 
+The package is layered, and data flows one way::
+
+    core/   the pure, jittable algorithm (config, networks, rollout, GAE, losses, update, train)
+    envs/   make_env(name) over gymnax 1.0; probe environments
+    scale/  sweeps over seeds and settings, data parallelism, several processes
+    run/    the chunked runner, checkpoints, loggers, result files, evaluation, loaded policies
+    cli.py  the `purejaxppo` command
+
 The names below are imported on first use, so that ``import purejaxppo`` (and the command
 line) touch neither gymnax nor a JAX backend until they are needed: a multi-process run must
 call ``jax.distributed.initialize`` before anything starts a backend, and importing gymnax does.
@@ -13,23 +21,26 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ConfigError": "purejaxppo.config",
-    "HParams": "purejaxppo.config",
-    "PPOConfig": "purejaxppo.config",
-    "PRESETS": "purejaxppo.config",
-    "preset": "purejaxppo.config",
-    "validate": "purejaxppo.config",
+    "PurejaxppoError": "purejaxppo.errors",
+    "ConfigError": "purejaxppo.errors",
+    "HParams": "purejaxppo.core.config",
+    "PPOConfig": "purejaxppo.core.config",
+    "validate": "purejaxppo.core.config",
+    "PRESETS": "purejaxppo.core.presets",
+    "preset": "purejaxppo.core.presets",
+    "METRIC_NAMES": "purejaxppo.core.metrics",
+    "RunnerState": "purejaxppo.core.state",
+    "Trainer": "purejaxppo.core.train",
+    "make_train": "purejaxppo.core.train",
+    "make_trainer": "purejaxppo.core.train",
     "known_envs": "purejaxppo.envs",
     "make_env": "purejaxppo.envs",
     "register_env": "purejaxppo.envs",
-    "METRIC_NAMES": "purejaxppo.train",
-    "RunnerState": "purejaxppo.train",
-    "Trainer": "purejaxppo.train",
-    "make_train": "purejaxppo.train",
-    "make_trainer": "purejaxppo.train",
-    "make_data_parallel_train": "purejaxppo.parallel",
-    "Policy": "purejaxppo.policy",
-    "load_policy": "purejaxppo.policy",
+    "make_data_parallel_train": "purejaxppo.scale.parallel",
+    "sweep": "purejaxppo.scale.sweep",
+    "Distribution": "purejaxppo.scale.plan",
+    "Policy": "purejaxppo.run.policy",
+    "load_policy": "purejaxppo.run.policy",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,23 +16,13 @@ import sys
 import time
 from typing import Any, NoReturn
 
-from purejaxppo.checkpoints import CheckpointError
-from purejaxppo.config import ACTIVATIONS, HPARAM_FIELDS, KL_PENALTIES, PRESETS, ConfigError, PPOConfig, field_docs, preset, validate
+from purejaxppo.core.config import ACTIVATIONS, HPARAM_FIELDS, KL_PENALTIES, PPOConfig, field_docs
+from purejaxppo.core.presets import PRESETS, preset
+from purejaxppo.errors import CheckpointError, PurejaxppoError, UsageError
 
 PROG = "purejaxppo"
-RUN_FILES = ("config.json", "metrics.csv", "summary.json", "learning_curve.png", "checkpoints", "tensorboard", "wandb",
-             "eval.json", "results.csv", "summary.csv", "metrics.npz", "curves.png")
 # Settings that may change when a run is resumed (the rest would make it a different run).
 SAFE_RESUME_FIELDS = ("total_timesteps",)
-
-
-from purejaxppo.distributed import DistributedError  # noqa: E402
-from purejaxppo.loggers import MissingExtra  # noqa: E402
-from purejaxppo.errors import RunError  # noqa: E402
-
-
-class UsageError(Exception):
-    """A user mistake on the command line; printed as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,15 +44,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def _parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}; accepted: true or false")
 
 
 def _positive_int(text: str) -> int:
@@ -220,17 +201,33 @@ def _explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def resolve_resume_config(args: argparse.Namespace, out: str) -> tuple[PPOConfig, str | None]:
-    """The run's saved settings <- preset (if given) <- explicit flags; refuses unsafe changes."""
-    from purejaxppo.policy import read_run_config
+def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
+    """Defaults <- preset <- explicit flags (checked where the trainer is built)."""
+    overrides = _explicit_overrides(args)
+    preset_name = args.preset
+    if preset_name is None:
+        env = overrides.get("env", PPOConfig().env)
+        preset_name = env if env in PRESETS else None
+    elif preset_name.lower() == "none":
+        preset_name = None
+    base = preset(preset_name) if preset_name else PPOConfig()
+    return base.replace(**overrides), preset_name
+
+
+def resolve_resume(args: argparse.Namespace, out: str):
+    """The run's saved settings <- preset (if given) <- explicit flags, as a built trainer;
+    refuses changes other than SAFE_RESUME_FIELDS (and those without --allow-safe-changes)."""
+    from purejaxppo.run.layout import read_config
+    from purejaxppo.run.runner import build_trainer
 
     try:
-        saved = read_run_config(out)
+        saved = read_config(out)
     except CheckpointError as e:
         raise UsageError(f"--resume: {e}") from None
     preset_name = args.preset if args.preset and args.preset.lower() != "none" else None
     base = preset(preset_name) if preset_name else saved
-    config = validate(base.replace(**_explicit_overrides(args)))
+    trainer = build_trainer(base.replace(**_explicit_overrides(args)), args.data_parallel)
+    config = trainer.config
     changed = [f.name for f in dataclasses.fields(PPOConfig) if getattr(config, f.name) != getattr(saved, f.name)]
     unsafe = [c for c in changed if c not in SAFE_RESUME_FIELDS]
     if unsafe or (changed and not args.allow_safe_changes):
@@ -240,73 +237,41 @@ def resolve_resume_config(args: argparse.Namespace, out: str) -> tuple[PPOConfig
             f"--resume: the settings differ from the run's: {listed}; {how} "
             f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)"
         )
-    return config, preset_name
+    return trainer, preset_name
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
-    """Defaults <- preset <- explicit flags."""
-    overrides = _explicit_overrides(args)
-    preset_name = args.preset
-    if preset_name is None:
-        env = overrides.get("env", PPOConfig().env)
-        preset_name = env if env in PRESETS else None
-    elif preset_name.lower() == "none":
-        preset_name = None
-    base = preset(preset_name) if preset_name else PPOConfig()
-    config = base.replace(**overrides)
-    return validate(config), preset_name
-
-
-def _check_out_dir(out: str, overwrite: bool) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out: {out} exists and is not a folder; accepted: a new or empty folder")
-    names = RUN_FILES
-    existing = [f for f in names if os.path.exists(os.path.join(out, f))]
-    if existing and not overwrite:
-        raise UsageError(
-            f"--out: {out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
-            "or choose another folder"
-        )
-
-
-def _clear_run(out: str) -> None:
-    """--overwrite: remove the previous run's outputs (and only those) from ``out``."""
-    import shutil
-
-    for name in RUN_FILES:
-        path = os.path.join(out, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.resume:
-        if not args.out:
-            raise UsageError("--resume: needs --out DIR, the folder of the run to continue")
-        if args.overwrite:
-            raise UsageError("--resume and --overwrite contradict each other; accepted: one of them")
-        out = args.out
-        config, preset_name = resolve_resume_config(args, out)
-    else:
-        if args.allow_safe_changes:
-            raise UsageError("--allow-safe-changes: only applies with --resume")
-        config, preset_name = resolve_config(args)
-        out = args.out or os.path.join("runs", f"{config.env}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
-        _check_out_dir(out, args.overwrite)
+def _check_flags(args: argparse.Namespace) -> None:
     for flag, value, low in (("--chunk-updates", args.chunk_updates, 1), ("--checkpoint-every", args.checkpoint_every, 0),
                              ("--keep-checkpoints", args.keep_checkpoints, 1)):
         if value is not None and value < low:
             raise UsageError(f"{flag}: {value} is out of range; accepted: an integer >= {low}")
-    _setup_cache(args)
-    from purejaxppo.runner import run
+    if args.resume and not args.out:
+        raise UsageError("--resume: needs --out DIR, the folder of the run to continue")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; accepted: one of them")
+    if args.allow_safe_changes and not args.resume:
+        raise UsageError("--allow-safe-changes: only applies with --resume")
 
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from purejaxppo.run import layout
+    from purejaxppo.run.runner import build_trainer, run
+
+    _check_flags(args)
+    if args.resume:
+        out = args.out
+        trainer, preset_name = resolve_resume(args, out)
+    else:
+        config, preset_name = resolve_config(args)
+        trainer = build_trainer(config, args.data_parallel)  # validates the settings
+        out = args.out or os.path.join("runs", f"{config.env}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
+        layout.check_out_dir(out, args.overwrite)
+    _setup_cache(args)
     if args.overwrite:
-        _clear_run(out)
+        layout.clear_run(out)
     print(f"preset: {preset_name or 'none'}", flush=True)
     run(
-        config,
+        trainer,
         out_dir=out,
         preset_name=preset_name,
         log=lambda m: print(m, flush=True),
@@ -317,65 +282,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=args.progress,
         tensorboard=args.tensorboard,
         wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else None,
-        data_parallel=args.data_parallel,
     )
     return 0
 
 
 def _setup_cache(args: argparse.Namespace) -> None:
-    from purejaxppo.cache import enable_compilation_cache
+    from purejaxppo.run.cache import enable_compilation_cache
 
     enable_compilation_cache(args.compilation_cache)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from purejaxppo import results
-    from purejaxppo.policy import evaluate_policy, load_policy, record_episode
-    from purejaxppo.render import renderer, write_gif
+    from purejaxppo.run.evaluate import evaluate_run
 
     if args.episodes < 1:
         raise UsageError(f"--episodes: {args.episodes} is out of range; accepted: an integer >= 1")
     _setup_cache(args)
-    policy = load_policy(args.run, args.step, deterministic=args.deterministic)
-    env = policy.trainer.env
-    if args.render:
-        try:
-            renderer(env.name, env.obs_shape)
-        except ValueError as e:
-            raise UsageError(f"--render: {e}") from None
-        if not args.render.lower().endswith(".gif"):
-            raise UsageError(f"--render: {args.render} is not a .gif file name; accepted: a path ending in .gif")
-    mode = "deterministic" if args.deterministic else "stochastic"
-    print(f"evaluating {args.run} at update {policy.step} on {env.name}: {args.episodes} {mode} episodes", flush=True)
-    returns = evaluate_policy(policy, args.episodes, args.deterministic, args.seed)
-    record = {
-        "run": os.path.abspath(args.run),
-        "env": env.name,
-        "update": policy.step,
-        "env_steps": policy.step * policy.config.batch_size,
-        "episodes": args.episodes,
-        "deterministic": args.deterministic,
-        "seed": args.seed,
-        "mean": float(returns.mean()),
-        "std": float(returns.std()),
-        "min": float(returns.min()),
-        "max": float(returns.max()),
-        "returns": returns.tolist(),
-    }
-    print(f"return: mean {record['mean']:.2f}, std {record['std']:.2f}, min {record['min']:.2f}, "
-          f"max {record['max']:.2f}")
-    if args.render:
-        frames, ret = record_episode(policy, args.deterministic, args.seed)
-        n = write_gif(args.render, env.name, env.obs_shape, frames)
-        record["render"] = {"path": os.path.abspath(args.render), "frames": n, "return": ret}
-        print(f"recorded one episode ({n - 1} steps, return {ret:.2f}) in {args.render}")
-    results.write_json(os.path.join(args.run, "eval.json"), record)
-    print(f"wrote {os.path.join(args.run, 'eval.json')}")
+    evaluate_run(args.run, args.episodes, args.deterministic, args.seed, args.step, args.render,
+                 log=lambda m: print(m, flush=True))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from purejaxppo import distributed
+    from purejaxppo.scale import distributed
 
     # Joining the other processes comes before anything starts a JAX backend (importing gymnax does).
     processes = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
@@ -383,50 +312,50 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if args.coordinator_timeout < 1:
             raise UsageError(f"--coordinator-timeout: {args.coordinator_timeout}; accepted: an integer >= 1")
         distributed.initialize(processes, timeout=args.coordinator_timeout)
-    from purejaxppo import sweep as sw
+    import jax
 
-    grid = dict(sw.parse_grid(g) for g in args.grid)
-    samples = dict(sw.parse_sample(x) for x in args.sample)
+    from purejaxppo.core.train import make_trainer
+    from purejaxppo.run import layout, results
+    from purejaxppo.scale import plan as sweep_plan
+    from purejaxppo.scale.stats import format_table
+    from purejaxppo.scale.sweep import run_plan
+
+    grid = dict(sweep_plan.parse_grid(g) for g in args.grid)
+    samples = dict(sweep_plan.parse_sample(x) for x in args.sample)
     if samples and args.num_samples <= 0:
         raise UsageError("--num-samples: random search with --sample needs --num-samples K (K > 0)")
     if args.num_samples and not samples:
         raise UsageError("--num-samples: given without any --sample FIELD=DIST to draw from")
-
     config, preset_name = resolve_config(args)
+    trainer = make_trainer(config)  # validates the settings
+    plan = sweep_plan.make_plan(config, args.num_seeds, grid, samples, args.num_samples)
     out = args.out or os.path.join("runs", f"sweep_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}")
-    _check_out_dir(out, args.overwrite)
+    layout.check_out_dir(out, args.overwrite)
     _setup_cache(args)
-    settings = sw.make_settings(grid, samples, args.num_samples, jax_key(config.seed))
-    n_agents = len(settings) * args.num_seeds
-    import jax
-
     print(f"preset: {preset_name or 'none'}", flush=True)
     print(
-        f"sweep on {config.env}: {len(settings)} setting(s) x {args.num_seeds} seed(s) = {n_agents} agents, "
-        f"{config.num_updates} updates each, on {jax.device_count()} {jax.default_backend()} device(s)"
+        f"sweep on {config.env}: {len(plan.settings)} setting(s) x {args.num_seeds} seed(s) = {plan.num_agents} "
+        f"agents, {config.num_updates} updates each, on {jax.device_count()} {jax.default_backend()} device(s)"
         + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""),
         flush=True,
     )
     t0 = time.perf_counter()
-    result = sw.sweep(config, num_seeds=args.num_seeds, grid=grid, samples=samples, num_samples=args.num_samples)
+    result = run_plan(trainer, plan)
     seconds = time.perf_counter() - t0
     spec = {"num_seeds": args.num_seeds, "grid": grid, "sample": {k: [v.kind, *v.values] for k, v in samples.items()},
             "num_samples": args.num_samples, "preset": preset_name, "seconds": round(seconds, 2)}
-    total_steps = n_agents * config.num_updates * config.batch_size
     if jax.process_index() != 0:
         print(f"process {jax.process_index()}: done in {seconds:.1f} s; process 0 writes the results", flush=True)
         return 0
-    rows = sw.write_sweep(out, config, result, spec)
-    print(f"trained {n_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included", flush=True)
-    print(sw.format_table(rows))
+    if args.overwrite:
+        layout.clear_run(out)
+    rows = results.write_sweep(out, config, result, spec)
+    total_steps = plan.num_agents * config.num_updates * config.batch_size
+    print(f"trained {plan.num_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included",
+          flush=True)
+    print(format_table(rows))
     print(f"results in {out}")
     return 0
-
-
-def jax_key(seed: int):
-    import jax
-
-    return jax.random.fold_in(jax.random.key(seed), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         parser.print_help()
         return 2
-    except (UsageError, ConfigError, CheckpointError, RunError, MissingExtra, DistributedError) as e:
+    except PurejaxppoError as e:
         where = f"{PROG} {command}" if command else PROG
         print(f"{where}: error: {e}", file=sys.stderr)
         return 2

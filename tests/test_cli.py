@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from purejaxppo.results import CSV_COLUMNS
+from purejaxppo.run.results import CSV_COLUMNS
 
 TINY = ["--total-timesteps", "2048", "--num-envs", "4", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1"]
 

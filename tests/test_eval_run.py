@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from purejaxppo.cache import ENV_VAR, default_cache_dir, resolve_cache_dir
-from purejaxppo.policy import load_policy
+from purejaxppo.run.cache import ENV_VAR, default_cache_dir, resolve_cache_dir
+from purejaxppo.run.policy import load_policy
 
 
 def cli(*args, timeout=600, env=None):
@@ -92,7 +92,7 @@ def test_cache_folder_resolution(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name", ["Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0", "Breakout-MinAtar"])
 def test_gif_of_each_drawable_environment(name, tmp_path):
     from purejaxppo import make_env
-    from purejaxppo.render import write_gif
+    from purejaxppo.run.render import write_gif
 
     env, _ = make_env(name)
     obs = np.stack([np.asarray(env.reset(jax.random.key(i))[0]) for i in range(4)])
@@ -104,7 +104,7 @@ def test_gif_of_each_drawable_environment(name, tmp_path):
 
 
 def test_render_refuses_environments_it_cannot_draw():
-    from purejaxppo.render import renderer
+    from purejaxppo.run.render import renderer
 
     with pytest.raises(ValueError, match="cannot draw Catch-bsuite; accepted: CartPole-v1"):
         renderer("Catch-bsuite", (10, 5))

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from purejaxppo import PPOConfig, make_trainer
-from purejaxppo.evaluate import make_evaluate
+from purejaxppo.run.evaluate import make_evaluate
 
 
 def test_evaluate_counts_one_episode_per_env():

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.gae import gae_advantages
+from purejaxppo.core.gae import gae_advantages
 
 
 def gae_numpy(rewards, values, next_values, terminated, truncated, gamma, lam):

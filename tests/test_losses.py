@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo import losses
-from purejaxppo.networks import Categorical, DiagGaussian
-from purejaxppo.normalize import rms_init, rms_normalize, rms_update
+from purejaxppo.core import losses
+from purejaxppo.core.distributions import Categorical, DiagGaussian
+from purejaxppo.core.normalize import rms_init, rms_normalize, rms_update
 
 
 def test_clipped_surrogate_hand_worked():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from purejaxppo import ConfigError, PPOConfig, make_train
-from purejaxppo.parallel import env_mesh, make_data_parallel_train
-from purejaxppo.train import check_shards
+from purejaxppo.scale.parallel import env_mesh, make_data_parallel_train
+from purejaxppo.scale.parallel import check_shards
 
 FOUR = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
 
@@ -35,7 +35,7 @@ import numpy as np
 import jax
 from jax.sharding import PartitionSpec
 from purejaxppo import PPOConfig, make_train
-from purejaxppo.parallel import make_data_parallel_train
+from purejaxppo.scale.parallel import make_data_parallel_train
 assert jax.device_count() == 4, jax.devices()
 out = {}
 for name, config in json.loads(sys.argv[1]).items():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from purejaxppo import PPOConfig, make_trainer
-from purejaxppo.networks import ActorCritic, distribution
+from purejaxppo.core.distributions import distribution
+from purejaxppo.core.networks import ActorCritic
 
 GAMMA = 0.9
 
@@ -94,6 +95,6 @@ def test_truncation_is_bootstrapped(suffix):
 
 
 def test_distribution_helper_picks_the_right_family():
-    from purejaxppo.networks import Categorical, DiagGaussian
+    from purejaxppo.core.distributions import Categorical, DiagGaussian
 
     assert distribution(False) is Categorical and distribution(True) is DiagGaussian

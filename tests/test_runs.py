@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from purejaxppo import PPOConfig, make_train
-from purejaxppo.checkpoints import Checkpointer, checksum, from_savable, to_savable
+from purejaxppo.run.checkpoints import Checkpointer, checksum, from_savable, to_savable
 from purejaxppo.cli import main as cli_main
-from purejaxppo.loggers import ProgressBar
-from purejaxppo.policy import load_state
-from purejaxppo.runner import auto_chunk, run
+from purejaxppo.run.loggers import ProgressBar
+from purejaxppo.run.policy import load_state
+from purejaxppo.run.runner import auto_chunk, run
 
 SMALL = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
          "--update-epochs", "2", "--total-timesteps", str(4 * 32 * 60), "--seed", "3"]

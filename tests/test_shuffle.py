@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.shuffle import index_bits, packed_rounds, permutation, round_keys
+from purejaxppo.core.shuffle import index_bits, packed_rounds, permutation, round_keys
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 512, 1000, 8192, 10_000])

@@ -320,7 +320,7 @@ def test_mismatched_process_counts_are_refused(tmp_path):
     ],
 )
 def test_process_settings(flags, env, expected):
-    from purejaxppo.distributed import DistributedError, resolve
+    from purejaxppo.scale.distributed import DistributedError, resolve
 
     if isinstance(expected, str):
         with pytest.raises(DistributedError, match=expected):

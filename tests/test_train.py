@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from purejaxppo import HParams, PPOConfig, make_train, make_trainer, preset
-from purejaxppo.losses import adaptive_kl_update, kl_controller_init
-from purejaxppo.results import final_return
+from purejaxppo.core.losses import adaptive_kl_update, kl_controller_init
+from purejaxppo.core.metrics import final_return
 
 SMALL = PPOConfig(
     env="CartPole-v1",

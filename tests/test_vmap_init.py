@@ -14,14 +14,14 @@ import jax
 import numpy as np
 
 from purejaxppo import PPOConfig, make_env
-from purejaxppo.networks import make_network, orthogonal
+from purejaxppo.core.networks import make_network, orthogonal
 
 CHILD = textwrap.dedent(
     """
     import sys
     import jax, jax.numpy as jnp
     from purejaxppo import PPOConfig, make_env
-    from purejaxppo import networks
+    from purejaxppo.core import networks
     if sys.argv[1:] == ["flax"]:  # the plain initialiser, to show that this check can fail
         from flax.linen import initializers
         networks.orthogonal = initializers.orthogonal

@@ -1,7 +1,7 @@
 """Checkpoints of a whole training run with Orbax, and their faults.
 
 A checkpoint holds everything needed to continue a run bit for bit: the complete
-:class:`~purejaxppo.train.RunnerState` (parameters, optimiser state, environment states,
+:class:`~purejaxppo.core.state.RunnerState` (parameters, optimiser state, environment states,
 current observations, PRNG key, normaliser statistics, KL coefficient, update counter),
 the per-update metrics so far, and a JSON record with the config, the package version
 and a checksum of the state.
@@ -30,11 +30,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from purejaxppo.errors import CheckpointError
+
 DAMAGED = "damaged"
-
-
-class CheckpointError(Exception):
-    """No usable checkpoint; the message is one line for the user."""
 
 
 def _is_key(x: Any) -> bool:
@@ -103,7 +101,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ save
     def save(self, step: int, state: Any, metrics: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Start saving checkpoint ``step`` (asynchronously); :meth:`wait` to be sure it is on disk."""
+        """Start saving checkpoint ``step`` (asynchronously); :meth:`close` waits until it is on disk."""
         ocp = self.ocp
         # Copies: the next chunk reuses (donates) the device buffers while Orbax writes in the background.
         tree = jax.tree_util.tree_map(lambda x: np.array(x, copy=True), jax.device_get(to_savable(state)))
@@ -119,9 +117,6 @@ class Checkpointer:
             force=True,
         )
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
@@ -130,10 +125,6 @@ class Checkpointer:
     def steps(self) -> list[int]:
         self.manager.reload()
         return sorted(int(s) for s in self.manager.all_steps())
-
-    def read_meta(self, step: int) -> dict[str, Any]:
-        ocp = self.ocp
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def _restore_step(self, step: int, like: Any) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
         ocp = self.ocp

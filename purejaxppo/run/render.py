@@ -14,6 +14,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from purejaxppo.errors import RunError
+
 W, H = 320, 240
 BG, FG, ACCENT, BAR = (255, 255, 255), (40, 40, 40), (200, 80, 40), (120, 160, 220)
 
@@ -93,6 +95,16 @@ def renderer(env_name: str, obs_shape: tuple[int, ...]):
         f"cannot draw {env_name}; accepted: CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0, "
         "MountainCarContinuous-v0 and the MinAtar games"
     )
+
+
+def check_renderable(env_name: str, obs_shape: tuple[int, ...], path: str) -> None:
+    """Refuse, before anything runs, an environment that cannot be drawn or a path that is not a GIF."""
+    try:
+        renderer(env_name, obs_shape)
+    except ValueError as e:
+        raise RunError(f"--render: {e}") from None
+    if not path.lower().endswith(".gif"):
+        raise RunError(f"--render: {path} is not a .gif file name; accepted: a path ending in .gif")
 
 
 def write_gif(path: str, env_name: str, obs_shape: tuple[int, ...], observations: np.ndarray, fps: int = 25) -> int:

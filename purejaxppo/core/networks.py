@@ -1,17 +1,15 @@
-"""Actor-critic networks and the two action distributions.
+"""Actor-critic networks.
 
 Separate actor and critic MLPs by default (orthogonal initialisation: gain sqrt(2) in
 hidden layers, 0.01 on the policy head, 1 on the value head, as in the PPO
 implementation details of Huang et al., 2022); a shared torso with two heads as an
-option. Distributions are written as small pure functions on their parameters, so
-nothing but arrays crosses ``jit``/``vmap`` boundaries.
+option.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -121,59 +119,3 @@ def make_network(config, env) -> ActorCritic:
         shared_torso=config.shared_torso,
         log_std_init=config.log_std_init,
     )
-
-
-# ---- distributions -----------------------------------------------------------------
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-class Categorical(NamedTuple):
-    """Categorical over ``A`` actions from logits ``[..., A]``; actions are int32 ``[...]``."""
-
-    @staticmethod
-    def sample(key: jax.Array, logits: jax.Array) -> jax.Array:
-        return jax.random.categorical(key, logits).astype(jnp.int32)
-
-    @staticmethod
-    def mode(logits: jax.Array) -> jax.Array:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-
-    @staticmethod
-    def log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
-        logp = jax.nn.log_softmax(logits)
-        return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
-
-    @staticmethod
-    def entropy(logits: jax.Array) -> jax.Array:
-        logp = jax.nn.log_softmax(logits)
-        return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-
-
-class DiagGaussian(NamedTuple):
-    """Diagonal Gaussian from ``(mean, log_std)``, each ``[..., D]``; actions ``[..., D]``."""
-
-    @staticmethod
-    def sample(key: jax.Array, params) -> jax.Array:
-        mean, log_std = params
-        return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-
-    @staticmethod
-    def mode(params) -> jax.Array:
-        return params[0]
-
-    @staticmethod
-    def log_prob(params, action: jax.Array) -> jax.Array:
-        """sum_d [ -(a_d - mu_d)^2 / (2 sigma_d^2) - log sigma_d - log(2 pi) / 2 ]."""
-        mean, log_std = params
-        z = (action - mean) * jnp.exp(-log_std)
-        return jnp.sum(-0.5 * z * z - log_std - 0.5 * _LOG_2PI, axis=-1)
-
-    @staticmethod
-    def entropy(params) -> jax.Array:
-        """sum_d [ log sigma_d + (1 + log(2 pi)) / 2 ]."""
-        _, log_std = params
-        return jnp.sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
-
-
-def distribution(continuous: bool):
-    return DiagGaussian if continuous else Categorical

@@ -16,15 +16,14 @@ import dataclasses
 import difflib
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jax.numpy as jnp
 from flax import struct
 
-
-class ConfigError(ValueError):
-    """A setting that cannot be used. The message is one sentence for the user."""
+from purejaxppo.errors import ConfigError
 
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
@@ -203,121 +202,76 @@ def field_docs(cls: type = PPOConfig) -> dict[str, str]:
     return docs
 
 
-# ---- presets --------------------------------------------------------------------------
-# Tuned settings per environment. Sources: the PPO hyperparameters of CleanRL's
-# classic-control runs and of PureJaxRL / gymnax's published baselines, then
-# adjusted with the measurements recorded in README.md.
-PRESETS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": dict(
-        env="CartPole-v1",
-        total_timesteps=500_000,
-        num_envs=16,
-        num_steps=128,
-        num_minibatches=4,
-        update_epochs=4,
-        lr=2.5e-3,
-        ent_coef=0.01,
-        gamma=0.99,
-        gae_lambda=0.95,
-    ),
-    "Acrobot-v1": dict(
-        env="Acrobot-v1",
-        total_timesteps=1_000_000,
-        num_envs=16,
-        num_steps=128,
-        num_minibatches=4,
-        update_epochs=4,
-        lr=2.5e-3,
-        ent_coef=0.01,
-        normalize_obs=True,
-    ),
-    "Pendulum-v1": dict(
-        env="Pendulum-v1",
-        total_timesteps=1_000_000,
-        num_envs=16,
-        num_steps=256,
-        num_minibatches=16,
-        update_epochs=10,
-        lr=1e-3,
-        anneal_lr=True,
-        gamma=0.95,
-        gae_lambda=0.95,
-        ent_coef=0.0,
-        clip_eps=0.2,
-        max_grad_norm=0.5,
-        normalize_obs=True,
-        normalize_reward=True,
-        log_std_init=0.0,
-    ),
-    "MountainCarContinuous-v0": dict(
-        env="MountainCarContinuous-v0",
-        total_timesteps=1_000_000,
-        num_envs=16,
-        num_steps=256,
-        num_minibatches=8,
-        update_epochs=10,
-        lr=3e-4,
-        gamma=0.99,
-        gae_lambda=0.9,
-        ent_coef=0.0,
-        normalize_obs=True,
-        normalize_reward=True,
-        log_std_init=-0.5,
-    ),
-    "Breakout-MinAtar": dict(
-        env="Breakout-MinAtar",
-        total_timesteps=10_000_000,
-        num_envs=128,
-        num_steps=128,
-        num_minibatches=8,
-        update_epochs=4,
-        lr=5e-4,
-        ent_coef=0.01,
-        actor_hidden=(256, 256),
-        critic_hidden=(256, 256),
-        activation="relu",
-    ),
+# ---- validation ------------------------------------------------------------------------
+# One rule per field: ``rule(value) -> None`` or the text of what would be accepted.
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_int(v: Any) -> str | None:
+    return None if isinstance(v, int) and not isinstance(v, bool) and v > 0 else "a positive integer"
+
+
+def _number(test: Callable[[float], bool], accepted: str) -> Callable[[Any], str | None]:
+    return lambda v: None if _is_number(v) and test(v) else accepted
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda v: None if v in options else ", ".join(options)
+
+
+def _widths(v: Any) -> str | None:
+    ok = isinstance(v, tuple) and v and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in v)
+    return None if ok else "one or more positive layer widths, e.g. 64 64"
+
+
+def _flag(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+_POSITIVE = _number(lambda v: v > 0, "a number > 0")
+_NON_NEGATIVE = _number(lambda v: v >= 0, "a number >= 0")
+_UNIT = _number(lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+RULES: dict[str, Callable[[Any], str | None]] = {
+    "env": lambda v: None if isinstance(v, str) and v else "an environment name",
+    "seed": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "a non-negative integer",
+    **{n: _positive_int for n in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs")},
+    **{n: _POSITIVE for n in ("lr", "adam_eps", "max_grad_norm", "kl_target", "clip_obs", "clip_reward")},
+    **{n: _NON_NEGATIVE for n in ("clip_eps", "vf_clip_eps", "ent_coef", "vf_coef", "kl_coef", "target_kl")},
+    **{n: _UNIT for n in ("gamma", "gae_lambda")},
+    "activation": _choice(ACTIVATIONS),
+    "kl_penalty": _choice(KL_PENALTIES),
+    "actor_hidden": _widths,
+    "critic_hidden": _widths,
+    "log_std_init": _number(lambda v: True, "a number"),
+    **{n: _flag for n in ("anneal_lr", "clip_vloss", "norm_adv", "bootstrap_truncation", "shared_torso",
+                          "clip_actions", "normalize_obs", "normalize_reward")},
 }
 
 
-def preset(name: str) -> PPOConfig:
-    """The tuned configuration of ``name`` (an environment name)."""
-    if name not in PRESETS:
-        raise ConfigError(
-            f"preset: unknown preset {name!r}{_suggest(name, PRESETS)}; accepted: {', '.join(PRESETS)}"
-        )
-    return PPOConfig(**PRESETS[name])
+def validate_field(name: str, value: Any) -> None:
+    """Check one field's value (a swept value is checked this way).
+
+    Raises:
+        ConfigError: ``"{name}: got {value!r}; accepted: ..."``.
+    """
+    accepted = RULES[name](value)
+    if accepted is not None:
+        raise ConfigError(f"{name}: got {value!r}; accepted: {accepted}")
 
 
-def _suggest(name: str, choices: Any) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    if not close:
-        lowered = {c.lower(): c for c in choices}
-        close = [lowered[name.lower()]] if name.lower() in lowered else []
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
-
-
-# ---- validation ------------------------------------------------------------------------
 def validate(config: PPOConfig) -> PPOConfig:
-    """Check ``config`` in plain Python before anything is traced.
+    """Check ``config`` in plain Python before anything is traced: every field, then the
+    fields that depend on each other. The environment-dependent checks run where the
+    environment is built (:func:`validate_for_env`).
 
     Raises:
         ConfigError: one sentence naming the field, its value and what is accepted.
     """
-    from purejaxppo.envs import known_envs, make_env
-
+    for f in dataclasses.fields(config):
+        validate_field(f.name, getattr(config, f.name))
     c = config
-    if c.env not in known_envs():
-        raise ConfigError(
-            f"env: unknown environment {c.env!r}{_suggest(c.env, known_envs())}; "
-            f"accepted: {', '.join(known_envs())}"
-        )
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps"):
-        v = getattr(c, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"{name}: got {v!r}; accepted: a positive integer")
-    if not isinstance(c.seed, int) or c.seed < 0:
-        raise ConfigError(f"seed: got {c.seed!r}; accepted: a non-negative integer")
     if c.batch_size % c.num_minibatches:
         divisors = [d for d in range(1, min(c.batch_size, 64) + 1) if c.batch_size % d == 0]
         raise ConfigError(
@@ -329,48 +283,42 @@ def validate(config: PPOConfig) -> PPOConfig:
             f"total_timesteps: {c.total_timesteps} is less than one batch of num_envs * num_steps = {c.batch_size}; "
             f"accepted: at least {c.batch_size}"
         )
-    positive = ("lr", "adam_eps", "max_grad_norm", "clip_obs", "clip_reward")
-    for name in positive:
-        v = getattr(c, name)
-        if not _is_number(v) or not v > 0:
-            raise ConfigError(f"{name}: got {v!r}; accepted: a number > 0")
-    for name in ("clip_eps", "vf_clip_eps", "ent_coef", "vf_coef", "kl_coef", "target_kl"):
-        v = getattr(c, name)
-        if not _is_number(v) or v < 0:
-            raise ConfigError(f"{name}: got {v!r}; accepted: a number >= 0")
-    if not _is_number(c.kl_target) or not c.kl_target > 0:
-        raise ConfigError(f"kl_target: got {c.kl_target!r}; accepted: a number > 0")
-    for name in ("gamma", "gae_lambda"):
-        v = getattr(c, name)
-        if not _is_number(v) or not 0 <= v <= 1:
-            raise ConfigError(f"{name}: got {v!r}; accepted: a number in [0, 1]")
-    if c.activation not in ACTIVATIONS:
-        raise ConfigError(f"activation: got {c.activation!r}; accepted: {', '.join(ACTIVATIONS)}")
-    if c.kl_penalty not in KL_PENALTIES:
-        raise ConfigError(f"kl_penalty: got {c.kl_penalty!r}; accepted: {', '.join(KL_PENALTIES)}")
-    for name in ("actor_hidden", "critic_hidden"):
-        v = getattr(c, name)
-        if not isinstance(v, tuple) or not v or any(not isinstance(w, int) or w <= 0 for w in v):
-            raise ConfigError(f"{name}: got {v!r}; accepted: one or more positive layer widths, e.g. 64 64")
-
-    env, _ = make_env(c.env)
-    default = PPOConfig()
-    if env.action_kind == "discrete":
-        if c.log_std_init != default.log_std_init:
-            raise ConfigError(
-                f"log_std_init: got {c.log_std_init!r}, but {c.env} has a discrete action space "
-                f"({env.num_actions} actions); accepted: only for continuous action spaces"
-            )
-        if c.clip_actions != default.clip_actions:
-            raise ConfigError(
-                f"clip_actions: got {c.clip_actions!r}, but {c.env} has a discrete action space; "
-                "accepted: only for continuous action spaces"
-            )
     return config
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def validate_for_env(config: PPOConfig, env: Any) -> None:
+    """The settings that only continuous action spaces accept (``env``: the adapted environment)."""
+    if env.action_kind != "discrete":
+        return
+    default = PPOConfig()
+    if config.log_std_init != default.log_std_init:
+        raise ConfigError(
+            f"log_std_init: got {config.log_std_init!r}, but {config.env} has a discrete action space "
+            f"({env.num_actions} actions); accepted: only for continuous action spaces"
+        )
+    if config.clip_actions != default.clip_actions:
+        raise ConfigError(
+            f"clip_actions: got {config.clip_actions!r}, but {config.env} has a discrete action space; "
+            "accepted: only for continuous action spaces"
+        )
+
+
+def check_sweepable(name: str, where: str = "grid") -> None:
+    """Only the float hyperparameters of :class:`HParams` can be swept (they are traced)."""
+    if name in HPARAM_FIELDS:
+        return
+    static = name in PPOConfig.__dataclass_fields__
+    what = "is a static setting (it changes the compiled program)" if static else "is not a config field"
+    raise ConfigError(f"{where}: {name} {what}; fields that can be swept: {', '.join(HPARAM_FIELDS)}")
+
+
+def suggest(name: str, choices: Any) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[name.lower()]] if name.lower() in lowered else []
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 __all__ = [
@@ -378,8 +326,11 @@ __all__ = [
     "HParams",
     "HPARAM_FIELDS",
     "PPOConfig",
-    "PRESETS",
+    "RULES",
+    "check_sweepable",
     "field_docs",
-    "preset",
+    "suggest",
     "validate",
+    "validate_field",
+    "validate_for_env",
 ]

@@ -1,13 +1,14 @@
-"""PPO loss terms and the KL-penalty coefficient controller: small pure functions.
+"""PPO loss terms, the PPO loss, and the KL-penalty coefficient controller: small pure functions.
 
-All functions take flat batches ``[B]`` and return scalars. References:
+The terms take flat batches ``[B]`` and return scalars. References:
 Schulman et al., "Proximal Policy Optimization Algorithms" (2017), eqs. (7) and (8);
 Huang et al., "The 37 Implementation Details of PPO" (2022) for the value clipping.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,6 +66,7 @@ def value_loss(
 
 
 def normalize_advantages(advantages: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """(A - mean A) / (std A + eps) over the batch."""
     return (advantages - advantages.mean()) / (advantages.std() + eps)
 
 
@@ -74,12 +76,63 @@ def explained_variance(values: jax.Array, returns: jax.Array) -> jax.Array:
     return jnp.where(var_r > 0, 1.0 - jnp.var(returns - values) / jnp.where(var_r > 0, var_r, 1.0), jnp.nan)
 
 
+# ---- the PPO loss ------------------------------------------------------------------------
+class LossInfo(NamedTuple):
+    """The terms of one minibatch's loss (each ``[]``); also the per-update loss metrics."""
+
+    policy_loss: jax.Array  # -L^CLIP (+ beta * KL with a KL penalty)
+    value_loss: jax.Array  # L^VF
+    entropy: jax.Array  # mean entropy S of the policy
+    approx_kl: jax.Array  # KL[pi_old || pi] estimate (kl_estimate)
+    clipfrac: jax.Array  # fraction of samples with |r - 1| > clip_eps
+
+
+def ppo_loss(
+    apply_fn: Callable[[Any, jax.Array], tuple[Any, jax.Array]],
+    dist: Any,
+    params: Any,
+    batch: Any,
+    hparams: Any,
+    kl_coef: jax.Array,
+    *,
+    kl_penalty: bool,
+    clip_vloss: bool,
+) -> tuple[jax.Array, LossInfo]:
+    """The loss PPO minimises on a minibatch, eqs. (7)-(9) of Schulman et al. (2017)::
+
+        L = -L^CLIP [+ beta * KL]  +  c1 * L^VF  -  c2 * S[pi]
+
+    Args:
+        apply_fn: ``apply_fn(params, obs [B, ...]) -> (policy output, values [B])``.
+        dist: the action distribution (:mod:`purejaxppo.core.distributions`).
+        batch: ``obs``, ``action``, ``log_prob`` (of the acting policy), ``value`` (its value
+            estimates), ``advantage`` and ``target`` (the return targets), each ``[B, ...]``.
+        hparams: ``clip_eps``, ``vf_clip_eps``, ``ent_coef`` (c2) and ``vf_coef`` (c1).
+        kl_coef: beta, used when ``kl_penalty`` is on.
+
+    Returns:
+        ``(loss, LossInfo)``.
+    """
+    pi, values = apply_fn(params, batch.obs)
+    log_ratio = dist.log_prob(pi, batch.action) - batch.log_prob
+    ratio = jnp.exp(log_ratio)
+    policy_loss, clipfrac = clipped_surrogate_loss(ratio, batch.advantage, hparams.clip_eps)
+    approx_kl = kl_estimate(log_ratio)
+    if kl_penalty:
+        policy_loss = policy_loss + kl_coef * approx_kl
+    v_loss = value_loss(values, batch.value, batch.target, hparams.vf_clip_eps, clip_vloss)
+    entropy = jnp.mean(dist.entropy(pi))
+    total = policy_loss - hparams.ent_coef * entropy + hparams.vf_coef * v_loss
+    return total, LossInfo(policy_loss, v_loss, entropy, approx_kl, clipfrac)
+
+
 # ---- KL penalty coefficient ---------------------------------------------------------
 class KLControllerState(NamedTuple):
     coef: jax.Array  # [] current penalty coefficient beta
 
 
 def kl_controller_init(initial_coef: jax.Array | float) -> KLControllerState:
+    """The controller's state before the first update: beta = ``initial_coef``."""
     return KLControllerState(jnp.asarray(initial_coef, jnp.float32))
 
 

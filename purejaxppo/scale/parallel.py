@@ -2,8 +2,8 @@
 
 ``make_data_parallel_train(config, mesh)`` returns ``train(key, hparams)`` with the same
 contract as :func:`purejaxppo.make_train`, for a mesh with one axis named ``"envs"``. It is
-a ``shard_map`` of the trainer's per-device body (``make_trainer(config, axis_name="envs",
-num_shards=D)``):
+a ``shard_map`` of the trainer's per-device body, ``make_trainer(config, MeshCollectives("envs", D))``,
+the one-device program with these collectives injected:
 
 - each of the ``D`` devices steps ``num_envs / D`` environments with the replicated policy;
   the action noise and the environment keys are the one-device run's, cut into shares;
@@ -28,10 +28,55 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from purejaxppo.config import HParams, PPOConfig
-from purejaxppo.train import RunnerState, Trainer, make_trainer
+from purejaxppo.core.collectives import Collectives
+from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.state import RunnerState
+from purejaxppo.core.train import Trainer, make_trainer
+from purejaxppo.errors import ConfigError
 
 AXIS = "envs"
+
+
+class MeshCollectives(Collectives):
+    """The collectives over a named mapped axis of ``num_shards`` devices (``shard_map``, or
+    ``vmap`` with an ``axis_name``, which runs the same program on one device)."""
+
+    def __init__(self, axis_name: str, num_shards: int):
+        self.axis_name = axis_name
+        self.num_shards = num_shards
+
+    def own(self, x: jax.Array, axis: int = 0) -> jax.Array:
+        size = x.shape[axis] // self.num_shards
+        return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(self.axis_name) * size, size, axis)
+
+    def gather(self, x: jax.Array, axis: int = 0) -> jax.Array:
+        return jax.lax.all_gather(x, self.axis_name, axis=axis, tiled=True)
+
+    def sum(self, x):
+        return jax.lax.psum(x, self.axis_name)
+
+    def mean(self, x):
+        return jax.lax.pmean(x, self.axis_name)
+
+
+def check_shards(config: PPOConfig, num_shards: int) -> None:
+    """A data-parallel run over ``num_shards`` devices needs equal shares of envs and minibatches."""
+    if config.num_envs % num_shards:
+        raise ConfigError(
+            f"num_envs: {config.num_envs} environments cannot be split evenly over {num_shards} devices; "
+            f"accepted: a multiple of {num_shards}"
+        )
+    if config.minibatch_size % num_shards:
+        raise ConfigError(
+            f"num_minibatches: minibatches of {config.minibatch_size} samples cannot be split evenly over "
+            f"{num_shards} devices; accepted: num_envs * num_steps / num_minibatches a multiple of {num_shards}"
+        )
+
+
+def sharded_trainer(config: PPOConfig, num_shards: int, axis_name: str = AXIS) -> Trainer:
+    """The per-device body of a data-parallel run over ``num_shards`` shards of ``axis_name``."""
+    check_shards(config, num_shards)
+    return make_trainer(config, MeshCollectives(axis_name, num_shards))
 
 
 def env_mesh(devices: list | None = None) -> Mesh:
@@ -60,21 +105,20 @@ def state_specs() -> RunnerState:
 
 
 def data_parallel_trainer(config: PPOConfig, mesh: Mesh | None = None) -> Trainer:
-    """The :class:`~purejaxppo.train.Trainer` of a data-parallel run over ``mesh``.
+    """The :class:`~purejaxppo.core.train.Trainer` of a data-parallel run over ``mesh``.
 
     Its ``init``, ``update`` and ``train`` have the one-device signatures and work on
     global arrays: per-environment state fields are sharded over the ``"envs"`` axis (see
     :func:`state_specs`), everything else is replicated. On one device this is the ordinary
-    :func:`~purejaxppo.train.make_trainer`.
+    :func:`~purejaxppo.core.train.make_trainer`.
     """
     mesh = env_mesh() if mesh is None else mesh
     if mesh.axis_names != (AXIS,):
-        raise ValueError(f"mesh: axes {mesh.axis_names}; accepted: one axis named {AXIS!r} (see env_mesh)")
+        raise ConfigError(f"mesh: axes {mesh.axis_names}; accepted: one axis named {AXIS!r} (see env_mesh)")
     n = mesh.devices.size
-    # make_trainer validates the config and checks that the envs and minibatches split evenly
-    body = make_trainer(config, axis_name=AXIS, num_shards=n)
     if n == 1:
-        return body
+        return make_trainer(config)
+    body = sharded_trainer(config, n)
     specs, same = state_specs(), PartitionSpec()
     default_hparams = HParams.from_config(config)
 
@@ -90,7 +134,7 @@ def data_parallel_trainer(config: PPOConfig, mesh: Mesh | None = None) -> Traine
     def train(key: jax.Array, hparams: HParams | None = None):
         return whole(key, default_hparams if hparams is None else hparams)
 
-    return body._replace(init=init, update=update, train=train)
+    return body._replace(init=init, update=update, train=train, mesh=mesh)
 
 
 def state_shardings(mesh: Mesh, state: RunnerState) -> RunnerState:
@@ -112,7 +156,7 @@ def make_data_parallel_train(config: PPOConfig, mesh: Mesh | None = None) -> Cal
     Example:
         >>> import jax
         >>> from purejaxppo import PPOConfig
-        >>> from purejaxppo.parallel import make_data_parallel_train
+        >>> from purejaxppo import make_data_parallel_train
         >>> train = jax.jit(make_data_parallel_train(PPOConfig(total_timesteps=4096)))
         >>> state, metrics = train(jax.random.key(0))
     """

@@ -17,11 +17,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from purejaxppo.results import CSV_COLUMNS
-
-
-class MissingExtra(Exception):
-    """An optional backend was asked for but its package is not installed."""
+from purejaxppo.errors import MissingExtra
+from purejaxppo.run.results import CSV_COLUMNS
 
 
 class CSVLogger:
@@ -60,7 +57,6 @@ class TensorBoardLogger:
             raise MissingExtra(
                 "--tensorboard needs the tensorboardX package; install it with: pip install \"purejaxppo[tensorboard]\""
             ) from None
-        self.logdir = logdir
         self.writer = SummaryWriter(logdir=logdir)
 
     def log(self, rows: list[dict[str, Any]]) -> None:

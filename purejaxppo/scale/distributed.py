@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-
-class DistributedError(Exception):
-    """Bad multi-process settings or an unreachable coordinator; one line for the user."""
+from purejaxppo.errors import DistributedError
 
 
 class ProcessSettings(NamedTuple):

@@ -1,0 +1,76 @@
+"""From a trajectory to a training batch: reward scaling, values, GAE, flattening."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purejaxppo.core.act import observe
+from purejaxppo.core.config import HParams
+from purejaxppo.core.gae import gae_advantages
+from purejaxppo.core.networks import ActorCritic
+from purejaxppo.core.normalize import rms_update
+from purejaxppo.core.parts import Parts
+from purejaxppo.core.rollout import Transition
+from purejaxppo.core.state import RunnerState
+
+
+class Batch(NamedTuple):
+    """A flat training batch ``[B, ...]`` (B = num_envs * num_steps)."""
+
+    obs: jax.Array  # [B, obs_dim] normalised as the acting policy saw them
+    action: jax.Array  # [B] or [B, D]
+    log_prob: jax.Array  # [B] log pi_old(a|s)
+    value: jax.Array  # [B] V_old(s)
+    advantage: jax.Array  # [B] GAE
+    target: jax.Array  # [B] return targets A + V_old
+
+
+def scale_rewards(parts: Parts, state: RunnerState, traj: Transition, gamma: jax.Array):
+    """Rewards divided by the running std of the discounted return (when ``normalize_reward``), clipped."""
+    config = parts.config
+    if not config.normalize_reward:
+        return state, traj.reward
+    done = traj.terminated | traj.truncated
+
+    def step(g, inputs):
+        r_t, done_t = inputs
+        g = g * gamma + r_t
+        return jnp.where(done_t, 0.0, g), g
+
+    disc_return, returns_t = jax.lax.scan(step, state.disc_return, (traj.reward, done))
+    ret_rms = rms_update(state.ret_rms, parts.comm.gather(returns_t, axis=1))
+    rewards = jnp.clip(traj.reward / jnp.sqrt(ret_rms.var + 1e-8), -config.clip_reward, config.clip_reward)
+    return state.replace(disc_return=disc_return, ret_rms=ret_rms), rewards
+
+
+def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HParams) -> tuple[RunnerState, Batch]:
+    """Advantages and targets of the trajectory, flattened to a batch of every device's environments.
+
+    The batch is normalised with the statistics the rollout used; they are then updated.
+    """
+    config, network, comm = parts.config, parts.network, parts.comm
+    state, rewards = scale_rewards(parts, state, traj, hparams.gamma)
+    obs = observe(config, state.obs_rms, traj.obs)  # [T, N, D]
+    values = network.apply(state.params, obs, method=ActorCritic.value)  # [T, N]
+    done = traj.terminated | traj.truncated
+    last_value = network.apply(state.params, observe(config, state.obs_rms, state.obs), method=ActorCritic.value)
+    next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)  # V(s_{t+1})
+    if config.bootstrap_truncation:
+        # after a truncation s_{t+1} is a reset state: bootstrap from the final observation instead
+        next_values = jnp.where(traj.truncated, traj.final_value, next_values)
+        terminated = traj.terminated
+    else:
+        terminated = done
+    advantages, targets = gae_advantages(rewards, values, next_values, terminated, done, hparams.gamma,
+                                         hparams.gae_lambda)
+
+    def flat(x):  # [T, N, ...] -> [T * N, ...]; with data parallelism, every device's environments first
+        return comm.gather(x, axis=1).reshape((config.batch_size,) + x.shape[2:])
+
+    batch = Batch(flat(obs), flat(traj.action), flat(traj.log_prob), flat(values), flat(advantages), flat(targets))
+    if config.normalize_obs:
+        state = state.replace(obs_rms=rms_update(state.obs_rms, comm.gather(traj.obs, axis=1)))
+    return state, batch

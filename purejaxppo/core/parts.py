@@ -1,0 +1,41 @@
+"""The static pieces a training program is built from, made once per configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from purejaxppo.core.act import Act, make_act
+from purejaxppo.core.collectives import LOCAL, Collectives
+from purejaxppo.core.config import PPOConfig, validate_for_env
+from purejaxppo.core.distributions import distribution
+from purejaxppo.core.networks import ActorCritic, make_network
+from purejaxppo.envs import EnvAdapter, make_env
+
+
+class Parts(NamedTuple):
+    """Closed over by the compiled program; never traced."""
+
+    config: PPOConfig
+    env: EnvAdapter
+    network: ActorCritic
+    dist: Any  # Categorical or DiagGaussian
+    comm: Collectives
+    act: Act
+    vstep: Callable  # env.step over this device's environments, clipping per config.clip_actions
+
+    @property
+    def num_local_envs(self) -> int:
+        return self.config.num_envs // self.comm.num_shards
+
+
+def make_parts(config: PPOConfig, comm: Collectives = LOCAL) -> Parts:
+    """Build the environment (checking the settings that depend on it), network and acting function."""
+    env, _ = make_env(config.env)
+    validate_for_env(config, env)
+    network = make_network(config, env)
+    dist = distribution(env.action_kind == "continuous")
+    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, clip=config.clip_actions))
+    return Parts(config, env, network, dist, comm, make_act(config, network, dist, comm), vstep)

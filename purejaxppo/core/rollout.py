@@ -1,0 +1,98 @@
+"""Collecting a rollout: ``num_steps`` steps of every environment with the current policy."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purejaxppo.core.act import observe
+from purejaxppo.core.networks import ActorCritic
+from purejaxppo.core.parts import Parts
+from purejaxppo.core.state import RunnerState
+
+
+class Transition(NamedTuple):
+    """One rollout step of N environments (time-major when stacked: ``[T, N, ...]``)."""
+
+    obs: jax.Array  # [N, obs_dim] raw observation the action was chosen from
+    action: jax.Array  # [N] or [N, D]
+    log_prob: jax.Array  # [N]
+    reward: jax.Array  # [N] raw reward
+    terminated: jax.Array  # [N]
+    truncated: jax.Array  # [N]
+    final_value: jax.Array  # [N] V(observation reached before the reset) where truncated, else 0
+
+
+class EpisodeStats(NamedTuple):
+    """Sums over the episodes that ended during a rollout."""
+
+    return_sum: jax.Array  # [] float32
+    length_sum: jax.Array  # [] int32
+    count: jax.Array  # [] int32
+
+    @classmethod
+    def zeros(cls) -> EpisodeStats:
+        return cls(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+class StepCarry(NamedTuple):
+    """What the rollout scan carries from one step to the next."""
+
+    env_state: Any  # [N, ...]
+    obs: jax.Array  # [N, obs_dim]
+    episode_return: jax.Array  # [N]
+    episode_length: jax.Array  # [N]
+    stats: EpisodeStats
+
+
+def truncation_value(parts: Parts, state: RunnerState, truncated: jax.Array, final_obs: jax.Array) -> jax.Array:
+    """``[N]`` V(final observation) where a time limit cut the episode, for the truncation bootstrap.
+
+    Elsewhere the value is not needed (the batched critic pass computes V(next obs)), and
+    truncations are rare, so the critic runs only on steps that have one.
+    """
+    zeros = jnp.zeros((parts.num_local_envs,), jnp.float32)
+    if not parts.config.bootstrap_truncation:
+        return zeros
+
+    def value(o):
+        return parts.network.apply(state.params, observe(parts.config, state.obs_rms, o), method=ActorCritic.value)
+
+    return jax.lax.cond(jnp.any(truncated), value, lambda o: zeros, final_obs)
+
+
+def track_episodes(carry: StepCarry, reward: jax.Array, done: jax.Array) -> tuple[jax.Array, jax.Array, EpisodeStats]:
+    """Add a step to the running episodes; count the ones that ended and restart them at zero."""
+    ep_ret = carry.episode_return + reward
+    ep_len = carry.episode_length + 1
+    s = carry.stats
+    stats = EpisodeStats(
+        s.return_sum + jnp.sum(jnp.where(done, ep_ret, 0.0)),
+        s.length_sum + jnp.sum(jnp.where(done, ep_len, 0)),
+        s.count + jnp.sum(done),
+    )
+    return jnp.where(done, 0.0, ep_ret), jnp.where(done, 0, ep_len), stats
+
+
+def collect(parts: Parts, state: RunnerState, key: jax.Array) -> tuple[RunnerState, Transition, EpisodeStats]:
+    """Run ``num_steps`` steps of every environment; returns the trajectory ``[T, N, ...]``."""
+    n_envs, comm = parts.config.num_envs, parts.comm
+
+    def step(carry: StepCarry, key_t: jax.Array):
+        act_key_t, env_key_t = jax.random.split(key_t)
+        env_keys_t = comm.own(jax.random.split(env_key_t, n_envs))
+        action, log_prob = parts.act(state.params, state.obs_rms, carry.obs, act_key_t)
+        next_obs, env_state, reward, terminated, truncated, final_obs = parts.vstep(env_keys_t, carry.env_state, action)
+        final_value = truncation_value(parts, state, truncated, final_obs)
+        ep_ret, ep_len, stats = track_episodes(carry, reward, terminated | truncated)
+        transition = Transition(carry.obs, action, log_prob, reward, terminated, truncated, final_value)
+        return StepCarry(env_state, next_obs, ep_ret, ep_len, stats), transition
+
+    start = StepCarry(state.env_state, state.obs, state.episode_return, state.episode_length, EpisodeStats.zeros())
+    end, traj = jax.lax.scan(step, start, jax.random.split(key, parts.config.num_steps))
+    state = state.replace(
+        env_state=end.env_state, obs=end.obs, episode_return=end.episode_return, episode_length=end.episode_length
+    )
+    return state, traj, jax.tree_util.tree_map(comm.sum, end.stats)

@@ -1,0 +1,128 @@
+"""Evaluating a trained policy: whole episodes in one compiled program, and recorded episodes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxppo.core.train import Trainer
+
+
+def _episode_limit(trainer: Trainer, max_steps: int | None) -> int:
+    return max_steps or int(getattr(trainer.env.params, "max_steps_in_episode", 1000))
+
+
+def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = True, max_steps: int | None = None):
+    """``evaluate(state, key) -> returns [num_episodes]``, pure and jittable.
+
+    ``state`` is anything with ``params`` and ``obs_rms`` (a ``RunnerState`` or a loaded
+    policy's ``PolicyParams``). Runs ``num_episodes`` environments in parallel until each has
+    finished one episode (or ``max_steps`` steps, by default the environment's time limit);
+    the loop ends as soon as the last episode does, and step ``t`` draws its randomness from a
+    key folded with ``t``. Actions come from the trainer's ``act``, as in training (clipped to
+    the action bounds on the way into the environment when ``clip_actions`` is on);
+    ``deterministic`` takes the mode of the policy instead of sampling.
+    """
+    env, act = trainer.env, trainer.act
+    clip = trainer.config.clip_actions
+    limit = _episode_limit(trainer, max_steps)
+    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, clip=clip))
+
+    def evaluate(state: Any, key: jax.Array) -> jax.Array:
+        reset_key, run_key = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+
+        def step(carry):
+            t, obs, env_state, ret, alive = carry
+            act_key, env_key = jax.random.split(jax.random.fold_in(run_key, t))
+            action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
+            obs, env_state, reward, terminated, truncated, _ = vstep(
+                jax.random.split(env_key, num_episodes), env_state, action
+            )
+            ret = ret + reward * alive
+            alive = alive * (1.0 - (terminated | truncated).astype(jnp.float32))
+            return t + 1, obs, env_state, ret, alive
+
+        def running(carry):  # stop as soon as every episode has ended, not at the time limit
+            t, *_, alive = carry
+            return (t < limit) & jnp.any(alive > 0)
+
+        init = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes))
+        _, _, _, returns, _ = jax.lax.while_loop(running, step, init)
+        return returns
+
+    return evaluate
+
+
+def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int = 0, max_steps: int | None = None):
+    """One episode as ``(observations [T+1, obs_dim], total return)``, compiled as one scan.
+
+    The observations run from the first one to the one the last step reached, so an
+    episode of T steps gives T + 1 frames.
+    """
+    env, act, clip = trainer.env, trainer.act, trainer.config.clip_actions
+    limit = _episode_limit(trainer, max_steps)
+
+    @jax.jit
+    def run(state, key):
+        reset_key, key = jax.random.split(key)
+        obs, env_state = env.reset(reset_key)
+
+        def step(carry, key_t):
+            obs, env_state, alive = carry
+            act_key, env_key = jax.random.split(key_t)
+            action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
+            next_obs, env_state, reward, terminated, truncated, final_obs = env.step(env_key, env_state, action, clip)
+            done = terminated | truncated
+            return (next_obs, env_state, alive & ~done), (final_obs, reward * alive, alive)
+
+        _, (final_obs, rewards, alive) = jax.lax.scan(
+            step, (obs, env_state, jnp.ones((), bool)), jax.random.split(key, limit)
+        )
+        return obs, final_obs, rewards, alive
+
+    first, reached, rewards, alive = jax.device_get(run(state, jax.random.key(seed)))
+    length = int(alive.sum())
+    frames = np.concatenate([first[None], reached[:length]], axis=0)
+    return frames, float(rewards.sum())
+
+
+def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0, step: int | None = None,
+                 render: str | None = None, log=print) -> dict[str, Any]:
+    """Evaluate a run's checkpoint (and record one episode as a GIF); writes and returns ``eval.json``'s record."""
+    from purejaxppo.run import layout
+    from purejaxppo.run.policy import load_policy
+
+    policy = load_policy(run_dir, step, deterministic=deterministic)
+    env = policy.trainer.env
+    if render:
+        from purejaxppo.run.render import check_renderable
+
+        check_renderable(env.name, env.obs_shape, render)
+    mode = "deterministic" if deterministic else "stochastic"
+    log(f"evaluating {run_dir} at update {policy.step} on {env.name}: {episodes} {mode} episodes")
+    returns = np.asarray(jax.jit(make_evaluate(policy.trainer, episodes, deterministic))(
+        policy.params, jax.random.key(seed)))
+    record: dict[str, Any] = {
+        "run": os.path.abspath(run_dir), "env": env.name, "update": policy.step,
+        "env_steps": policy.step * policy.config.batch_size, "episodes": episodes, "deterministic": deterministic,
+        "seed": seed, "mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
+        "max": float(returns.max()), "returns": returns.tolist(),
+    }
+    log(f"return: mean {record['mean']:.2f}, std {record['std']:.2f}, min {record['min']:.2f}, "
+        f"max {record['max']:.2f}")
+    if render:
+        from purejaxppo.run.render import write_gif
+
+        frames, ret = record_episode(policy.trainer, policy.params, deterministic, seed)
+        n = write_gif(render, env.name, env.obs_shape, frames)
+        record["render"] = {"path": os.path.abspath(render), "frames": n, "return": ret}
+        log(f"recorded one episode ({n - 1} steps, return {ret:.2f}) in {render}")
+    path = os.path.join(run_dir, layout.EVAL)
+    layout.write_json(path, record)
+    log(f"wrote {path}")
+    return record

@@ -1,0 +1,79 @@
+"""Trained policies from run folders: ``load_policy(run_dir)``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.normalize import RunningMeanStd
+from purejaxppo.core.train import Trainer, make_trainer
+from purejaxppo.errors import CheckpointError
+from purejaxppo.run import layout
+from purejaxppo.run.checkpoints import Checkpointer
+
+
+@struct.dataclass
+class PolicyParams:
+    """What acting needs: network parameters and the observation statistics of the run."""
+
+    params: Any
+    obs_rms: RunningMeanStd
+
+
+class Policy(NamedTuple):
+    """A policy loaded from a checkpoint.
+
+    ``act(params, obs, key) -> action`` is pure and jittable; ``obs`` is one flat observation
+    ``[obs_dim]`` or a batch ``[B, obs_dim]``. The action is the one the environment receives
+    in training (clipped to the action bounds when the run's ``clip_actions`` is on).
+    """
+
+    act: Callable[[PolicyParams, jax.Array, jax.Array], jax.Array]
+    params: PolicyParams
+    config: PPOConfig
+    step: int
+    trainer: Trainer
+
+
+def load_state(run_dir: str, step: int | None = None, log: Callable[[str], None] = print):
+    """``(config, trainer, step, RunnerState)`` from the latest (or ``step``) checkpoint of a run."""
+    config = layout.read_config(run_dir)
+    ckpt_dir = os.path.join(run_dir, layout.CHECKPOINTS)
+    if not os.path.isdir(ckpt_dir):
+        raise CheckpointError(f"{run_dir} has no checkpoints (it was trained with --checkpoint-every 0)")
+    trainer = make_trainer(config)
+    like = jax.eval_shape(trainer.init, jax.random.key(config.seed), HParams.from_config(config))
+    checkpointer = Checkpointer(ckpt_dir)
+    try:
+        step, state, _, _ = checkpointer.restore(like, step=step, log=log)
+    finally:
+        checkpointer.close()
+    return config, trainer, step, state
+
+
+def policy_act(trainer: Trainer, deterministic: bool = False):
+    """``act(PolicyParams, obs, key) -> action`` from the trainer's ``act``, as the environment receives it."""
+    env, clip = trainer.env, trainer.config.clip_actions
+
+    def act(params: PolicyParams, obs: jax.Array, key: jax.Array) -> jax.Array:
+        action, _ = trainer.act(params.params, params.obs_rms, jnp.asarray(obs, jnp.float32), key, deterministic)
+        return env.clip_action(action) if clip else action
+
+    return act
+
+
+def load_policy(run_dir: str, step: int | None = None, deterministic: bool = False) -> Policy:
+    """Load a run's policy from its latest (or ``step``) checkpoint.
+
+    Example:
+        >>> policy = load_policy("runs/cartpole")                    # doctest: +SKIP
+        >>> action = jax.jit(policy.act)(policy.params, obs, key)    # doctest: +SKIP
+    """
+    config, trainer, step, state = load_state(run_dir, step)
+    params = PolicyParams(params=state.params, obs_rms=state.obs_rms)
+    return Policy(policy_act(trainer, deterministic), params, config, step, trainer)

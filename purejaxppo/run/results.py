@@ -1,0 +1,140 @@
+"""Turning what runs and sweeps return into files: metric rows, learning curves, sweep tables.
+
+File names come from :mod:`purejaxppo.run.layout`; the metric columns from the schema in
+:mod:`purejaxppo.core.metrics`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from purejaxppo.core.config import PPOConfig
+from purejaxppo.core.metrics import METRIC_NAMES
+from purejaxppo.run import layout
+
+CSV_COLUMNS = ("env_steps", *METRIC_NAMES)
+
+_PACKAGES = ("purejaxppo", "jax", "jaxlib", "flax", "optax", "gymnax", "chex", "orbax-checkpoint", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a result depends on."""
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "purejaxppo":
+                import purejaxppo
+
+                out[name] = purejaxppo.__version__
+    return out
+
+
+def metrics_rows(config: PPOConfig, metrics: dict[str, Any], start: int = 0) -> list[dict[str, Any]]:
+    """CSV rows for per-update ``metrics`` whose first entry is update ``start + 1``."""
+    arrays = {k: np.asarray(v) for k, v in metrics.items()}
+    n = len(arrays["charts/episodic_return"])
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {"env_steps": (start + i + 1) * config.batch_size}
+        for col in METRIC_NAMES:
+            v = arrays[col][i].item()
+            row[col] = "" if isinstance(v, float) and math.isnan(v) else v
+        rows.append(row)
+    return rows
+
+
+def plot_learning_curve(path: str, env_steps: np.ndarray, returns: np.ndarray, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    mask = ~np.isnan(returns)
+    ax.plot(env_steps[mask], returns[mask], lw=1.5)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episodic return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_sweep(out_dir: str, config: PPOConfig, result: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write results.csv, summary.csv, curves.png, config.json and metrics.npz; return the summary rows."""
+    from purejaxppo.scale.stats import summarize
+
+    os.makedirs(out_dir, exist_ok=True)
+    layout.write_config(out_dir, config, sweep=spec)
+    fields = sorted({f for s in result.settings for f in s})
+    with open(os.path.join(out_dir, layout.SWEEP_RESULTS), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["agent", "setting", *fields, "seed", "final_return", "auc"])
+        for g, setting in enumerate(result.settings):
+            for s in range(result.seeds):
+                w.writerow([g * result.seeds + s, g, *[setting.get(k, "") for k in fields], s,
+                            _fmt(result.final_return[g, s]), _fmt(result.auc[g, s])])
+    rows = summarize(result)
+    cols = ["rank", "setting", *fields, "mean_final_return", "std_final_return", "ci95_low", "ci95_high", "mean_auc", "seeds"]
+    with open(os.path.join(out_dir, layout.SWEEP_SUMMARY), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for rank, r in enumerate(rows, 1):
+            w.writerow([rank, *[_fmt(r.get(c, "")) for c in cols[1:]]])
+    env_steps = np.arange(1, config.num_updates + 1) * config.batch_size
+    np.savez_compressed(
+        os.path.join(out_dir, layout.SWEEP_METRICS),
+        env_steps=env_steps,
+        **{k.replace("/", "__"): v for k, v in result.metrics.items()},
+    )
+    _plot_curves(os.path.join(out_dir, layout.SWEEP_CURVES), env_steps, result, config.env)
+    return rows
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        return "" if np.isnan(v) else float(v)
+    return v
+
+
+
+
+def _plot_curves(path: str, env_steps: np.ndarray, result: Any, env: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    returns = result.metrics["charts/episodic_return"]  # [G, S, U]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for g, setting in enumerate(result.settings):
+        r = returns[g]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(r, axis=0)
+            if result.seeds > 1:
+                # pointwise 95% interval of the mean over seeds (normal approximation)
+                half = 1.96 * np.nanstd(r, axis=0) / np.sqrt(np.sum(~np.isnan(r), axis=0).clip(1))
+        label = ", ".join(f"{k}={v:.3g}" for k, v in setting.items()) or "default"
+        line = ax.plot(env_steps, mean, lw=1.4, label=label)[0]
+        if result.seeds > 1:
+            ax.fill_between(env_steps, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episodic return")
+    ax.set_title(f"{env}: mean over {result.seeds} seed(s)")
+    if len(result.settings) <= 12:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

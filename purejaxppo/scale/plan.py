@@ -1,0 +1,157 @@
+"""What a sweep trains: settings from a grid and random search, crossed with seeds.
+
+Parsing the command line's ``FIELD=...`` specs checks their syntax only; :func:`make_plan`
+checks, once, that every field can be swept and that every value is valid for its field.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxppo.core.config import HParams, PPOConfig, check_sweepable, validate_field
+from purejaxppo.errors import ConfigError
+
+DISTRIBUTIONS = ("uniform", "log-uniform", "choice")
+
+
+class Distribution(NamedTuple):
+    """A random-search distribution: ``uniform``/``log-uniform`` on ``[low, high]`` or ``choice`` of values."""
+
+    kind: str
+    values: tuple[float, ...]  # (low, high) or the choices
+
+
+class SweepPlan(NamedTuple):
+    """``A = G settings x S seeds`` agents; agent ``g * S + s`` uses setting ``g`` and seed key ``s``."""
+
+    settings: list[dict[str, float]]  # G settings: swept field -> value
+    num_seeds: int  # S
+    seed_keys: jax.Array  # [S] the same for every setting (common random numbers)
+
+    @property
+    def num_agents(self) -> int:
+        return len(self.settings) * self.num_seeds
+
+    def agent_keys(self) -> jax.Array:
+        """``[A]`` the key of every agent, setting-major."""
+        return jnp.concatenate([self.seed_keys] * len(self.settings))
+
+
+def parse_grid(spec: str) -> tuple[str, list[float]]:
+    """``"lr=1e-3,3e-4"`` -> ``("lr", [1e-3, 3e-4])``."""
+    field, sep, values = spec.partition("=")
+    field = field.strip().replace("-", "_")
+    if not sep or not field:
+        raise ConfigError(f"grid: {spec!r} is not FIELD=V1,V2,...; for example lr=1e-3,3e-4")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"grid: {field} has an empty list of values; accepted: FIELD=V1,V2,...")
+    try:
+        return field, [float(v) for v in items]
+    except ValueError:
+        bad = next(v for v in items if not _is_float(v))
+        raise ConfigError(f"grid: {field} value {bad!r} is not a number; accepted: numbers like 3e-4") from None
+
+
+def parse_sample(spec: str) -> tuple[str, Distribution]:
+    """``"lr=log-uniform:1e-4:1e-2"``, ``"gamma=uniform:0.9:0.999"`` or ``"ent_coef=choice:0,0.01"``."""
+    field, sep, dist = spec.partition("=")
+    field = field.strip().replace("-", "_")
+    if not sep or not field:
+        raise ConfigError(f"sample: {spec!r} is not FIELD=DIST:...; for example lr=log-uniform:1e-4:1e-2")
+    kind, _, rest = dist.partition(":")
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"sample: {field} has distribution {kind!r}; accepted: {', '.join(DISTRIBUTIONS)}")
+    parts = [p for p in rest.replace(",", ":").split(":") if p.strip()] if kind == "choice" else rest.split(":")
+    if not all(_is_float(p) for p in parts) or not parts:
+        raise ConfigError(f"sample: {field}={dist!r} needs numbers; accepted: {kind}:" + ("V1,V2,..." if kind == "choice" else "LOW:HIGH"))
+    values = tuple(float(p) for p in parts)
+    if kind != "choice":
+        if len(values) != 2 or not values[0] < values[1]:
+            raise ConfigError(f"sample: {field}={dist!r} needs LOW < HIGH; accepted: {kind}:LOW:HIGH")
+        if kind == "log-uniform" and values[0] <= 0:
+            raise ConfigError(f"sample: {field}={dist!r} needs LOW > 0 for a log-uniform distribution")
+    return field, Distribution(kind, values)
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def make_settings(
+    grid: dict[str, list[float]] | None = None,
+    samples: dict[str, Distribution] | None = None,
+    num_samples: int = 0,
+    key: jax.Array | None = None,
+) -> list[dict[str, float]]:
+    """The cartesian product of ``grid``, crossed with ``num_samples`` random draws of ``samples``.
+
+    Draws use JAX keys, so the same ``key`` gives the same settings on any machine.
+    """
+    grid = grid or {}
+    samples = samples or {}
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else [{}]
+    if not samples:
+        return combos
+    if num_samples <= 0:
+        raise ConfigError(f"num_samples: got {num_samples}; accepted: a positive number of random-search samples")
+    key = jax.random.key(0) if key is None else key
+    draws: list[dict[str, float]] = [{} for _ in range(num_samples)]
+    for i, (field, dist) in enumerate(sorted(samples.items())):
+        k = jax.random.fold_in(key, i)
+        if dist.kind == "choice":
+            idx = np.asarray(jax.random.randint(k, (num_samples,), 0, len(dist.values)))
+            vals = [dist.values[j] for j in idx]
+        elif dist.kind == "uniform":
+            vals = np.asarray(jax.random.uniform(k, (num_samples,), minval=dist.values[0], maxval=dist.values[1])).tolist()
+        else:
+            lo, hi = math.log(dist.values[0]), math.log(dist.values[1])
+            vals = np.exp(np.asarray(jax.random.uniform(k, (num_samples,), minval=lo, maxval=hi), np.float64)).tolist()
+        for d, v in zip(draws, vals):
+            d[field] = float(v)
+    return [{**c, **d} for c in combos for d in draws]
+
+
+def make_plan(
+    config: PPOConfig,
+    num_seeds: int = 1,
+    grid: dict[str, list[float]] | None = None,
+    samples: dict[str, Distribution] | None = None,
+    num_samples: int = 0,
+) -> SweepPlan:
+    """Check the sweep and draw its settings: ``num_seeds`` seeds of every setting of ``grid`` x ``samples``.
+
+    Seed keys and random-search draws derive from ``config.seed``.
+    """
+    if not isinstance(num_seeds, int) or isinstance(num_seeds, bool) or num_seeds <= 0:
+        raise ConfigError(f"num_seeds: got {num_seeds!r}; accepted: a positive integer")
+    grid, samples = grid or {}, samples or {}
+    for where, fields in (("grid", grid), ("sample", samples)):
+        for field in fields:
+            check_sweepable(field, where)
+    if samples and num_samples <= 0:
+        raise ConfigError(f"num_samples: got {num_samples}; accepted: a positive number of random-search samples")
+    key = jax.random.key(config.seed)
+    settings = make_settings(grid, samples, num_samples, jax.random.fold_in(key, 1))
+    for setting in settings:
+        for field, value in setting.items():
+            validate_field(field, value)
+    return SweepPlan(settings, num_seeds, jax.random.split(key, num_seeds))
+
+
+def stack_hparams(config: PPOConfig, plan: SweepPlan) -> HParams:
+    """HParams with a leading agent axis ``[A]`` (setting-major), from values already checked."""
+    rows = []
+    for setting in plan.settings:
+        rows.extend([HParams.from_config(config.replace(**setting))] * plan.num_seeds)
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *rows)

@@ -1,0 +1,54 @@
+"""Statistics of a sweep over seeds: bootstrap intervals and the per-setting table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def bootstrap_ci(values: np.ndarray, key: int = 0, n: int = 2000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (NaNs dropped)."""
+    v = np.asarray(values, np.float64)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    if v.size == 1:
+        return float(v[0]), float(v[0])
+    rng = np.random.default_rng(key)
+    means = rng.choice(v, size=(n, v.size), replace=True).mean(axis=1)
+    lo, hi = np.percentile(means, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
+
+
+def summarize(result: Any) -> list[dict[str, Any]]:
+    """One row per setting, best mean final return first."""
+    rows = []
+    for g, setting in enumerate(result.settings):
+        finals = result.final_return[g]
+        lo, hi = bootstrap_ci(finals, key=g)
+        rows.append(
+            {
+                **setting,
+                "mean_final_return": float(np.nanmean(finals)) if np.any(~np.isnan(finals)) else float("nan"),
+                "std_final_return": float(np.nanstd(finals)) if np.any(~np.isnan(finals)) else float("nan"),
+                "ci95_low": lo,
+                "ci95_high": hi,
+                "mean_auc": float(np.nanmean(result.auc[g])),
+                "seeds": result.seeds,
+                "setting": g,
+            }
+        )
+    return sorted(rows, key=lambda r: (-np.nan_to_num(r["mean_final_return"], nan=-np.inf), r["setting"]))
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    fields = sorted({k for r in rows for k in r} - {"mean_final_return", "std_final_return", "ci95_low", "ci95_high", "mean_auc", "seeds", "setting"})
+    head = ["rank", *fields, "final return", "std", "95% CI", "AUC"]
+    lines = []
+    for rank, r in enumerate(rows, 1):
+        lines.append([str(rank), *[f"{r[f]:.4g}" for f in fields], f"{r['mean_final_return']:.1f}", f"{r['std_final_return']:.1f}",
+                      f"[{r['ci95_low']:.1f}, {r['ci95_high']:.1f}]", f"{r['mean_auc']:.1f}"])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([fmt(head), *map(fmt, lines)])

@@ -1,0 +1,72 @@
+"""Many agents in one compiled program: seeds x hyperparameter settings, vmapped and sharded.
+
+A sweep is a plan (:mod:`~purejaxppo.scale.plan`: which settings, how many seeds), run by
+:func:`~purejaxppo.scale.agents.run_agents` as one ``jit`` of ``vmap(train)`` per device
+over a flat agent axis, then summarised per agent (final return, area under the curve).
+Agent ``g * S + s`` uses setting ``g`` and the ``s``-th seed key (the same seed keys for
+every setting, so settings are compared on common random numbers, and any agent can be
+reproduced by a single ``train`` call with its key and hyperparameters).
+
+Only the float hyperparameters of :class:`~purejaxppo.core.config.HParams` can be swept:
+they are traced inputs. A static field (one that changes shapes or the program, such as
+``num_envs`` or the network widths) is refused with the list of sweepable fields.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.metrics import final_return
+from purejaxppo.core.train import Trainer, make_trainer
+from purejaxppo.scale.agents import run_agents
+from purejaxppo.scale.plan import Distribution, SweepPlan, make_plan, stack_hparams
+
+
+class SweepResult(NamedTuple):
+    settings: list[dict[str, float]]  # G settings: swept field -> value
+    seeds: int  # S
+    metrics: dict[str, np.ndarray]  # name -> [G, S, num_updates]
+    final_return: np.ndarray  # [G, S]
+    auc: np.ndarray  # [G, S] mean episodic return over training
+    hparams: HParams  # [G * S] the hyperparameters of every agent
+    keys: jax.Array  # [S] seed keys
+
+
+def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None) -> SweepResult:
+    """Train every agent of ``plan`` with ``trainer``'s program, over the devices of ``mesh``."""
+    hparams = stack_hparams(trainer.config, plan)
+    _, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh)
+    g, s = len(plan.settings), plan.num_seeds
+    shaped = {k: v.reshape((g, s) + v.shape[1:]) for k, v in metrics.items()}
+    returns = shaped["charts/episodic_return"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an agent with no finished episode has no AUC
+        auc = np.nanmean(returns, axis=-1)
+    return SweepResult(plan.settings, s, shaped, np.asarray(final_return(shaped)), auc, hparams, plan.seed_keys)
+
+
+def sweep(
+    config: PPOConfig | Trainer,
+    num_seeds: int = 1,
+    grid: dict[str, list[float]] | None = None,
+    samples: dict[str, Distribution] | None = None,
+    num_samples: int = 0,
+    mesh: Mesh | None = None,
+) -> SweepResult:
+    """Train ``num_seeds`` seeds of every setting of ``grid`` x ``samples`` in one compiled program.
+
+    Example:
+        >>> from purejaxppo import PPOConfig, sweep
+        >>> r = sweep(PPOConfig(total_timesteps=4096), num_seeds=2, grid={"lr": [1e-3, 3e-4]})
+        >>> r.final_return.shape
+        (2, 2)
+    """
+    trainer = config if isinstance(config, Trainer) else make_trainer(config)
+    plan = make_plan(trainer.config, num_seeds, grid, samples, num_samples)
+    return run_plan(trainer, plan, mesh)
