@@ -1,4 +1,6 @@
-"""The command line, run as a subprocess as a user would."""
+"""The command line: run in this process through ``purejaxppo.cli.main`` (its output captured),
+and as a subprocess where the process itself matters (the console script, a closed pipe, one
+error case end to end)."""
 
 import csv
 import json
@@ -8,12 +10,17 @@ import sys
 
 import pytest
 
-from purejaxppo.run.results import CSV_COLUMNS
+from helpers import run_main
+from purejaxppo.core.metrics import METRIC_NAMES
 
 TINY = ["--total-timesteps", "2048", "--num-envs", "4", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1"]
 
 
-def run_cli(*args, cwd=None):
+def run_cli(*args):
+    return run_main(*args)
+
+
+def run_subprocess(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "purejaxppo.cli", *args],
         capture_output=True,
@@ -45,7 +52,7 @@ def test_train_writes_all_results(trained_run):
 
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert tuple(rows[0].keys()) == ("env_steps", *METRIC_NAMES)  # every metric of the schema, in its order
     assert len(rows) == 8  # 2048 / (4 * 64)
     assert [int(r["env_steps"]) for r in rows] == [256 * (i + 1) for i in range(8)]
     assert float(rows[0]["charts/learning_rate"]) == pytest.approx(1e-3)
@@ -94,6 +101,15 @@ def test_bad_input_gets_one_line_error(args, expected, tmp_path):
     assert lines[0].startswith("purejaxppo train: error:")
     for piece in expected:
         assert piece in lines[0], (piece, lines[0])
+    assert not (tmp_path / "x").exists()
+
+
+def test_one_line_error_from_a_real_process(tmp_path):
+    proc = run_subprocess("train", "--env", "CartPol-v1", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("purejaxppo train: error: env: unknown environment 'CartPol-v1' (did you mean CartPole-v1")
+    assert line.endswith("; accepted: " + ", ".join(__import__("purejaxppo").known_envs()))
     assert not (tmp_path / "x").exists()
 
 

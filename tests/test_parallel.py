@@ -11,9 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from purejaxppo import ConfigError, PPOConfig, make_train
-from purejaxppo.scale.parallel import env_mesh, make_data_parallel_train
-from purejaxppo.scale.parallel import check_shards
+from purejaxppo import ConfigError, HParams, PPOConfig, make_train
+from purejaxppo.scale.parallel import AXIS, check_shards, env_mesh, make_data_parallel_train, sharded_trainer
 
 FOUR = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
 
@@ -92,14 +91,30 @@ def test_data_parallel_pendulum_matches_one_device(four_devices):
         np.testing.assert_allclose(four[name], one[name], rtol=1e-3, atol=1e-4, err_msg=name)
 
 
-def test_data_parallel_on_one_device_is_the_ordinary_program():
-    config = CARTPOLE.replace(total_timesteps=8 * 32 * 2)
+def test_two_shards_emulated_on_one_device_match_the_one_device_program():
+    """The per-device body with its real collectives, run as 2 shards by ``vmap`` over a named
+    axis on this one device: a different program from the one-device run, the same result."""
+    config = CARTPOLE.replace(total_timesteps=8 * 32 * 4)
     assert jax.device_count() == 1
-    key = jax.random.key(1)
-    _, a = jax.jit(make_train(config))(key)
-    _, b = jax.jit(make_data_parallel_train(config, env_mesh()))(key)
-    for name in a:
-        np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=name)
+    body = sharded_trainer(config, 2)
+    key, hp = jax.random.key(1), HParams.from_config(config)
+    two_shards = jax.vmap(body.train, in_axes=(None, None), axis_name=AXIS, axis_size=2)
+    states, two = jax.jit(two_shards)(key, hp)
+    one_state, one = jax.jit(make_train(config))(key)
+    assert states.obs.shape == (2, 4) + one_state.obs.shape[1:]  # each shard steps 4 of the 8 environments
+    for name in one:  # replicated outputs agree between the shards
+        np.testing.assert_array_equal(two[name][0], two[name][1], err_msg=name)
+    for name in ("charts/episodic_return", "charts/episodes", "losses/clipfrac"):
+        np.testing.assert_array_equal(two[name][0], np.asarray(one[name]), err_msg=name)
+    for name in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl"):
+        np.testing.assert_allclose(two[name][0], np.asarray(one[name]), rtol=1e-4, atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(np.concatenate([states.obs[0], states.obs[1]]), np.asarray(one_state.obs))
+    for a, b in zip(jax.tree.leaves(one_state.params), jax.tree.leaves(states.params)):
+        np.testing.assert_allclose(np.asarray(b[0]), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+def test_data_parallel_on_one_device_is_the_ordinary_program():
+    assert make_data_parallel_train(CARTPOLE, env_mesh()).__qualname__ == make_train(CARTPOLE).__qualname__
 
 
 def test_uneven_splits_are_refused():

@@ -8,15 +8,18 @@ import jax
 import numpy as np
 import pytest
 
-from purejaxppo import ConfigError, HParams, PPOConfig, make_train
-from purejaxppo import sweep as sw
+from purejaxppo import ConfigError, HParams, PPOConfig, make_train, make_trainer, sweep
+from purejaxppo.scale import plan as sw
+from purejaxppo.scale.stats import bootstrap_ci
+from purejaxppo.scale.sweep import run_plan
+from helpers import run_main
 
 SMALL = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2, total_timesteps=4 * 32 * 6)
 
 
 @pytest.fixture(scope="module")
 def grid_result():
-    return sw.sweep(SMALL, num_seeds=2, grid={"lr": [1e-3, 3e-3], "clip_eps": [0.1, 0.3]})
+    return sweep(SMALL, num_seeds=2, grid={"lr": [1e-3, 3e-3], "clip_eps": [0.1, 0.3]})
 
 
 def test_sweep_shapes(grid_result):
@@ -40,21 +43,17 @@ def test_sweep_agents_equal_individual_runs(grid_result):
                 np.testing.assert_allclose(r.metrics[name][g, s], np.asarray(single[name]), rtol=2e-4, atol=1e-5, err_msg=name)
 
 
-def test_sweep_compiles_once(monkeypatch):
+def test_sweep_compiles_once():
     traces = []
-    real = sw.make_trainer
+    config = SMALL.replace(total_timesteps=4 * 32 * 2)
+    trainer = make_trainer(config)
 
-    def counting(config):
-        trainer = real(config)
+    def train(key, hp):
+        traces.append(1)
+        return trainer.train(key, hp)
 
-        def train(key, hp):
-            traces.append(1)
-            return trainer.train(key, hp)
-
-        return trainer._replace(train=train)
-
-    monkeypatch.setattr(sw, "make_trainer", counting)
-    r = sw.sweep(SMALL.replace(total_timesteps=4 * 32 * 2), num_seeds=3, grid={"ent_coef": [0.0, 0.01, 0.02]})
+    plan = sw.make_plan(config, num_seeds=3, grid={"ent_coef": [0.0, 0.01, 0.02]})
+    r = run_plan(trainer._replace(train=train), plan)
     assert r.final_return.shape == (3, 3)
     assert len(traces) == 1
 
@@ -82,14 +81,19 @@ def test_random_search_is_reproducible_and_in_bounds():
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: sw.parse_grid("num_envs=4,8"), "num_envs is a static setting"),
-        (lambda: sw.parse_grid("lrr=1,2"), "lrr is not a config field"),
+        (lambda: sw.make_plan(SMALL, grid={"num_envs": [4, 8]}), "grid: num_envs is a static setting"),
+        (lambda: sw.make_plan(SMALL, grid={"lrr": [1, 2]}), "grid: lrr is not a config field"),
+        (lambda: sw.make_plan(SMALL, samples={"num_steps": sw.Distribution("choice", (1, 2))}, num_samples=2),
+         "sample: num_steps is a static setting"),
+        (lambda: sw.make_plan(SMALL, num_seeds=0), "num_seeds: got 0"),
+        (lambda: sw.make_plan(SMALL, samples={"gamma": sw.Distribution("uniform", (0.9, 1.5))}, num_samples=20),
+         "gamma: got 1."),
         (lambda: sw.parse_grid("lr=fast,1e-3"), "value 'fast' is not a number"),
         (lambda: sw.parse_grid("lr="), "empty list"),
         (lambda: sw.parse_sample("lr=normal:0:1"), "distribution 'normal'"),
         (lambda: sw.parse_sample("lr=log-uniform:0:1"), "LOW > 0"),
         (lambda: sw.parse_sample("lr=uniform:1e-2:1e-4"), "LOW < HIGH"),
-        (lambda: sw.sweep(SMALL, grid={"gamma": [0.9, 1.5]}), "gamma: got 1.5"),
+        (lambda: sweep(SMALL, grid={"gamma": [0.9, 1.5]}), "gamma: got 1.5"),
     ],
 )
 def test_bad_sweep_specs(call, message):
@@ -100,27 +104,14 @@ def test_bad_sweep_specs(call, message):
 
 
 def test_bootstrap_ci():
-    lo, hi = sw.bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
+    lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
     assert 1.0 <= lo < 2.5 < hi <= 4.0
-    assert sw.bootstrap_ci(np.array([5.0])) == (5.0, 5.0)
-
-
-class _Proc:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+    assert bootstrap_ci(np.array([5.0])) == (5.0, 5.0)
 
 
 def run_cli(*args):
-    """The sweep command, run in this process (``purejaxppo.cli.main``) with its output captured."""
-    import contextlib
-    import io
-
-    from purejaxppo.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return _Proc(code, out.getvalue(), err.getvalue())
+    """The sweep command, run in this process with its output captured."""
+    return run_main(*args)
 
 
 TINY = ["--total-timesteps", "768", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1"]
@@ -172,15 +163,14 @@ import json, sys
 import numpy as np
 import jax
 from jax.sharding import PartitionSpec
-from purejaxppo import PPOConfig
-from purejaxppo import sweep as sw
+from purejaxppo import PPOConfig, make_trainer
+from purejaxppo.scale.agents import run_agents
+from purejaxppo.scale.plan import make_plan, stack_hparams
 assert jax.device_count() == 4, jax.devices()
 config = PPOConfig.from_dict(json.loads(sys.argv[1]))
 # the agents of sweep(config, num_seeds=3, grid={"lr": [1e-3, 3e-3]}): 6, padded to 8, 2 per device
-keys = jax.random.split(jax.random.key(config.seed), 3)
-keys = jax.numpy.concatenate([keys, keys])
-hparams = sw.stack_hparams(config, [{"lr": 1e-3}, {"lr": 3e-3}], 3)
-states, metrics = sw.run_agents(config, keys, hparams)
+plan = make_plan(config, 3, {"lr": [1e-3, 3e-3]})
+states, metrics = run_agents(make_trainer(config), plan.agent_keys(), stack_hparams(config, plan))
 sharding = states.update_step.sharding
 assert {d.id for d in sharding.device_set} == {0, 1, 2, 3} and sharding.spec == PartitionSpec("agents"), sharding
 assert states.update_step.shape == (8,)
@@ -199,7 +189,7 @@ def test_sweep_sharded_over_four_fake_devices_matches_one_device(tmp_path):
                           env=env, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     four = {k.replace("|", "/"): v for k, v in np.load(out).items()}
-    one = sw.sweep(SMALL, num_seeds=3, grid={"lr": [1e-3, 3e-3]}).metrics  # this process: one device
+    one = sweep(SMALL, num_seeds=3, grid={"lr": [1e-3, 3e-3]}).metrics  # this process: one device
     assert jax.device_count() == 1
     assert four.keys() == one.keys()
     one = {k: v.reshape((6,) + v.shape[2:]) for k, v in one.items()}
