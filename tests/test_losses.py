@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from purejaxppo import HParams, PPOConfig
 from purejaxppo.core import losses
+from purejaxppo.core.batch import Batch
 from purejaxppo.core.distributions import Categorical, DiagGaussian
 from purejaxppo.core.normalize import rms_init, rms_normalize, rms_update
 
@@ -110,18 +112,56 @@ def test_running_mean_std_matches_numpy():
     assert float(jnp.max(jnp.abs(rms_normalize(rms, jnp.full((3,), 1e6), 5.0)))) == 5.0
 
 
-def test_kl_penalty_gradient_is_gradient_of_true_kl():
-    # d/dtheta E_{a~p}[(r - 1) - log r] with r = q_theta / p equals d/dtheta KL(p || q_theta).
-    p = jnp.array([0.6, 0.3, 0.1])
+def test_kl_estimate_and_its_gradient_equal_the_true_kl_on_exact_samples():
+    # Samples in the exact proportions of p (6, 3 and 1 of 10) make the sample mean the expectation,
+    # so losses.kl_estimate of log q/p over them is KL(p || q_theta), and so is its gradient.
+    p = np.array([0.6, 0.3, 0.1])
+    actions = np.array([0] * 6 + [1] * 3 + [2])
     theta = jnp.array([0.2, -0.1, 0.3])
 
     def estimator(th):
-        logq = jax.nn.log_softmax(th)
-        lr = logq - jnp.log(p)
-        return jnp.sum(p * (jnp.expm1(lr) - lr))
+        return losses.kl_estimate(jax.nn.log_softmax(th)[actions] - jnp.log(p)[actions])
 
     def true_kl(th):
         return jnp.sum(p * (jnp.log(p) - jax.nn.log_softmax(th)))
 
-    np.testing.assert_allclose(np.asarray(jax.grad(estimator)(theta)), np.asarray(jax.grad(true_kl)(theta)), atol=1e-6)
     assert float(estimator(theta)) == pytest.approx(float(true_kl(theta)), rel=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.grad(estimator)(theta)), np.asarray(jax.grad(true_kl)(theta)), atol=1e-6)
+    assert float(estimator(jnp.log(jnp.asarray(p)))) == pytest.approx(0.0, abs=1e-7)  # q = p
+
+
+def _loss_case(kl_penalty: bool, clip_vloss: bool):
+    """ppo_loss on two states with a table 'network': logits and values indexed by the observation."""
+    params = {"logits": jnp.log(jnp.array([[0.5, 0.5], [0.2, 0.8]])), "values": jnp.array([1.0, 0.3])}
+    batch = Batch(obs=jnp.array([0, 1, 1]), action=jnp.array([1, 1, 0]),
+                  log_prob=jnp.log(jnp.array([0.4, 0.7, 0.3])), value=jnp.array([0.8, 0.5, 0.5]),
+                  advantage=jnp.array([1.0, -0.5, 2.0]), target=jnp.array([1.5, 0.0, 1.0]))
+    hp = HParams.from_config(PPOConfig(clip_eps=0.2, vf_clip_eps=0.1, ent_coef=0.01, vf_coef=0.5))
+    return losses.ppo_loss(lambda prm, obs: (prm["logits"][obs], prm["values"][obs]), Categorical, params, batch, hp,
+                           jnp.float32(0.7), kl_penalty=kl_penalty, clip_vloss=clip_vloss)
+
+
+def test_ppo_loss_hand_worked():
+    # new probabilities of the actions: 0.5, 0.8, 0.2; old: 0.4, 0.7, 0.3
+    r = np.array([0.5 / 0.4, 0.8 / 0.7, 0.2 / 0.3])  # 1.25, 1.142857, 0.666667
+    a = np.array([1.0, -0.5, 2.0])
+    surrogate = np.minimum(r * a, np.clip(r, 0.8, 1.2) * a)  # 1.2, -0.571429, 1.333333
+    policy = -surrogate.mean()
+    kl = np.mean((r - 1) - np.log(r))
+    v, v_old, ret = np.array([1.0, 0.3, 0.3]), np.array([0.8, 0.5, 0.5]), np.array([1.5, 0.0, 1.0])
+    v_clip = v_old + np.clip(v - v_old, -0.1, 0.1)  # 0.9, 0.4, 0.4
+    v_loss = 0.5 * np.mean(np.maximum((v - ret) ** 2, (v_clip - ret) ** 2))
+    ent = lambda q: -np.sum(q * np.log(q))  # noqa: E731
+    entropy = np.mean([ent(np.array([0.5, 0.5])), ent(np.array([0.2, 0.8])), ent(np.array([0.2, 0.8]))])
+
+    total, info = _loss_case(kl_penalty=False, clip_vloss=True)
+    assert float(info.policy_loss) == pytest.approx(policy, rel=1e-5)
+    assert float(info.approx_kl) == pytest.approx(kl, rel=1e-4)
+    assert float(info.value_loss) == pytest.approx(v_loss, rel=1e-5)
+    assert float(info.entropy) == pytest.approx(entropy, rel=1e-5)
+    assert float(info.clipfrac) == pytest.approx(2 / 3)  # 1.25 and 0.67 lie outside [0.8, 1.2]
+    assert float(total) == pytest.approx(policy - 0.01 * entropy + 0.5 * v_loss, rel=1e-5)
+
+    total, info = _loss_case(kl_penalty=True, clip_vloss=False)
+    assert float(info.policy_loss) == pytest.approx(policy + 0.7 * kl, rel=1e-5)
+    assert float(info.value_loss) == pytest.approx(0.5 * np.mean((v - ret) ** 2), rel=1e-5)

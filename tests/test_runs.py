@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from purejaxppo import PPOConfig, make_train
+from purejaxppo import METRIC_NAMES, PPOConfig, make_train
 from purejaxppo.run.checkpoints import Checkpointer, checksum, from_savable, to_savable
 from purejaxppo.cli import main as cli_main
 from purejaxppo.run.loggers import ProgressBar
@@ -238,25 +238,27 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
 def test_tensorboard_and_offline_wandb_hold_the_metrics(uninterrupted, tmp_path, monkeypatch):
     out = tmp_path / "logged"
     monkeypatch.setenv("WANDB_SILENT", "true")
-    done = cli("train", *SMALL, "--chunk-updates", "2", "--checkpoint-every", "0", "--tensorboard", "--wandb",
-               "--out", str(out))
+    # the adaptive penalty makes every metric of the schema finite (post_update_kl is NaN without it)
+    done = cli("train", *SMALL, "--kl-penalty", "adaptive", "--chunk-updates", "2", "--checkpoint-every", "0",
+               "--tensorboard", "--wandb", "--out", str(out))
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    expected = {int(r["env_steps"]): float(r["charts/episodic_return"]) for r in rows if r["charts/episodic_return"]}
-
+    assert tuple(rows[0]) == ("env_steps", *METRIC_NAMES)
     tb = tensorboard_scalars(glob.glob(str(out / "tensorboard" / "events.out.tfevents.*"))[0])
-    assert set(tb) >= {"charts/episodic_return", "losses/value_loss", "losses/approx_kl", "charts/learning_rate"}
-    got = dict(tb["charts/episodic_return"])
-    assert got.keys() == expected.keys()
-    np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-6)
-
     files = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(files) == 1
     history = wandb_history(files[0])
     assert len(history) == 60
-    logged = {h["_step"]: h["charts/episodic_return"] for h in history if "charts/episodic_return" in h}
-    assert logged.keys() == expected.keys()
-    np.testing.assert_allclose([logged[s] for s in sorted(logged)], [expected[s] for s in sorted(expected)], rtol=1e-6)
+    assert set(tb) == set(METRIC_NAMES)  # every metric reaches every sink
+    assert set().union(*history) - {"_step", "_runtime", "_timestamp"} == set(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        expected = {int(r["env_steps"]): float(r[name]) for r in rows if r[name]}
+        got = dict(tb[name])
+        logged = {h["_step"]: h[name] for h in history if name in h}
+        assert got.keys() == logged.keys() == expected.keys(), name
+        for values in (got, logged):
+            np.testing.assert_allclose([values[s] for s in sorted(values)], [expected[s] for s in sorted(expected)],
+                                       rtol=1e-6, err_msg=name)
 
 
 def tensorboard_scalars(path):

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo import HParams, PPOConfig, make_train, make_trainer, preset
+from purejaxppo import METRIC_NAMES, HParams, PPOConfig, make_train, make_trainer, preset
+from purejaxppo.core.config import HPARAM_FIELDS
 from purejaxppo.core.losses import adaptive_kl_update, kl_controller_init
 from purejaxppo.core.metrics import final_return
 
@@ -65,27 +66,50 @@ def test_vmap_over_keys_equals_separate_runs(small_train):
             )
 
 
-def test_float_hyperparameters_do_not_retrace(small_train):
-    train, traces = small_train
-    hp = HParams.from_config(SMALL)
-    train(jax.random.key(0), hp)
-    n = len(traces)
-    changed = hp.replace(
-        lr=jnp.float32(1e-3),
-        gamma=jnp.float32(0.9),
-        gae_lambda=jnp.float32(0.8),
-        clip_eps=jnp.float32(0.1),
-        ent_coef=jnp.float32(0.0),
-        vf_coef=jnp.float32(1.0),
-        max_grad_norm=jnp.float32(1.0),
-        kl_coef=jnp.float32(0.3),
-        kl_target=jnp.float32(0.02),
-    )
-    _, m_changed = train(jax.random.key(0), changed)
-    _, m_default = train(jax.random.key(0), hp)
-    assert len(traces) == n, "changing float hyperparameters retraced the program"
-    assert float(m_changed["charts/learning_rate"][0]) == pytest.approx(1e-3)
-    assert not np.allclose(np.asarray(m_changed["losses/value_loss"]), np.asarray(m_default["losses/value_loss"]))
+# A configuration in which every float hyperparameter changes the run's numbers.
+EVERY_FIELD = SMALL.replace(kl_penalty="adaptive", target_kl=0.5, total_timesteps=8 * 32 * 3)
+CHANGED = dict(lr=1e-3, adam_eps=1e-2, gamma=0.9, gae_lambda=0.8, clip_eps=0.1, vf_clip_eps=0.05, ent_coef=0.05,
+               vf_coef=1.0, max_grad_norm=0.05, kl_coef=0.3, kl_target=1e-6, target_kl=1e-9)
+
+
+def test_each_float_hyperparameter_is_traced_and_changes_the_run():
+    assert set(CHANGED) == set(HPARAM_FIELDS)
+    traces = []
+
+    def counted(key, hparams):
+        traces.append(1)
+        return make_train(EVERY_FIELD)(key, hparams)
+
+    train = jax.jit(counted)
+    hp = HParams.from_config(EVERY_FIELD)
+    _, base = train(jax.random.key(0), hp)
+    for field, value in CHANGED.items():  # one field at a time
+        _, changed = train(jax.random.key(0), hp.replace(**{field: jnp.float32(value)}))
+        assert len(traces) == 1, f"changing {field} retraced the program"
+        differs = [k for k in base if not np.array_equal(np.asarray(base[k]), np.asarray(changed[k]), equal_nan=True)]
+        assert differs, f"changing {field} changed nothing: the program does not read it from hparams"
+
+
+def test_no_float_hyperparameter_is_read_from_the_config():
+    # Built from configurations that differ in every float hyperparameter and traced with the same
+    # hparams, the programs are identical; a value read from config would be a different constant.
+    hp = HParams.from_config(EVERY_FIELD)
+    key = jax.random.key(0)
+
+    def program(config):
+        return str(jax.make_jaxpr(make_train(config))(key, hp))
+
+    assert program(EVERY_FIELD.replace(**CHANGED)) == program(EVERY_FIELD)
+    # the comparison sees a constant that does come from the config (a static float setting)
+    with_obs_norm = EVERY_FIELD.replace(normalize_obs=True)
+    assert program(with_obs_norm.replace(clip_obs=5.0)) != program(with_obs_norm)
+
+
+def test_train_returns_every_metric_of_the_schema(small_train):
+    train, _ = small_train
+    _, metrics = train(jax.random.key(0), HParams.from_config(SMALL))
+    assert set(metrics) == set(METRIC_NAMES) and len(metrics) == len(METRIC_NAMES)
+    assert all(np.asarray(v).shape == (SMALL.num_updates,) for v in metrics.values())
 
 
 def test_train_compiles_once_with_chex():

@@ -36,6 +36,13 @@ class EpisodeStats(NamedTuple):
     def zeros(cls) -> EpisodeStats:
         return cls(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
+    def means(self) -> tuple[jax.Array, jax.Array]:
+        """Mean return and mean length of the episodes (NaN when none ended)."""
+        n = jnp.maximum(self.count, 1).astype(jnp.float32)
+        ended = self.count > 0
+        return (jnp.where(ended, self.return_sum / n, jnp.nan),
+                jnp.where(ended, self.length_sum.astype(jnp.float32) / n, jnp.nan))
+
 
 class StepCarry(NamedTuple):
     """What the rollout scan carries from one step to the next."""

@@ -19,6 +19,7 @@ recompiles and ``jax.vmap`` can sweep them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -33,7 +34,7 @@ from purejaxppo.core.config import HParams, PPOConfig, validate
 from purejaxppo.core.metrics import METRIC_NAMES, update_metrics
 from purejaxppo.core.networks import ActorCritic
 from purejaxppo.core.normalize import rms_init
-from purejaxppo.core.parts import make_parts
+from purejaxppo.core.parts import Parts, make_parts
 from purejaxppo.core.rollout import collect
 from purejaxppo.core.state import RunnerState
 from purejaxppo.core.update import Optimiser, adapt_kl, learning_rate, make_optimizer, optimise
@@ -55,6 +56,54 @@ class Trainer(NamedTuple):
     mesh: Any = None  # the device mesh of a data-parallel trainer (purejaxppo.scale.parallel)
 
 
+def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
+    """The state before the first update: fresh parameters and optimiser, environments reset."""
+    config, env, n = parts.config, parts.env, parts.num_local_envs
+    key, net_key, env_key = jax.random.split(key, 3)
+    obs, env_state = jax.vmap(env.reset)(parts.comm.own(jax.random.split(env_key, config.num_envs)))
+    params = parts.network.init(net_key, jnp.zeros((1, env.obs_dim), jnp.float32))
+    return RunnerState(
+        params=params,
+        opt_state=make_optimizer(hparams).init(params),
+        env_state=env_state,
+        obs=obs,
+        key=key,
+        obs_rms=rms_init((env.obs_dim,)),
+        ret_rms=rms_init(()),
+        disc_return=jnp.zeros((n,), jnp.float32),
+        episode_return=jnp.zeros((n,), jnp.float32),
+        episode_length=jnp.zeros((n,), jnp.int32),
+        kl=losses.kl_controller_init(hparams.kl_coef),
+        update_step=jnp.zeros((), jnp.int32),
+    )
+
+
+def update_state(parts: Parts, state: RunnerState, hparams: HParams) -> tuple[RunnerState, Metrics]:
+    """One PPO iteration: collect, make the batch, optimise, adapt the KL coefficient; its metrics."""
+    key, rollout_key, epoch_key = jax.random.split(state.key, 3)
+    state, traj, episodes = collect(parts, state, rollout_key)
+    state, batch = make_batch(parts, state, traj, hparams)
+    lr = learning_rate(parts.config, hparams, state.update_step)
+    opt = Optimiser(make_optimizer(hparams), lr, state.kl.coef, hparams)
+    params, opt_state, info, epochs = optimise(parts, opt, batch, state.params, state.opt_state, epoch_key)
+    kl, post_update_kl = adapt_kl(parts, state.kl, params, batch, hparams)
+    state = state.replace(params=params, opt_state=opt_state, key=key, kl=kl, update_step=state.update_step + 1)
+    episodic_return, episodic_length = episodes.means()
+    return state, update_metrics(
+        episodic_return=episodic_return,
+        episodic_length=episodic_length,
+        episodes=episodes.count,
+        learning_rate=jnp.asarray(lr, jnp.float32),
+        **info._asdict(),
+        kl_coef=opt.kl_coef,
+        # The barrier keeps XLA from fusing this reduction with the batch's producers, which
+        # it would do differently for different vmap widths (a sweep's per-device block).
+        explained_variance=losses.explained_variance(*jax.lax.optimization_barrier((batch.value, batch.target))),
+        epochs=epochs,
+        post_update_kl=post_update_kl,
+    )
+
+
 def make_trainer(config: PPOConfig, comm: Collectives = LOCAL) -> Trainer:
     """Validate ``config``, build its environment and network, and the pure ``init``, ``update``
     and ``train`` functions.
@@ -65,53 +114,9 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL) -> Trainer:
     """
     validate(config)
     parts = make_parts(config, comm)
-    env, network = parts.env, parts.network
     default_hparams = HParams.from_config(config)
-
-    def init(key: jax.Array, hparams: HParams) -> RunnerState:
-        key, net_key, env_key = jax.random.split(key, 3)
-        obs, env_state = jax.vmap(env.reset)(comm.own(jax.random.split(env_key, config.num_envs)))
-        params = network.init(net_key, jnp.zeros((1, env.obs_dim), jnp.float32))
-        n = parts.num_local_envs
-        return RunnerState(
-            params=params,
-            opt_state=make_optimizer(hparams).init(params),
-            env_state=env_state,
-            obs=obs,
-            key=key,
-            obs_rms=rms_init((env.obs_dim,)),
-            ret_rms=rms_init(()),
-            disc_return=jnp.zeros((n,), jnp.float32),
-            episode_return=jnp.zeros((n,), jnp.float32),
-            episode_length=jnp.zeros((n,), jnp.int32),
-            kl=losses.kl_controller_init(hparams.kl_coef),
-            update_step=jnp.zeros((), jnp.int32),
-        )
-
-    def update(state: RunnerState, hparams: HParams) -> tuple[RunnerState, Metrics]:
-        key, rollout_key, epoch_key = jax.random.split(state.key, 3)
-        state, traj, episodes = collect(parts, state, rollout_key)
-        state, batch = make_batch(parts, state, traj, hparams)
-        opt = Optimiser(make_optimizer(hparams), learning_rate(config, hparams, state.update_step), state.kl.coef,
-                        hparams)
-        params, opt_state, info, epochs = optimise(parts, opt, batch, state.params, state.opt_state, epoch_key)
-        kl, post_update_kl = adapt_kl(parts, state.kl, params, batch, hparams)
-        state = state.replace(params=params, opt_state=opt_state, key=key, kl=kl, update_step=state.update_step + 1)
-        n = jnp.maximum(episodes.count, 1).astype(jnp.float32)
-        ended = episodes.count > 0
-        return state, update_metrics(
-            episodic_return=jnp.where(ended, episodes.return_sum / n, jnp.nan),
-            episodic_length=jnp.where(ended, episodes.length_sum.astype(jnp.float32) / n, jnp.nan),
-            episodes=episodes.count,
-            learning_rate=jnp.asarray(opt.lr, jnp.float32),
-            **info._asdict(),
-            kl_coef=opt.kl_coef,
-            # The barrier keeps XLA from fusing this reduction with the batch's producers, which
-            # it would do differently for different vmap widths (a sweep's per-device block).
-            explained_variance=losses.explained_variance(*jax.lax.optimization_barrier((batch.value, batch.target))),
-            epochs=epochs,
-            post_update_kl=post_update_kl,
-        )
+    init = functools.partial(init_state, parts)
+    update = functools.partial(update_state, parts)
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[RunnerState, Metrics]:
         """Train from ``key``; returns ``(final RunnerState, metrics {name: [num_updates]})``."""
@@ -119,7 +124,7 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL) -> Trainer:
         state = init(key, hparams)
         return jax.lax.scan(lambda s, _: update(s, hparams), state, None, length=config.num_updates)
 
-    return Trainer(config, env, network, init, update, train, parts.act)
+    return Trainer(config, parts.env, parts.network, init, update, train, parts.act)
 
 
 def make_train(config: PPOConfig) -> Callable[..., tuple[RunnerState, Metrics]]:
