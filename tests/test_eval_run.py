@@ -1,5 +1,6 @@
-"""``purejaxppo eval`` and ``load_policy`` on a CartPole agent trained by the command line."""
+"""``purejaxppo eval`` and ``load_policy`` on the CartPole agent trained by the default command."""
 
+import csv
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import run_main
 from purejaxppo.run.cache import ENV_VAR, default_cache_dir, resolve_cache_dir
 from purejaxppo.run.policy import load_policy
 
@@ -21,16 +23,13 @@ def cli(*args, timeout=600, env=None):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cartpole") / "run"
-    done = cli("train", "--out", str(out))  # the default run: CartPole-v1 with its preset
-    assert done.returncode == 0, done.stderr
-    return out
+def trained(cartpole_run):
+    return cartpole_run
 
 
 def test_eval_deterministic_scores_and_renders(trained, tmp_path):
     gif = tmp_path / "episode.gif"
-    done = cli("eval", "--run", str(trained), "--episodes", "16", "--deterministic", "--render", str(gif))
+    done = run_main("eval", "--run", str(trained), "--episodes", "16", "--deterministic", "--render", str(gif))
     assert done.returncode == 0, done.stderr
     assert "return: mean" in done.stdout and "min" in done.stdout and "max" in done.stdout
     record = json.loads((trained / "eval.json").read_text())
@@ -56,11 +55,21 @@ def test_load_policy_acts_under_jit(trained):
 
 
 def test_eval_of_a_missing_step_and_bad_render(trained):
-    done = cli("eval", "--run", str(trained), "--step", "7")
+    done = run_main("eval", "--run", str(trained), "--step", "7")
     assert done.returncode == 2
     assert done.stderr.strip().startswith("purejaxppo eval: error: no checkpoint at update 7")
-    done = cli("eval", "--run", str(trained), "--render", "out.mp4")
+    done = run_main("eval", "--run", str(trained), "--render", "out.mp4")
     assert done.returncode == 2 and "accepted: a path ending in .gif" in done.stderr
+    done = run_main("eval", "--run", str(trained), "--episodes", "0")
+    assert done.returncode == 2 and "--episodes: 0 is out of range" in done.stderr
+
+
+def test_the_default_command_learns_cartpole(trained):
+    summary = json.loads((trained / "summary.json").read_text())
+    with open(trained / "metrics.csv") as f:
+        first = next(csv.DictReader(f))
+    assert float(first["charts/episodic_return"]) < 60  # a random policy balances for ~20 steps
+    assert summary["preset"] == "CartPole-v1" and summary["final_return"] > 450, summary
 
 
 def test_compilation_cache_is_filled_and_can_be_turned_off(trained, tmp_path):

@@ -21,7 +21,7 @@ from purejaxppo.run import layout
 
 CSV_COLUMNS = ("env_steps", *METRIC_NAMES)
 
-_PACKAGES = ("purejaxppo", "jax", "jaxlib", "flax", "optax", "gymnax", "chex", "orbax-checkpoint", "numpy")
+_PACKAGES = ("purejaxppo", "jax", "jaxlib", "flax", "optax", "gymnax", "orbax-checkpoint", "numpy")
 
 
 def package_versions() -> dict[str, str]:
