@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import run_main
 from purejaxppo import METRIC_NAMES, PPOConfig, make_train
 from purejaxppo.run.checkpoints import Checkpointer, checksum, from_savable, to_savable
 from purejaxppo.cli import main as cli_main
@@ -135,7 +136,7 @@ def test_progress_bar_on_a_terminal_and_silent_otherwise():
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "whole"
-    done = cli("train", *SMALL, *CHUNKS, "--keep-checkpoints", "40", "--out", str(out))
+    done = run_main("train", *SMALL, *CHUNKS, "--keep-checkpoints", "40", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout + done.stderr  # no progress bar in captured output
     return out
@@ -167,7 +168,7 @@ def test_sigkill_in_the_middle_then_resume_is_bit_identical(uninterrupted, tmp_p
     killed_at = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
     assert killed_at < 60
 
-    resumed = cli("train", "--out", str(out), "--resume")
+    resumed = run_main("train", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from the checkpoint at update" in resumed.stdout
     assert read_csv(out / "metrics.csv") == read_csv(uninterrupted / "metrics.csv")
@@ -187,7 +188,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(b"\x00garbage" * 8)
     (out / "checkpoints" / "62.orbax-checkpoint-tmp-1").mkdir()  # a save that never finished
-    resumed = cli("train", "--out", str(out), "--resume")
+    resumed = run_main("train", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     warning = [line for line in resumed.stdout.splitlines() if "checkpoint at update 60 is damaged" in line]
     assert len(warning) == 1 and "moved to" in warning[0]
@@ -213,8 +214,8 @@ def test_resume_refuses_changed_settings(uninterrupted, capsys):
 def test_resume_with_more_steps_continues(uninterrupted, tmp_path):
     out = tmp_path / "longer"
     shutil.copytree(uninterrupted, out)
-    done = cli("train", "--out", str(out), "--resume", "--total-timesteps", str(4 * 32 * 64), "--allow-safe-changes",
-               "--checkpoint-every", "0")
+    done = run_main("train", "--out", str(out), "--resume", "--total-timesteps", str(4 * 32 * 64),
+                    "--allow-safe-changes", "--checkpoint-every", "0")
     assert done.returncode == 0, done.stderr
     rows = read_csv(out / "metrics.csv")
     assert len(rows) == 1 + 64
