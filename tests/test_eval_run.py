@@ -72,15 +72,14 @@ def test_the_default_command_learns_cartpole(trained):
     assert summary["preset"] == "CartPole-v1" and summary["final_return"] > 450, summary
 
 
-def test_compilation_cache_is_filled_and_can_be_turned_off(trained, tmp_path):
-    cache = tmp_path / "cache"
-    env = dict(os.environ, **{ENV_VAR: str(cache)})
-    done = cli("eval", "--run", str(trained), "--episodes", "2", env=env)
+def test_compilation_cache_is_filled_and_can_be_turned_off(trained, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"  # a fresh process, as a user runs it: the cache starts empty
+    done = cli("eval", "--run", str(trained), "--episodes", "2", env=dict(os.environ, **{ENV_VAR: str(cache)}))
     assert done.returncode == 0, done.stderr
     assert any(cache.iterdir())  # compiled programs were written
     off = tmp_path / "off"
-    done = cli("eval", "--run", str(trained), "--episodes", "2", "--compilation-cache", "off",
-               env=dict(os.environ, **{ENV_VAR: str(off)}))
+    monkeypatch.setenv(ENV_VAR, str(off))
+    done = run_main("eval", "--run", str(trained), "--episodes", "2", "--compilation-cache", "off")
     assert done.returncode == 0, done.stderr
     assert not off.exists()
 

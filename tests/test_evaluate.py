@@ -1,7 +1,9 @@
 """Evaluation episodes in one compiled program."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from purejaxppo import PPOConfig, make_trainer
 from purejaxppo.run.evaluate import make_evaluate
@@ -32,3 +34,23 @@ def _hp(trainer):
     from purejaxppo import HParams
 
     return HParams.from_config(trainer.config)
+
+
+@pytest.mark.parametrize("clip, action, reward", [(True, 1.0, 1 - 0.5**2), (False, 3.0, 1 - 2.5**2)])
+def test_evaluation_and_loaded_policies_follow_clip_actions(clip, action, reward):
+    # Probe-ActionReward-Continuous pays 1 - (a - 0.5)^2 for the action it receives, unclipped.
+    # With observation 0 the Gaussian's mean is the policy head's bias, here 3, outside [-1, 1].
+    from purejaxppo.run.policy import PolicyParams, policy_act
+
+    config = PPOConfig(env="Probe-ActionReward-Continuous", num_envs=2, num_steps=8, num_minibatches=1,
+                       total_timesteps=16, clip_actions=clip)
+    trainer = make_trainer(config)
+    state = trainer.init(jax.random.key(0), _hp(trainer))
+    params = jax.tree_util.tree_map(lambda x: x, state.params)
+    params["params"]["policy_head"]["bias"] = params["params"]["policy_head"]["bias"].at[0].set(3.0)
+    state = state.replace(params=params)
+    returns = make_evaluate(trainer, num_episodes=4, deterministic=True)(state, jax.random.key(1))
+    np.testing.assert_allclose(np.asarray(returns), reward, rtol=1e-5)
+    act = policy_act(trainer, deterministic=True)
+    got = act(PolicyParams(state.params, state.obs_rms), jnp.zeros(1), jax.random.key(2))
+    np.testing.assert_allclose(np.asarray(got), [action], rtol=1e-6)

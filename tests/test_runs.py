@@ -39,11 +39,6 @@ def small_config(**changes) -> PPOConfig:
     return base.replace(**changes)
 
 
-def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "purejaxppo.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.reader(f))
@@ -240,8 +235,8 @@ def test_tensorboard_and_offline_wandb_hold_the_metrics(uninterrupted, tmp_path,
     out = tmp_path / "logged"
     monkeypatch.setenv("WANDB_SILENT", "true")
     # the adaptive penalty makes every metric of the schema finite (post_update_kl is NaN without it)
-    done = cli("train", *SMALL, "--kl-penalty", "adaptive", "--chunk-updates", "2", "--checkpoint-every", "0",
-               "--tensorboard", "--wandb", "--out", str(out))
+    done = run_main("train", *SMALL, "--kl-penalty", "adaptive", "--chunk-updates", "2", "--checkpoint-every", "0",
+                    "--tensorboard", "--wandb", "--out", str(out))
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert tuple(rows[0]) == ("env_steps", *METRIC_NAMES)
