@@ -14,8 +14,6 @@ import pytest
 
 from purejaxppo import PPOConfig, sweep
 
-CARTPOLE = PPOConfig(env="CartPole-v1", num_envs=8, num_steps=32, num_minibatches=2, update_epochs=2,
-                     total_timesteps=8 * 32 * 12)
 # continuous actions, both normalisations, adaptive KL penalty on top of clipping, target-KL early stop
 PENDULUM = PPOConfig(env="Pendulum-v1", num_envs=8, num_steps=32, num_minibatches=2, update_epochs=3,
                      total_timesteps=8 * 32 * 12, normalize_obs=True, normalize_reward=True,
@@ -29,7 +27,9 @@ DP_ARGS = ["--env", "CartPole-v1", "--preset", "none", "--num-envs", "8", "--num
 @pytest.fixture(scope="module")
 def child(tmp_path_factory):
     out = tmp_path_factory.mktemp("four_devices")
-    specs = {"data_parallel": {"cartpole": CARTPOLE.to_dict(), "pendulum": PENDULUM.to_dict()},
+    # CartPole's data-parallel program is checked against one device in test_parallel.py (as 2 shards
+    # emulated on one device) and run here over 4 devices through the command line
+    specs = {"data_parallel": {"pendulum": PENDULUM.to_dict()},
              "sweep": SWEEP.to_dict(), "cli_args": DP_ARGS}
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     script = os.path.join(os.path.dirname(__file__), "four_devices.py")
@@ -43,19 +43,6 @@ def child(tmp_path_factory):
 def four_devices(child):
     data = dict(np.load(child / "dp.npz"))
     return lambda env, which: {k.split("|")[2]: v for k, v in data.items() if k.startswith(f"{env}|{which}|")}
-
-
-def test_data_parallel_cartpole_matches_one_device(four_devices):
-    one, four = four_devices("cartpole", "one"), four_devices("cartpole", "four")
-    # the same actions, environments and episodes: the action noise and env keys are the one-device run's
-    for name in ("charts/episodic_return", "charts/episodic_length", "charts/episodes", "losses/clipfrac"):
-        np.testing.assert_array_equal(four[name], one[name], err_msg=name)
-    # the gradients are summed in a different order: float tolerance
-    for name in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
-                 "losses/explained_variance"):
-        np.testing.assert_allclose(four[name], one[name], rtol=1e-4, atol=1e-6, err_msg=name)
-    for name in (k for k in one if k.startswith("param")):
-        np.testing.assert_allclose(four[name], one[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def test_data_parallel_pendulum_matches_one_device(four_devices):

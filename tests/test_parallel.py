@@ -30,9 +30,12 @@ def test_two_shards_emulated_on_one_device_match_the_one_device_program():
     assert states.obs.shape == (2, 4) + one_state.obs.shape[1:]  # each shard steps 4 of the 8 environments
     for name in one:  # replicated outputs agree between the shards
         np.testing.assert_array_equal(two[name][0], two[name][1], err_msg=name)
-    for name in ("charts/episodic_return", "charts/episodes", "losses/clipfrac"):
+    # the same actions, environments and episodes: the action noise and env keys are the one-device run's
+    for name in ("charts/episodic_return", "charts/episodic_length", "charts/episodes", "losses/clipfrac"):
         np.testing.assert_array_equal(two[name][0], np.asarray(one[name]), err_msg=name)
-    for name in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl"):
+    # the gradients are summed in a different order: float tolerance
+    for name in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
+                 "losses/explained_variance"):
         np.testing.assert_allclose(two[name][0], np.asarray(one[name]), rtol=1e-4, atol=1e-6, err_msg=name)
     np.testing.assert_array_equal(np.concatenate([states.obs[0], states.obs[1]]), np.asarray(one_state.obs))
     for a, b in zip(jax.tree.leaves(one_state.params), jax.tree.leaves(states.params)):

@@ -18,8 +18,22 @@ SMALL = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=32, num_minibatches=2
 
 
 @pytest.fixture(scope="module")
-def grid_result():
-    return sweep(SMALL, num_seeds=2, grid={"lr": [1e-3, 3e-3], "clip_eps": [0.1, 0.3]})
+def grid_run():
+    """One sweep of 4 settings x 2 seeds, shared; counts how often the program is traced."""
+    traces = []
+    trainer = make_trainer(SMALL)
+
+    def train(key, hp):
+        traces.append(1)
+        return trainer.train(key, hp)
+
+    plan = sw.make_plan(SMALL, num_seeds=2, grid={"lr": [1e-3, 3e-3], "clip_eps": [0.1, 0.3]})
+    return run_plan(trainer._replace(train=train), plan), traces
+
+
+@pytest.fixture(scope="module")
+def grid_result(grid_run):
+    return grid_run[0]
 
 
 def test_sweep_shapes(grid_result):
@@ -43,19 +57,10 @@ def test_sweep_agents_equal_individual_runs(grid_result):
                 np.testing.assert_allclose(r.metrics[name][g, s], np.asarray(single[name]), rtol=2e-4, atol=1e-5, err_msg=name)
 
 
-def test_sweep_compiles_once():
-    traces = []
-    config = SMALL.replace(total_timesteps=4 * 32 * 2)
-    trainer = make_trainer(config)
-
-    def train(key, hp):
-        traces.append(1)
-        return trainer.train(key, hp)
-
-    plan = sw.make_plan(config, num_seeds=3, grid={"ent_coef": [0.0, 0.01, 0.02]})
-    r = run_plan(trainer._replace(train=train), plan)
-    assert r.final_return.shape == (3, 3)
-    assert len(traces) == 1
+def test_sweep_compiles_once(grid_run):
+    result, traces = grid_run
+    assert result.final_return.shape == (4, 2)
+    assert len(traces) == 1  # eight agents, one trace of train, one program
 
 
 def test_random_search_is_reproducible_and_in_bounds():
