@@ -45,15 +45,24 @@ class Optimiser(NamedTuple):
     hparams: HParams
 
 
+class MinibatchCarry(NamedTuple):
+    """What the minibatch scan carries."""
+
+    params: Any
+    opt_state: Any
+
+
 class EpochCarry(NamedTuple):
+    """What the epoch scan carries."""
+
     params: Any
     opt_state: Any
     stopped: jax.Array  # [] bool: an earlier epoch passed target_kl
 
 
-def minibatch_step(parts: Parts, opt: Optimiser, carry: tuple[Any, Any], mb: Batch):
+def minibatch_step(parts: Parts, opt: Optimiser, carry: MinibatchCarry, mb: Batch):
     """One gradient step on a minibatch; with data parallelism each device takes its share of it."""
-    params, opt_state = carry
+    params, opt_state = carry.params, carry.opt_state
     config, comm = parts.config, parts.comm
     if config.norm_adv:  # statistics of the whole minibatch (every device holds all of it)
         mb = mb._replace(advantage=losses.normalize_advantages(mb.advantage))
@@ -63,7 +72,7 @@ def minibatch_step(parts: Parts, opt: Optimiser, carry: tuple[Any, Any], mb: Bat
     grads, info = comm.mean(grads), comm.mean(info)
     updates, opt_state = opt.tx.update(grads, opt_state, params)
     params = jax.tree_util.tree_map(lambda p, u: p - opt.lr * u, params, updates)
-    return (params, opt_state), info
+    return MinibatchCarry(params, opt_state), info
 
 
 def run_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state: Any, key: jax.Array):
@@ -73,8 +82,8 @@ def run_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state
     shape = (config.num_minibatches, config.minibatch_size)
     shuffled = jax.tree_util.tree_map(lambda x: x[perm].reshape(shape + x.shape[1:]), batch)
     step = functools.partial(minibatch_step, parts, opt)
-    (params, opt_state), info = jax.lax.scan(step, (params, opt_state), shuffled)
-    return params, opt_state, jax.tree_util.tree_map(lambda x: x.mean(axis=0), info)
+    end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), shuffled)
+    return end.params, end.opt_state, jax.tree_util.tree_map(lambda x: x.mean(axis=0), info)
 
 
 def optimise(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state: Any, key: jax.Array):
