@@ -168,7 +168,8 @@ def _add_cache_flag(parser: argparse.ArgumentParser) -> None:
 def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run management")
     g.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest usable checkpoint, with its saved settings")
+                   help="continue the run in --out from its latest usable checkpoint, with its saved settings "
+                   "(the training settings and, unless given again, the run-management ones below)")
     g.add_argument("--allow-safe-changes", action="store_true",
                    help=f"with --resume, accept changes to {', '.join(SAFE_RESUME_FIELDS)}")
     g.add_argument("--chunk-updates", type=_positive_int, default=None, metavar="K",
@@ -177,7 +178,7 @@ def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="M",
                    help="save a checkpoint at each multiple of M updates (at the end of its chunk) and at the end; "
                    "0 for none (default: every 5 minutes of training, and at the end)")
-    g.add_argument("--keep-checkpoints", type=_positive_int, default=3, metavar="N",
+    g.add_argument("--keep-checkpoints", type=_positive_int, default=None, metavar="N",
                    help="how many of the latest checkpoints to keep (default: 3)")
     g.add_argument("--data-parallel", action="store_true",
                    help="train one agent with its environments split over all local devices and the gradients "
@@ -215,18 +216,21 @@ def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
 
 
 def resolve_resume(args: argparse.Namespace, out: str):
-    """The run's saved settings <- preset (if given) <- explicit flags, as a built trainer;
-    refuses changes other than SAFE_RESUME_FIELDS (and those without --allow-safe-changes)."""
-    from purejaxppo.run.layout import read_config
+    """The run's saved settings <- preset (if given) <- explicit flags, as a built trainer and the
+    run's preset name; refuses changes other than SAFE_RESUME_FIELDS (and those without
+    --allow-safe-changes)."""
+    from purejaxppo.run.layout import read_config, read_run_settings
     from purejaxppo.run.runner import build_trainer
 
     try:
         saved = read_config(out)
+        run_settings = read_run_settings(out)
     except CheckpointError as e:
         raise UsageError(f"--resume: {e}") from None
     preset_name = args.preset if args.preset and args.preset.lower() != "none" else None
     base = preset(preset_name) if preset_name else saved
-    trainer = build_trainer(base.replace(**_explicit_overrides(args)), args.data_parallel)
+    trainer = build_trainer(base.replace(**_explicit_overrides(args)),
+                            args.data_parallel or bool(run_settings.get("data_parallel")))
     config = trainer.config
     changed = [f.name for f in dataclasses.fields(PPOConfig) if getattr(config, f.name) != getattr(saved, f.name)]
     unsafe = [c for c in changed if c not in SAFE_RESUME_FIELDS]
@@ -237,7 +241,7 @@ def resolve_resume(args: argparse.Namespace, out: str):
             f"--resume: the settings differ from the run's: {listed}; {how} "
             f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)"
         )
-    return trainer, preset_name
+    return trainer, preset_name or run_settings.get("preset")
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -247,6 +251,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag}: {value} is out of range; accepted: an integer >= {low}")
     if args.resume and not args.out:
         raise UsageError("--resume: needs --out DIR, the folder of the run to continue")
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out: the folder name is empty; accepted: a folder path such as runs/my_run")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; accepted: one of them")
     if args.allow_safe_changes and not args.resume:
@@ -264,11 +270,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config, preset_name = resolve_config(args)
         trainer = build_trainer(config, args.data_parallel)  # validates the settings
-        out = args.out or os.path.join("runs", f"{config.env}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
-        layout.check_out_dir(out, args.overwrite)
+        out = args.out if args.out is not None else os.path.join(
+            "runs", f"{config.env}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
+        layout.check_out_dir(out, args.overwrite)  # checked again under the folder's lock
     _setup_cache(args)
-    if args.overwrite:
-        layout.clear_run(out)
     print(f"preset: {preset_name or 'none'}", flush=True)
     run(
         trainer,
@@ -279,6 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=args.progress,
         tensorboard=args.tensorboard,
         wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else None,
@@ -297,6 +303,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise UsageError(f"--episodes: {args.episodes} is out of range; accepted: an integer >= 1")
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed: {args.seed} is out of range; accepted: an integer from 0 to 2**63 - 1")
     _setup_cache(args)
     evaluate_run(args.run, args.episodes, args.deterministic, args.seed, args.step, args.render,
                  log=lambda m: print(m, flush=True))
@@ -320,8 +328,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from purejaxppo.scale.stats import format_table
     from purejaxppo.scale.sweep import run_plan
 
-    grid = dict(sweep_plan.parse_grid(g) for g in args.grid)
-    samples = dict(sweep_plan.parse_sample(x) for x in args.sample)
+    grid, samples = sweep_plan.parse_specs(args.grid, args.sample)
     if samples and args.num_samples <= 0:
         raise UsageError("--num-samples: random search with --sample needs --num-samples K (K > 0)")
     if args.num_samples and not samples:
@@ -358,7 +365,40 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ExitOnSignal:
+    """Until a run installs its own handlers (which stop it at a consistent point), SIGINT and
+    SIGTERM end the command at once with 128 + the signal's number: nothing is being written yet.
+    An exception raised by a signal could be swallowed where Python ignores exceptions (a
+    garbage-collection callback), so none is raised."""
+
+    def __enter__(self) -> "_ExitOnSignal":
+        import signal
+        import threading
+
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum: int, frame: Any) -> None:
+        os.write(2, f"{PROG}: interrupted\n".encode())
+        os._exit(128 + signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _ExitOnSignal():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else None
@@ -387,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     except PurejaxppoError as e:
         where = f"{PROG} {command}" if command else PROG
         print(f"{where}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_status
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -57,7 +57,8 @@ args, steps = specs["cli_args"], str(8 * 32 * 15)
 run = os.path.join(out_dir, "dp_run")
 cli = {"first": run_main("train", *args, "--total-timesteps", steps, "--checkpoint-every", "5", "--out", run)._asdict()}
 shutil.copy(os.path.join(run, "metrics.csv"), os.path.join(out_dir, "first_metrics.csv"))
-shutil.rmtree(os.path.join(run, "checkpoints", "15"))
+shutil.rmtree(os.path.join(run, "checkpoints", "15"))  # as if stopped after update 10, before its summary
+os.remove(os.path.join(run, "summary.json"))
 cli["again"] = run_main("train", *args, "--total-timesteps", steps, "--resume", "--out", run)._asdict()
 cli["bad"] = run_main("train", *args, "--num-envs", "6", "--num-minibatches", "1",
                       "--out", os.path.join(out_dir, "bad"))._asdict()

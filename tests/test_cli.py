@@ -43,7 +43,8 @@ def test_train_writes_all_results(trained_run):
     assert proc.returncode == 0, proc.stderr
     for line in ("compiled in", "steps/s", "final return"):
         assert line in proc.stdout
-    assert sorted(os.listdir(out)) == ["checkpoints", "config.json", "learning_curve.png", "metrics.csv", "summary.json"]
+    assert sorted(os.listdir(out)) == [".purejaxppo.lock", "checkpoints", "config.json", "learning_curve.png",
+                                       "metrics.csv", "run.json", "summary.json"]
     assert os.listdir(out / "checkpoints") == ["8"]  # saved at the end
 
     config = json.loads((out / "config.json").read_text())

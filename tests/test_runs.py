@@ -75,8 +75,9 @@ def test_resume_from_an_earlier_checkpoint_is_bit_identical(fused, tmp_path):
     ckpt = tmp_path / "checkpoints"
     assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [3, 6, 9, 12]
     full_csv = read_csv(tmp_path / "metrics.csv")
-    for step in ("9", "12"):  # as if the run had stopped after update 6
+    for step in ("9", "12"):  # as if the run had stopped after update 6 (before its summary)
         shutil.rmtree(ckpt / step)
+    (tmp_path / "summary.json").unlink()
     lines = []
     out = run(config, str(tmp_path), resume=True, checkpoint_every=3, log=lines.append)
     assert any("resuming from the checkpoint at update 6" in m for m in lines)
@@ -183,6 +184,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(b"\x00garbage" * 8)
     (out / "checkpoints" / "62.orbax-checkpoint-tmp-1").mkdir()  # a save that never finished
+    (out / "summary.json").unlink()  # killed after its last checkpoint, before the summary
     resumed = run_main("train", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     warning = [line for line in resumed.stdout.splitlines() if "checkpoint at update 60 is damaged" in line]

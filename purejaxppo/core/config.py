@@ -235,7 +235,8 @@ _UNIT = _number(lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 RULES: dict[str, Callable[[Any], str | None]] = {
     "env": lambda v: None if isinstance(v, str) and v else "an environment name",
-    "seed": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "a non-negative integer",
+    "seed": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+    else "an integer from 0 to 2**63 - 1",
     **{n: _positive_int for n in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs")},
     **{n: _POSITIVE for n in ("lr", "adam_eps", "max_grad_norm", "kl_target", "clip_obs", "clip_reward")},
     **{n: _NON_NEGATIVE for n in ("clip_eps", "vf_clip_eps", "ent_coef", "vf_coef", "kl_coef", "target_kl")},

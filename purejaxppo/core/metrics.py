@@ -36,6 +36,8 @@ METRICS = (
     Metric("losses/post_update_kl", "KL[pi_old || pi_new] over the whole batch after the update (adaptive penalty; else NaN)"),
 )
 METRIC_NAMES = tuple(m.name for m in METRICS)
+# Metrics that are finite in every healthy update (the others may be NaN by definition).
+FINITE_METRICS = ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl")
 
 
 def update_metrics(**values: Any) -> dict[str, jax.Array]:
@@ -61,7 +63,24 @@ def final_return(metrics: dict[str, Any], fraction: float = 0.1) -> float | np.n
     n = returns.shape[-1]
     k = max(1, math.ceil(n * fraction))
     r, c = returns[..., -k:], counts[..., -k:]
-    total = np.nansum(np.where(c > 0, r * c, 0.0), axis=-1)
+    # A non-finite return of an update that ended episodes stays non-finite (a diverged run).
+    with np.errstate(invalid="ignore"):
+        total = np.where(c > 0, r * c, 0.0).sum(axis=-1)
     count = c.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def first_non_finite(metrics: dict[str, Any]) -> tuple[int, str] | None:
+    """``(update index, metric name)`` of the first non-finite value among the metrics that are
+    finite in a healthy run: the losses, and the return of an update that ended episodes. None if all are."""
+    first: tuple[int, str] | None = None
+    returns = np.asarray(metrics["charts/episodic_return"], np.float64)
+    ended = np.asarray(metrics["charts/episodes"]) > 0
+    checks = [(name, ~np.isfinite(np.asarray(metrics[name], np.float64))) for name in FINITE_METRICS]
+    checks.append(("charts/episodic_return", ended & ~np.isfinite(returns)))
+    for name, bad in checks:
+        hits = np.flatnonzero(bad.reshape(-1))
+        if hits.size and (first is None or hits[0] < first[0]):
+            first = (int(hits[0]), name)
+    return first

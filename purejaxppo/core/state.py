@@ -30,3 +30,11 @@ class RunnerState:
     episode_length: jax.Array  # [N] length of the running episode
     kl: KLControllerState
     update_step: jax.Array  # [] updates done so far
+
+
+def finite_state(state: RunnerState) -> jax.Array:
+    """Whether every float in what training learns (parameters, optimiser state, normaliser
+    statistics, KL coefficient) is finite: a scalar bool, jittable."""
+    learned = (state.params, state.opt_state, state.obs_rms, state.ret_rms, state.kl)
+    leaves = [x for x in jax.tree_util.tree_leaves(learned) if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)]
+    return jax.numpy.all(jax.numpy.stack([jax.numpy.isfinite(x).all() for x in leaves]))

@@ -14,15 +14,22 @@ Layout (``CheckpointManager`` under ``RUN/checkpoints``)::
     RUN/checkpoints/damaged/<update>-*  checkpoints found unreadable, moved aside (never deleted)
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
-run killed while saving leaves the previous checkpoints as they were.
+run killed while saving leaves the previous checkpoints as they were. A save that fails (a
+full disk) is reported as one :class:`~purejaxppo.errors.CheckpointError` naming the
+checkpoints still intact; Orbax's own error logs and the tracebacks its background threads
+print while a damaged checkpoint is read are kept off the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -75,8 +82,54 @@ def checksum(tree: Any) -> str:
 
 
 def _quiet_orbax() -> None:
-    # Orbax logs every save at INFO through absl; a training run prints its own progress.
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    # Orbax logs every save at INFO through absl, and a failed save as several ERROR records
+    # with tracebacks; a run prints its own progress, and reports every failure as one line.
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+
+
+# Lines of the tracebacks that TensorStore's reader threads print when Orbax gives up on a
+# damaged checkpoint and closes its event loop while other reads are still in flight.
+_NOISE = re.compile(r"^\s*($|\^+$|Traceback \(most recent call last\):|File \".*asyncio/.*\", line \d+|"
+                    r"self\._check_closed\(\)|raise RuntimeError\('Event loop is closed'\)|"
+                    r"(RuntimeError)?:? ?Event loop is closed)")
+
+
+@contextlib.contextmanager
+def _stderr_without_loop_noise(settle: float = 0.2):
+    """Capture what is written to file descriptor 2 (C threads included) while the block runs;
+    afterwards write it back without the closed-event-loop tracebacks."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if failed:
+                time.sleep(settle)  # the reads still in flight finish and print
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            kept = [line for line in re.split(r"(?<=\n)|(?=Traceback \(most)", text) if not _NOISE.match(line)]
+            if "".join(kept).strip():
+                sys.stderr.write("".join(kept))
+
+
+def _failure(e: BaseException) -> str:
+    """The cause of a failed write, in a few words."""
+    text = str(e)
+    code = re.search(r"os_error_code='?(\d+)", text)
+    if code:
+        return os.strerror(int(code.group(1)))
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return _reason(e)  # type: ignore[arg-type]
 
 
 class Checkpointer:
@@ -101,25 +154,52 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ save
     def save(self, step: int, state: Any, metrics: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Start saving checkpoint ``step`` (asynchronously); :meth:`close` waits until it is on disk."""
+        """Start saving checkpoint ``step`` (asynchronously); :meth:`close` waits until it is on disk.
+
+        Raises:
+            CheckpointError: this save, or the previous one still being written, failed.
+        """
         ocp = self.ocp
         # Copies: the next chunk reuses (donates) the device buffers while Orbax writes in the background.
         tree = jax.tree_util.tree_map(lambda x: np.array(x, copy=True), jax.device_get(to_savable(state)))
         record = dict(meta, update=int(step), checksum=checksum(tree), saved_at=time.time())
         metrics = {k: np.asarray(v) for k, v in metrics.items()}
-        self.manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tree),
-                history=ocp.args.StandardSave(metrics),
-                meta=ocp.args.JsonSave(record),
-            ),
-            force=True,
-        )
+        try:
+            self.manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(tree),
+                    history=ocp.args.StandardSave(metrics),
+                    meta=ocp.args.JsonSave(record),
+                ),
+                force=True,
+            )
+        except Exception as e:  # noqa: BLE001 - any failure to write is reported the same way
+            raise self._save_failed(e) from None
+
+    def _save_failed(self, e: BaseException) -> CheckpointError:
+        self.failed = True
+        intact = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit()) if os.path.isdir(self.directory) else []
+        kept = (f"the checkpoints on disk are intact (updates {', '.join(map(str, intact))}); free space and continue "
+                "with --resume") if intact else "no checkpoint was saved before"
+        return CheckpointError(f"saving a checkpoint in {self.directory} failed: {_failure(e)}; {kept}")
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Wait for the last save to reach the disk, and release Orbax's threads.
+
+        Raises:
+            CheckpointError: the last save failed (unless a failure was already reported).
+        """
+        error = None
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            if not getattr(self, "failed", False):
+                error = self._save_failed(e)
+        with contextlib.suppress(Exception):
+            self.manager.close()
+        if error is not None:
+            raise error
 
     # ------------------------------------------------------------------ restore
     def steps(self) -> list[int]:
@@ -161,14 +241,16 @@ class Checkpointer:
                     f"{', '.join(map(str, steps)) or 'none'}"
                 )
             try:
-                return (step, *self._restore_step(step, like))
+                with _stderr_without_loop_noise():
+                    return (step, *self._restore_step(step, like))
             except Exception as e:  # noqa: BLE001 - any read failure means the checkpoint is unusable
                 raise CheckpointError(f"checkpoint at update {step} in {self.directory} is damaged: {_reason(e)}") from None
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         for s in reversed(steps):
             try:
-                return (s, *self._restore_step(s, like))
+                with _stderr_without_loop_noise():
+                    return (s, *self._restore_step(s, like))
             except Exception as e:  # noqa: BLE001
                 moved = self._move_aside(s)
                 log(f"warning: checkpoint at update {s} is damaged ({_reason(e)}); moved to {moved}")

@@ -59,7 +59,7 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
 
 
 def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int = 0, max_steps: int | None = None):
-    """One episode as ``(observations [T+1, obs_dim], total return)``, compiled as one scan.
+    """One episode as ``(observations [T+1, obs_dim], rewards [T])``, compiled as one scan.
 
     The observations run from the first one to the one the last step reached, so an
     episode of T steps gives T + 1 frames.
@@ -88,12 +88,21 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
     first, reached, rewards, alive = jax.device_get(run(state, jax.random.key(seed)))
     length = int(alive.sum())
     frames = np.concatenate([first[None], reached[:length]], axis=0)
-    return frames, float(rewards.sum())
+    return frames, np.asarray(rewards[:length], np.float64)
 
 
 def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0, step: int | None = None,
                  render: str | None = None, log=print) -> dict[str, Any]:
     """Evaluate a run's checkpoint (and record one episode as a GIF); writes and returns ``eval.json``'s record."""
+    from purejaxppo.run import layout
+    from purejaxppo.run.policy import load_policy
+
+    layout.read_config(run_dir)  # a run folder, before it is locked
+    with layout.locked(run_dir):
+        return _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log)
+
+
+def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log) -> dict[str, Any]:
     from purejaxppo.run import layout
     from purejaxppo.run.policy import load_policy
 
@@ -118,8 +127,9 @@ def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0
     if render:
         from purejaxppo.run.render import write_gif
 
-        frames, ret = record_episode(policy.trainer, policy.params, deterministic, seed)
-        n = write_gif(render, env.name, env.obs_shape, frames)
+        frames, rewards = record_episode(policy.trainer, policy.params, deterministic, seed)
+        ret = float(rewards.sum())
+        n = write_gif(render, env.name, env.obs_shape, frames, rewards)
         record["render"] = {"path": os.path.abspath(render), "frames": n, "return": ret}
         log(f"recorded one episode ({n - 1} steps, return {ret:.2f}) in {render}")
     path = os.path.join(run_dir, layout.EVAL)

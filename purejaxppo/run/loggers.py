@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from purejaxppo.errors import MissingExtra
+from purejaxppo.errors import MissingExtra, RunError
 from purejaxppo.run.results import CSV_COLUMNS
 
 
@@ -36,11 +36,18 @@ class CSVLogger:
         self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
 
     def log(self, rows: list[dict[str, Any]]) -> None:
-        self._writer.writerows(rows)
-        self._file.flush()
+        try:
+            self._writer.writerows(rows)
+            self._file.flush()
+        except OSError as e:
+            raise RunError(f"cannot write {self.path}: {e.strerror or e}; the checkpoints already saved are intact; "
+                           "free space and continue with --resume") from None
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the failed write was reported by log()
+            pass
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, float]:

@@ -2,13 +2,14 @@
 
 Frames are drawn from observations, which for the supported environments carry the whole
 visible state: CartPole, Acrobot, Pendulum, MountainCar (discrete and continuous) and the
-MinAtar games. A thin bar along the bottom shows how far through the episode each frame is,
-and tiny cells in the top-right corner carry the frame number.
+MinAtar games. Each frame carries, in its top-left corner, the step and the return so far
+(the step number also keeps consecutive frames distinct, so no GIF writer merges two steps).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -98,31 +99,44 @@ def renderer(env_name: str, obs_shape: tuple[int, ...]):
 
 
 def check_renderable(env_name: str, obs_shape: tuple[int, ...], path: str) -> None:
-    """Refuse, before anything runs, an environment that cannot be drawn or a path that is not a GIF."""
+    """Refuse, before anything runs, an environment that cannot be drawn, a path that is not a
+    GIF, or a folder that does not exist or cannot be written."""
     try:
         renderer(env_name, obs_shape)
     except ValueError as e:
         raise RunError(f"--render: {e}") from None
     if not path.lower().endswith(".gif"):
         raise RunError(f"--render: {path} is not a .gif file name; accepted: a path ending in .gif")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise RunError(f"--render: the folder {os.path.dirname(path)} does not exist; accepted: a path in an "
+                       "existing folder")
+    if not os.access(folder, os.W_OK) or os.path.isdir(path):
+        raise RunError(f"--render: cannot write {path}; accepted: a file path in a folder you can write to")
 
 
-def write_gif(path: str, env_name: str, obs_shape: tuple[int, ...], observations: np.ndarray, fps: int = 25) -> int:
-    """Draw every observation as one frame of an animated GIF; returns the number of frames."""
+def write_gif(path: str, env_name: str, obs_shape: tuple[int, ...], observations: np.ndarray,
+              rewards: np.ndarray | None = None, fps: int = 25) -> int:
+    """Draw every observation as one frame of an animated GIF; returns the number of frames.
+
+    ``observations [T+1]`` from the first to the last reached; ``rewards [T]`` (optional) give
+    the return so far shown on each frame.
+    """
     draw_frame = renderer(env_name, obs_shape)
     n = len(observations)
+    so_far = np.concatenate([[0.0], np.cumsum(rewards)]) if rewards is not None else None
     frames = []
     for t, obs in enumerate(observations):
         img = Image.new("RGB", (W, H), BG)
         draw = ImageDraw.Draw(img)
         draw_frame(draw, obs)
-        draw.rectangle([0, H - 4, int(W * (t + 1) / n), H - 1], fill=BAR)  # progress along the bottom
-        # The frame number in 16 tiny binary cells in the top-right corner: consecutive frames
-        # always differ, so GIF writers never merge them and every step keeps its frame.
-        for b in range(16):
-            x = W - 3 * (b + 1)
-            draw.rectangle([x, 1, x + 1, 2], fill=FG if (t >> b) & 1 else BG)
+        label = f"step {t}" + (f"  return {so_far[t]:.1f}" if so_far is not None else "")
+        draw.rectangle([2, 2, 8 + 6 * len(label), 14], fill=BG)
+        draw.text((5, 3), label, fill=FG)
         frames.append(img.convert("P", palette=Image.Palette.ADAPTIVE, colors=32))
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0,
-                   optimize=False, disposal=1)
+    try:
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0,
+                       optimize=False, disposal=1)
+    except OSError as e:
+        raise RunError(f"--render: cannot write {path}: {e.strerror or e}") from None
     return n

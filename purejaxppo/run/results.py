@@ -17,6 +17,7 @@ import numpy as np
 
 from purejaxppo.core.config import PPOConfig
 from purejaxppo.core.metrics import METRIC_NAMES
+from purejaxppo.errors import RunError
 from purejaxppo.run import layout
 
 CSV_COLUMNS = ("env_steps", *METRIC_NAMES)
@@ -52,22 +53,34 @@ def metrics_rows(config: PPOConfig, metrics: dict[str, Any], start: int = 0) -> 
     return rows
 
 
-def plot_learning_curve(path: str, env_steps: np.ndarray, returns: np.ndarray, title: str) -> None:
+def plot_learning_curve(path: str, env_steps: np.ndarray, returns: np.ndarray, title: str,
+                        diverged_at: int | None = None) -> None:
+    """Mean return of the episodes ended in each update (updates that ended none are skipped);
+    markers where there are few points, and a red line where a run diverged."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    mask = ~np.isnan(returns)
-    ax.plot(env_steps[mask], returns[mask], lw=1.5)
+    mask = np.isfinite(returns)
+    if diverged_at is not None:
+        mask &= env_steps < diverged_at
+    ax.plot(env_steps[mask], returns[mask], lw=1.5, marker="o" if mask.sum() < 20 else None, ms=3)
+    if diverged_at is not None:
+        ax.axvline(diverged_at, color="tab:red", ls="--", lw=1)
+        ax.text(diverged_at, 0.98, " diverged", color="tab:red", va="top", transform=ax.get_xaxis_transform())
     ax.set_xlabel("env steps")
     ax.set_ylabel("episodic return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
 
 
 def write_sweep(out_dir: str, config: PPOConfig, result: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -17,9 +19,10 @@ import jax
 import numpy as np
 
 from purejaxppo.core.config import HParams, PPOConfig
-from purejaxppo.core.metrics import final_return
+from purejaxppo.core.metrics import final_return, first_non_finite
+from purejaxppo.core.state import finite_state
 from purejaxppo.core.train import Trainer, make_trainer
-from purejaxppo.errors import CheckpointError, RunError
+from purejaxppo.errors import CheckpointError, Diverged, Interrupted, RunError
 from purejaxppo.run import layout, results
 from purejaxppo.run.checkpoints import Checkpointer
 
@@ -81,10 +84,49 @@ class Saver:
             self.last_saved = step
 
 
+class StopSignals:
+    """While a run trains, SIGINT (Ctrl-C) and SIGTERM ask it to stop at the end of the current
+    chunk, where the state and its update number agree; the run then saves a checkpoint and stops.
+
+    The handler only records the signal: no exception is raised in the middle of a device
+    transfer, a checkpoint write or a garbage-collection callback. A second signal ends the
+    process at once (as SIGKILL would: the checkpoints on disk stay consistent). Handlers are
+    installed only in the main thread (elsewhere signals do not reach Python).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            os.write(2, b"\nstopped at once; the run continues from its last checkpoint with --resume\n")
+            os._exit(128 + signum)
+        self.signum = signum
+        os.write(2, b"\nstopping at the end of the current chunk (a checkpoint is saved there); "
+                    b"signal again to stop at once\n")
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log):
-    """``(step, state, history, meta)`` of the latest usable checkpoint, placed as the trainer needs."""
+    """``(step, state, history, meta)`` of the latest usable checkpoint, placed as the trainer needs;
+    ``(0, None, {}, {})`` when the run saved none yet (it starts again from update 0)."""
     config = trainer.config
     like = jax.eval_shape(trainer.init, jax.random.key(config.seed), HParams.from_config(config))
+    if not checkpointer.steps():
+        log("the run saved no checkpoint yet: starting from update 0")
+        return 0, None, {}, {}
     try:
         step, state, history, meta = checkpointer.restore(like, log=log)
     except CheckpointError as e:
@@ -122,6 +164,13 @@ def make_loggers(config: PPOConfig, out_dir: str | None, history: dict[str, np.n
     return loggers
 
 
+# How a run is managed; saved in run.json and reused by --resume unless given again.
+RUN_SETTING_DEFAULTS: dict[str, Any] = {
+    "chunk_updates": None, "checkpoint_every": None, "keep_checkpoints": 3, "tensorboard": False, "wandb": None,
+    "data_parallel": False,
+}
+
+
 def run(
     config: PPOConfig | Trainer,
     out_dir: str | None = None,
@@ -130,8 +179,9 @@ def run(
     *,
     chunk_updates: int | None = None,
     checkpoint_every: int | None = None,
-    keep_checkpoints: int = 3,
+    keep_checkpoints: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     tensorboard: bool = False,
     wandb: dict[str, Any] | None = None,
@@ -140,56 +190,109 @@ def run(
     """Train ``config`` (or a trainer already built) and write its results to ``out_dir``; returns the summary.
 
     Args:
-        chunk_updates: updates per compiled chunk (default: the resumed run's, else about 1/20
-            of the run).
+        chunk_updates: updates per compiled chunk (default: about 1/20 of the run, a divisor of
+            the number of updates where one is near).
         checkpoint_every: save a checkpoint after the chunk that reaches each multiple of this
             many updates, and at the end (default: every 5 minutes of training, and at the end;
             0: none). Needs ``out_dir``.
-        keep_checkpoints: how many of the latest checkpoints to keep.
-        resume: continue from the latest usable checkpoint in ``out_dir``.
+        keep_checkpoints: how many of the latest checkpoints to keep (default: 3).
+        resume: continue from the latest usable checkpoint in ``out_dir``. The run-management
+            settings (these arguments, the preset name, the loggers) default to the run's own,
+            saved in ``run.json``. Resuming a finished run changes nothing.
+        overwrite: replace the results of a previous run in ``out_dir``.
         progress: draw a progress bar on stderr (default: only when stderr is a terminal).
         tensorboard: also write TensorBoard event files to ``out_dir/tensorboard``.
         wandb: also log to Weights & Biases: ``{"project": ..., "mode": "offline"|"online"}``.
         data_parallel: split the environments over all devices of this process and average
             the gradients (:mod:`purejaxppo.scale.parallel`); the same as the default on one device.
 
+    While it runs, ``out_dir`` is locked (a second writer is refused), and SIGINT or SIGTERM
+    stop it at the end of the current chunk with a consistent checkpoint
+    (:class:`~purejaxppo.errors.Interrupted`). Non-finite losses, parameters or returns stop it
+    at the end of that chunk without saving the non-finite state
+    (:class:`~purejaxppo.errors.Diverged`; ``summary.json`` records where).
+
     The summary (also written as ``summary.json``) holds the metrics under ``"metrics"`` and
     the final :class:`~purejaxppo.core.state.RunnerState` under ``"state"``.
     """
-    trainer = config if isinstance(config, Trainer) else build_trainer(config, data_parallel)
-    config = trainer.config
-    if out_dir is None and resume:
-        raise RunError("resume needs the folder of the run to continue (--out DIR)")
-    checkpointer = None
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        if checkpoint_every != 0 or resume:
-            checkpointer = Checkpointer(os.path.join(out_dir, layout.CHECKPOINTS), keep=keep_checkpoints)
+    if out_dir is None:
+        if resume:
+            raise RunError("resume needs the folder of the run to continue (--out DIR)")
+        trainer = config if isinstance(config, Trainer) else build_trainer(config, data_parallel)
+        settings = dict(RUN_SETTING_DEFAULTS, chunk_updates=chunk_updates, checkpoint_every=0)
+        with StopSignals() as stop:
+            return _run(trainer, None, preset_name, log, None, settings, False, progress, stop)
+    given = {"chunk_updates": chunk_updates, "checkpoint_every": checkpoint_every,
+             "keep_checkpoints": keep_checkpoints, "tensorboard": tensorboard or None, "wandb": wandb,
+             "data_parallel": data_parallel or None}
+    with layout.locked(out_dir):
+        saved: dict[str, Any] = {}
+        if resume:
+            saved = layout.read_run_settings(out_dir)
+            preset_name = preset_name or saved.get("preset")
+        else:
+            layout.check_out_dir(out_dir, overwrite)
+            if overwrite:
+                layout.clear_run(out_dir)
+        settings = {k: v if v is not None else saved.get(k, RUN_SETTING_DEFAULTS[k]) for k, v in given.items()}
+        trainer = config if isinstance(config, Trainer) else build_trainer(config, settings["data_parallel"])
+        if resume and _finished(trainer.config, out_dir):
+            return _already_finished(trainer.config, out_dir, log)
+        checkpointer = None
+        if settings["checkpoint_every"] != 0 or resume:
+            checkpointer = _checkpointer(out_dir, settings["keep_checkpoints"])
+        try:
+            with StopSignals() as stop:
+                return _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, progress, stop)
+        finally:
+            if checkpointer is not None:
+                checkpointer.close()
+
+
+def _checkpointer(out_dir: str, keep: int) -> Checkpointer:
     try:
-        return _run(trainer, out_dir, preset_name, log, checkpointer, chunk_updates, checkpoint_every, resume,
-                    progress, tensorboard, wandb)
-    finally:
-        if checkpointer is not None:
-            checkpointer.close()
+        return Checkpointer(os.path.join(out_dir, layout.CHECKPOINTS), keep=keep)
+    except OSError as e:
+        raise RunError(f"cannot make the checkpoint folder in {out_dir}: {e.strerror or e}") from None
 
 
-def _run(trainer, out_dir, preset_name, log, checkpointer, chunk_updates, checkpoint_every, resume, progress,
-         tensorboard, wandb) -> dict[str, Any]:
+def _finished(config: PPOConfig, out_dir: str) -> bool:
+    path = os.path.join(out_dir, layout.SUMMARY)
+    if not os.path.exists(path):
+        return False
+    summary = layout.read_json(path, "the run's summary")
+    return summary.get("env_steps") == config.num_updates * config.batch_size and not summary.get("diverged")
+
+
+def _already_finished(config: PPOConfig, out_dir: str, log: Log) -> dict[str, Any]:
+    summary = layout.read_json(os.path.join(out_dir, layout.SUMMARY), "the run's summary")
+    final = summary.get("final_return")
+    shown = f"{final:.2f}" if isinstance(final, (int, float)) else "none"
+    log(f"the run in {out_dir} is already complete ({config.num_updates} updates, {summary['env_steps']:,} env "
+        f"steps, final return {shown}); nothing to do (to train longer: --total-timesteps N --allow-safe-changes)")
+    return summary
+
+
+def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, progress, stop) -> dict[str, Any]:
     config, hparams = trainer.config, HParams.from_config(trainer.config)
     t0 = time.perf_counter()
     history: dict[str, list[np.ndarray]] = {}
     seconds_before = 0.0
+    step, state = 0, None
     if resume:
         step, state, previous, meta = restore(trainer, checkpointer, log)
         history = {k: [v] for k, v in previous.items()}
         seconds_before = float(meta.get("train_seconds", 0.0))
         # the same chunks as before, so that the resumed run repeats the same computation
-        chunk_updates = chunk_updates or meta.get("chunk_updates")
-    else:
-        step, state = 0, jax.jit(trainer.init)(jax.random.key(config.seed), hparams)
+        settings["chunk_updates"] = settings["chunk_updates"] or meta.get("chunk_updates")
+    if state is None:
+        state = jax.jit(trainer.init)(jax.random.key(config.seed), hparams)
+    chunk = min(settings["chunk_updates"] or auto_chunk(config.num_updates), config.num_updates)
+    settings["chunk_updates"] = chunk
     if out_dir is not None:
+        # run.json first: a folder with config.json (what --resume looks for) also has run.json
+        layout.write_run_settings(out_dir, dict(settings, preset=preset_name))
         layout.write_config(out_dir, config)
-    chunk = min(chunk_updates or auto_chunk(config.num_updates), config.num_updates)
     split = f", environments split over {trainer.mesh.devices.size} devices" if trainer.mesh is not None else ""
     log(f"training {config.env}: {config.num_updates} updates x {config.batch_size} env steps "
         f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}{split}, "
@@ -199,91 +302,130 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, chunk_updates, checkp
     log(f"compiled in {compile_seconds:.1f} s")
 
     saver = None
-    if checkpointer is not None and checkpoint_every != 0:
+    if checkpointer is not None and settings["checkpoint_every"] != 0:
         meta = {"config": config.to_dict(), "version": results.package_versions().get("purejaxppo"),
                 "chunk_updates": chunk}
-        saver = Saver(checkpointer, checkpoint_every, meta, config.batch_size, step if resume else None)
-    loggers = make_loggers(config, out_dir, _concat(history), step, progress, tensorboard, wandb)
+        saver = Saver(checkpointer, settings["checkpoint_every"], meta, config.batch_size, step if resume else None)
+    loggers = make_loggers(config, out_dir, _concat(history), step, progress, settings["tensorboard"],
+                           settings["wandb"])
     start_step = step
+    loop = _Loop(trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop)
     try:
-        step, state, train_seconds, extra_compile = _train_chunks(
-            trainer, hparams, state, step, chunk, compiled, history, loggers, saver, seconds_before, log)
+        step, state = loop.train(state, step)
     finally:
         for logger in loggers:
             logger.close()
+    if loop.extra_compile:
+        log(f"compiled the last, shorter chunk in {loop.extra_compile:.1f} s")
     summary = {"env": config.env, "seed": config.seed, "preset": preset_name,
-               "compile_seconds": round(compile_seconds + extra_compile, 3),
+               "compile_seconds": round(compile_seconds + loop.extra_compile, 3),
                "resumed_from_update": start_step if resume else None,
-               "total_train_seconds": round(seconds_before + train_seconds, 3),
-               "data_parallel_devices": trainer.mesh.devices.size if trainer.mesh is not None else 1}
-    return _finish(config, out_dir, state, _concat(history), step, start_step, train_seconds, chunk, summary, log)
+               "total_train_seconds": round(loop.elapsed(), 3),
+               "data_parallel_devices": trainer.mesh.devices.size if trainer.mesh is not None else 1,
+               "diverged": loop.diverged}
+    if loop.stopped is not None and step < config.num_updates:  # a run that got to its end finishes
+        _stopped(loop, step, saver, log)
+    summary = _finish(config, out_dir, state, _concat(history), step, start_step, loop.train_seconds, chunk,
+                      summary, log)
+    if loop.diverged is not None:
+        d = loop.diverged
+        kept = (f"the last finite checkpoint, at update {saver.last_saved}, is kept" if saver and saver.last_saved
+                else "no finite checkpoint was saved before")
+        raise Diverged(f"training diverged: {d['metric']} is not finite at update {d['update']} (found at the end "
+                       f"of the chunk ending at update {step}); {kept}; try a smaller --lr or --max-grad-norm",
+                       summary)
+    return summary
 
 
-def _train_chunks(trainer, hparams, state, step, chunk, compiled, history, loggers, saver, seconds_before, log):
-    """The loop over chunks; returns ``(step, state, train seconds, compile seconds of a last short chunk)``."""
-    config = trainer.config
-    n_updates = config.num_updates
-    t_train = time.perf_counter()
-    extra_compile = 0.0
+def _stopped(loop: "_Loop", step: int, saver: Saver | None, log: Log) -> None:
+    name = signal.Signals(loop.stopped).name
+    if saver is None:
+        where = "no checkpoint was saved (checkpoints are off), so the run cannot be resumed"
+    elif saver.last_saved:
+        where = f"checkpoint at update {saver.last_saved}; continue with --resume"
+    else:
+        where = "no checkpoint yet; --resume starts it again from update 0"
+    raise Interrupted(f"stopped by {name} at update {step}; {where}", loop.stopped)
 
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - t_train
 
-    try:
-        while step < n_updates:
-            k = min(chunk, n_updates - step)
-            if k not in compiled:  # the last, shorter chunk
+class _Loop:
+    """The loop over chunks, between which it logs, checks for divergence, checkpoints and
+    honours stop signals."""
+
+    def __init__(self, trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop):
+        self.trainer, self.hparams, self.chunk, self.compiled = trainer, hparams, chunk, compiled
+        self.history, self.loggers, self.saver, self.stop = history, loggers, saver, stop
+        self.seconds_before = seconds_before
+        self.extra_compile = 0.0
+        self.train_seconds = 0.0
+        self.diverged: dict[str, Any] | None = None
+        self.stopped: int | None = None
+        self.finite = jax.jit(finite_state)
+        self.t_train = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t_train
+
+    def train(self, state, step):
+        """Chunks until the run ends, diverges or is asked to stop; returns ``(step, state)``."""
+        config, n_updates = self.trainer.config, self.trainer.config.num_updates
+        self.t_train = time.perf_counter()
+        while step < n_updates and self.stop.signum is None:
+            k = min(self.chunk, n_updates - step)
+            if k not in self.compiled:  # the last, shorter chunk
                 tc = time.perf_counter()
-                compiled[k] = make_chunk(trainer, k).lower(state, hparams).compile()
-                extra_compile += time.perf_counter() - tc
-                t_train += time.perf_counter() - tc
-            state, metrics = compiled[k](state, hparams)
+                self.compiled[k] = make_chunk(self.trainer, k).lower(state, self.hparams).compile()
+                self.extra_compile += time.perf_counter() - tc
+                self.t_train += time.perf_counter() - tc
+            state, metrics = self.compiled[k](state, self.hparams)
             metrics = jax.device_get(metrics)
+            finite = bool(self.finite(state))
             rows = results.metrics_rows(config, metrics, start=step)
-            step += k
             for name, v in metrics.items():
-                history.setdefault(name, []).append(np.asarray(v))
-            for logger in loggers:
+                self.history.setdefault(name, []).append(np.asarray(v))
+            for logger in self.loggers:
                 logger.log(rows)
-            if saver is not None and saver.due(step, step - k, step == n_updates):
-                saver.save(step, state, _concat(history), elapsed())
+            bad = first_non_finite(metrics)
+            step += k
+            if bad is not None or not finite:
+                at, metric = (step - k + bad[0] + 1, bad[1]) if bad is not None else (step, "the learned state")
+                self.diverged = {"update": at, "metric": metric, "env_steps": at * config.batch_size}
+                break
+            if self.saver is not None and self.saver.due(step, step - k, step == n_updates):
+                self.saver.save(step, state, _concat(self.history), self.elapsed())
         jax.block_until_ready(state)
-        train_seconds = time.perf_counter() - t_train
-        if saver is not None:
-            saver.save(step, state, _concat(history), elapsed())
-    except KeyboardInterrupt:
-        if saver is not None:
-            try:
-                saver.save(step, state, _concat(history), elapsed())
-            except Exception:  # noqa: BLE001 - the state of an interrupted call may already be gone
-                pass
-        where = f"; continue with --resume (checkpoint at update {step})" if saver is not None else ""
-        log(f"interrupted at update {step}{where}")
-        raise
-    return step, state, train_seconds, extra_compile
+        self.train_seconds = time.perf_counter() - self.t_train
+        self.stopped = self.stop.signum
+        if self.saver is not None and self.diverged is None and step > 0:
+            self.saver.save(step, state, _concat(self.history), self.elapsed())
+        return step, state
 
 
 def _finish(config, out_dir, state, metrics, step, start_step, train_seconds, chunk, summary, log) -> dict[str, Any]:
     """Print the result line; write summary.json and the learning curve; return the summary."""
     done_steps = (step - start_step) * config.batch_size
-    sps = done_steps / train_seconds if done_steps else float("nan")
-    final = float(final_return(metrics))
-    log(f"trained {done_steps:,} env steps in {train_seconds:.1f} s ({sps:,.0f} steps/s); final return {final:.2f}")
+    sps = done_steps / train_seconds if done_steps and train_seconds > 0 else None
+    final = float(final_return(metrics)) if step else float("nan")
+    rate = f" ({sps:,.0f} steps/s)" if sps else ""
+    log(f"trained {done_steps:,} env steps in {train_seconds:.1f} s{rate}; final return {final:.2f}")
     summary = {
         "env": summary["env"], "seed": summary["seed"], "preset": summary["preset"],
         "env_steps": step * config.batch_size, "num_updates": config.num_updates, "final_return": final,
         "compile_seconds": summary["compile_seconds"], "train_seconds": round(train_seconds, 3),
-        "sps": round(sps, 1), "chunk_updates": chunk, "resumed_from_update": summary["resumed_from_update"],
-        "total_train_seconds": summary["total_train_seconds"], "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind), "data_parallel_devices": summary["data_parallel_devices"],
+        "sps": round(sps, 1) if sps else None, "chunk_updates": chunk,
+        "resumed_from_update": summary["resumed_from_update"], "total_train_seconds": summary["total_train_seconds"],
+        "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+        "data_parallel_devices": summary["data_parallel_devices"], "diverged": summary["diverged"],
         "versions": results.package_versions(),
     }
     if out_dir is not None:
+        diverged = summary["diverged"]
         results.plot_learning_curve(
             os.path.join(out_dir, layout.CURVE),
             np.arange(1, step + 1) * config.batch_size,
             np.asarray(metrics["charts/episodic_return"], np.float64),
             f"PPO on {config.env} (seed {config.seed})",
+            diverged_at=diverged["env_steps"] if diverged else None,
         )
         layout.write_json(os.path.join(out_dir, layout.SUMMARY), summary)
         log(f"results in {out_dir}")

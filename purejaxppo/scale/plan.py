@@ -80,6 +80,33 @@ def parse_sample(spec: str) -> tuple[str, Distribution]:
     return field, Distribution(kind, values)
 
 
+def parse_specs(grid_specs: list[str], sample_specs: list[str]) -> tuple[dict[str, list[float]], dict[str, Distribution]]:
+    """The command line's ``--grid`` and ``--sample`` specs as ``(grid, samples)``; a field given
+    twice, or both in the grid and in the random search, is refused (never silently dropped)."""
+    grid: dict[str, list[float]] = {}
+    samples: dict[str, Distribution] = {}
+    for spec in grid_specs:
+        field, values = parse_grid(spec)
+        if field in grid:
+            raise ConfigError(f"grid: {field} is given twice; accepted: one --grid per field, with all its values "
+                              f"in it ({field}={','.join(f'{v:g}' for v in grid[field] + values)})")
+        grid[field] = values
+    for spec in sample_specs:
+        field, dist = parse_sample(spec)
+        if field in samples:
+            raise ConfigError(f"sample: {field} is given twice; accepted: one --sample per field")
+        samples[field] = dist
+    _check_disjoint(grid, samples)
+    return grid, samples
+
+
+def _check_disjoint(grid: dict[str, list[float]], samples: dict[str, Distribution]) -> None:
+    both = sorted(set(grid) & set(samples))
+    if both:
+        raise ConfigError(f"sample: {', '.join(both)} is both in the grid and in the random search; accepted: each "
+                          "field in one of them")
+
+
 def _is_float(v: str) -> bool:
     try:
         float(v)
@@ -139,6 +166,7 @@ def make_plan(
     for where, fields in (("grid", grid), ("sample", samples)):
         for field in fields:
             check_sweepable(field, where)
+    _check_disjoint(grid, samples)
     if samples and num_samples <= 0:
         raise ConfigError(f"num_samples: got {num_samples}; accepted: a positive number of random-search samples")
     key = jax.random.key(config.seed)
