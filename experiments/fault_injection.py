@@ -50,21 +50,31 @@ def train(out: str, env: dict[str, str], *extra: str) -> subprocess.CompletedPro
     return subprocess.run(command(out, *extra), env=env, capture_output=True, text=True, timeout=600)
 
 
-def trial(out: str, sig: str, delay: float, reference: bytes, env: dict[str, str]) -> dict:
-    """One interrupted run and its resume; returns the record of what happened."""
+def trial(out: str, sig: str, delay: float, reference: bytes, env: dict[str, str], after_compile: bool = False,
+          run_args: list[str] | None = None) -> dict:
+    """One interrupted run and its resume; returns the record of what happened.
+
+    ``delay`` counts from the launch, or with ``after_compile`` from the moment the run prints
+    that it has compiled (then the signal lands while it trains or saves).
+    """
     shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    args = command(out) if run_args is None else [*command(out)[:6], *run_args]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    if after_compile:
+        for line in proc.stdout:
+            if line.startswith("compiled in"):
+                break
     time.sleep(delay)
     if proc.poll() is None:
         os.killpg(proc.pid, SIGNALS[sig])
     _, err = proc.communicate(timeout=600)
-    record = {"signal": sig, "delay": round(delay, 2), "returncode": proc.returncode,
+    record = {"signal": sig, "delay": round(delay, 2), "after_compile": after_compile, "returncode": proc.returncode,
               "status_ok": expected_status(sig, proc.returncode), "message": _last_line(err)}
     resumes = 0
     while True:  # a run stopped before it made its folder cannot be resumed: start it again
         if not os.path.exists(os.path.join(out, "config.json")):
-            done = train(out, env, "--overwrite")
+            done = subprocess.run([*args, "--overwrite"], env=env, capture_output=True, text=True, timeout=600)
         else:
             # only --resume: the run's settings and run management come from its folder
             done = subprocess.run([sys.executable, "-m", "purejaxppo.cli", "train", "--out", out, "--resume"],
@@ -113,12 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     names = args.signals.split(",")
     records = []
+    train_seconds = float(json.load(open(os.path.join(ref_dir, "summary.json")))["train_seconds"])
     for i in range(args.trials):
         sig = names[i % len(names)]
-        delay = rng.uniform(0.5, warm * 1.05)
-        r = trial(os.path.join(args.out, f"trial{i}"), sig, delay, reference, env)
+        # half the trials from the launch (start-up, compilation, training, the final writes),
+        # half from the end of compilation (training and checkpoint writes)
+        after_compile = (i // len(names)) % 2 == 1
+        delay = rng.uniform(0.0, train_seconds * 1.1) if after_compile else rng.uniform(0.3, warm * 1.05)
+        r = trial(os.path.join(args.out, f"trial{i}"), sig, delay, reference, env, after_compile)
         records.append(r)
-        print(f"{i:3d} {sig:8s} after {r['delay']:5.2f} s: exit {r['returncode']:4d} "
+        start = "compiled" if after_compile else "launch"
+        print(f"{i:3d} {sig:8s} {r['delay']:5.2f} s after {start:8s}: exit {r['returncode']:4d} "
               f"resume exit {r['resume_returncode']} identical={r['identical']} -> "
               f"{'ok' if r['passed'] else 'FAILED'}  [{r['message']}]", flush=True)
     passed = sum(r["passed"] for r in records)

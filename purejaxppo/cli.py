@@ -9,6 +9,7 @@ of ``--env`` when one exists), then the flags given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -62,7 +63,13 @@ def _float(text: str) -> float:
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     docs = field_docs()
-    group = parser.add_argument_group("training settings (PPOConfig fields)")
+    env = PPOConfig().env
+    by_preset = {k: v for k, v in PRESETS.get(env, {}).items() if k != "env"}
+    group = parser.add_argument_group(
+        "training settings (PPOConfig fields)",
+        f"Each flag shows the plain default and, where it differs, what runs with the default --env {env} and its "
+        "preset (the preset of --env applies unless --preset none; 'purejaxppo presets' lists them all).",
+    )
     for f in dataclasses.fields(PPOConfig):
         kind = str(f.type)
         help_text = docs.get(f.name, "")
@@ -72,7 +79,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 _flag(f.name),
                 action=argparse.BooleanOptionalAction,
-                help=f"{help_text} (default: {default})",
+                help=f"{help_text} (default: {_shown(default, by_preset, f.name, env)})",
                 **kw,
             )
             continue
@@ -90,8 +97,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kw["metavar"] = {"activation": "|".join(ACTIVATIONS), "kl_penalty": "|".join(KL_PENALTIES)}.get(
                 f.name, "NAME"
             )
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        group.add_argument(_flag(f.name), help=f"{help_text} (default: {shown})", **kw)
+        group.add_argument(_flag(f.name), help=f"{help_text} (default: {_shown(default, by_preset, f.name, env)})", **kw)
+
+
+def _shown(default: Any, by_preset: dict[str, Any], name: str, env: str) -> str:
+    text = " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
+    if name in by_preset and by_preset[name] != default:
+        value = by_preset[name]
+        value = " ".join(map(str, value)) if isinstance(value, tuple) else value
+        text += f"; {value} with {env}'s preset"
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,10 +338,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import jax
 
     from purejaxppo.core.train import make_trainer
-    from purejaxppo.run import layout, results
+    from purejaxppo.run import layout
     from purejaxppo.scale import plan as sweep_plan
-    from purejaxppo.scale.stats import format_table
-    from purejaxppo.scale.sweep import run_plan
 
     grid, samples = sweep_plan.parse_specs(args.grid, args.sample)
     if samples and args.num_samples <= 0:
@@ -336,8 +349,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config, preset_name = resolve_config(args)
     trainer = make_trainer(config)  # validates the settings
     plan = sweep_plan.make_plan(config, args.num_seeds, grid, samples, args.num_samples)
-    out = args.out or os.path.join("runs", f"sweep_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}")
+    out = args.out if args.out is not None else os.path.join(
+        "runs", f"sweep_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}")
     layout.check_out_dir(out, args.overwrite)
+    with contextlib.ExitStack() as stack:
+        if jax.process_index() == 0:  # the process that writes holds the folder's lock
+            stack.enter_context(layout.locked(out))
+            layout.check_out_dir(out, args.overwrite)
+        return _sweep(args, trainer, plan, config, preset_name, grid, samples, out)
+
+
+def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
+    import jax
+
+    from purejaxppo.run import layout, results
+    from purejaxppo.scale.stats import format_table
+    from purejaxppo.scale.sweep import run_plan
+
     _setup_cache(args)
     print(f"preset: {preset_name or 'none'}", flush=True)
     print(
@@ -354,9 +382,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if jax.process_index() != 0:
         print(f"process {jax.process_index()}: done in {seconds:.1f} s; process 0 writes the results", flush=True)
         return 0
-    if args.overwrite:
-        layout.clear_run(out)
-    rows = results.write_sweep(out, config, result, spec)
+    from purejaxppo.errors import Interrupted
+    from purejaxppo.run.runner import StopSignals
+
+    with StopSignals("stopping once the results are written") as stop:  # the results are written whole, then a signal that came stops the command
+        if args.overwrite:
+            layout.clear_run(out)
+        rows = results.write_sweep(out, config, result, spec)
+    if stop.signum is not None:
+        raise Interrupted(f"stopped after writing the sweep's results in {out}", stop.signum)
     total_steps = plan.num_agents * config.num_updates * config.batch_size
     print(f"trained {plan.num_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included",
           flush=True)

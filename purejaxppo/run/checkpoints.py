@@ -16,8 +16,8 @@ Layout (``CheckpointManager`` under ``RUN/checkpoints``)::
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
 run killed while saving leaves the previous checkpoints as they were. A save that fails (a
 full disk) is reported as one :class:`~purejaxppo.errors.CheckpointError` naming the
-checkpoints still intact; Orbax's own error logs and the tracebacks its background threads
-print while a damaged checkpoint is read are kept off the terminal.
+checkpoints still intact; Orbax's own error logs and the closed-event-loop tracebacks of its
+background threads after a failed read or write are kept off the terminal.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import sys
-import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -87,38 +87,29 @@ def _quiet_orbax() -> None:
     logging.getLogger("absl").setLevel(logging.CRITICAL)
 
 
-# Lines of the tracebacks that TensorStore's reader threads print when Orbax gives up on a
-# damaged checkpoint and closes its event loop while other reads are still in flight.
-_NOISE = re.compile(r"^\s*($|\^+$|Traceback \(most recent call last\):|File \".*asyncio/.*\", line \d+|"
-                    r"self\._check_closed\(\)|raise RuntimeError\('Event loop is closed'\)|"
-                    r"(RuntimeError)?:? ?Event loop is closed)")
+def _closed_loop_error(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
 
 
-@contextlib.contextmanager
-def _stderr_without_loop_noise(settle: float = 0.2):
-    """Capture what is written to file descriptor 2 (C threads included) while the block runs;
-    afterwards write it back without the closed-event-loop tracebacks."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            if failed:
-                time.sleep(settle)  # the reads still in flight finish and print
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
-            kept = [line for line in re.split(r"(?<=\n)|(?=Traceback \(most)", text) if not _NOISE.match(line)]
-            if "".join(kept).strip():
-                sys.stderr.write("".join(kept))
+def _ignore_closed_loop_errors() -> None:
+    """When Orbax gives up on a checkpoint (damaged, or a failed write) it closes its event loop
+    while TensorStore still has reads or writes in flight; each of those then fails to call back
+    into the closed loop, in a thread, and Python prints its traceback. Those (and only those)
+    are dropped; every other thread or unraisable exception goes to the previous hook."""
+    if getattr(threading.excepthook, "_purejaxppo", False):
+        return
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def on_thread(args: Any) -> None:
+        if not _closed_loop_error(args.exc_value):
+            thread_hook(args)
+
+    def on_unraisable(unraisable: Any) -> None:
+        if not _closed_loop_error(unraisable.exc_value):
+            unraisable_hook(unraisable)
+
+    on_thread._purejaxppo = True  # type: ignore[attr-defined]
+    threading.excepthook, sys.unraisablehook = on_thread, on_unraisable
 
 
 def _failure(e: BaseException) -> str:
@@ -139,6 +130,7 @@ class Checkpointer:
         import orbax.checkpoint as ocp
 
         _quiet_orbax()
+        _ignore_closed_loop_errors()
         self.ocp = ocp
         self.directory = os.path.abspath(directory)
         self.keep = keep
@@ -165,6 +157,7 @@ class Checkpointer:
         record = dict(meta, update=int(step), checksum=checksum(tree), saved_at=time.time())
         metrics = {k: np.asarray(v) for k, v in metrics.items()}
         try:
+            # the call also waits for the previous save, which may have failed
             self.manager.save(
                 int(step),
                 args=ocp.args.Composite(
@@ -241,16 +234,14 @@ class Checkpointer:
                     f"{', '.join(map(str, steps)) or 'none'}"
                 )
             try:
-                with _stderr_without_loop_noise():
-                    return (step, *self._restore_step(step, like))
+                return (step, *self._restore_step(step, like))
             except Exception as e:  # noqa: BLE001 - any read failure means the checkpoint is unusable
                 raise CheckpointError(f"checkpoint at update {step} in {self.directory} is damaged: {_reason(e)}") from None
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         for s in reversed(steps):
             try:
-                with _stderr_without_loop_noise():
-                    return (s, *self._restore_step(s, like))
+                return (s, *self._restore_step(s, like))
             except Exception as e:  # noqa: BLE001
                 moved = self._move_aside(s)
                 log(f"warning: checkpoint at update {s} is damaged ({_reason(e)}); moved to {moved}")

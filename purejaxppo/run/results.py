@@ -144,7 +144,8 @@ def _plot_curves(path: str, env_steps: np.ndarray, result: Any, env: str) -> Non
             ax.fill_between(env_steps, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("env steps")
     ax.set_ylabel("episodic return")
-    ax.set_title(f"{env}: mean over {result.seeds} seed(s)")
+    bands = "; bands: 95% interval of the mean (normal approx.)" if result.seeds > 1 else ""
+    ax.set_title(f"{env}: mean over {result.seeds} seed(s){bands}", fontsize=9)
     if len(result.settings) <= 12:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

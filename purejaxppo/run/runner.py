@@ -96,9 +96,10 @@ class StopSignals:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, notice: str = "stopping at the end of the current chunk (a checkpoint is saved there)") -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._notice = f"\n{notice}; signal again to stop at once\n".encode()
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
@@ -111,8 +112,7 @@ class StopSignals:
             os.write(2, b"\nstopped at once; the run continues from its last checkpoint with --resume\n")
             os._exit(128 + signum)
         self.signum = signum
-        os.write(2, b"\nstopping at the end of the current chunk (a checkpoint is saved there); "
-                    b"signal again to stop at once\n")
+        os.write(2, self._notice)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
