@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sample", action="append", default=[], metavar="FIELD=DIST",
                        help="random search: FIELD=uniform:LO:HI, FIELD=log-uniform:LO:HI or FIELD=choice:V1,V2,...")
     sweep.add_argument("--num-samples", type=_positive_int, default=0, metavar="K", help="random-search draws")
+    sweep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bar on stderr, updated after each of about 20 chunks (default: only on a terminal)")
     hosts = sweep.add_argument_group("several processes / hosts (jax.distributed)")
     hosts.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="address of process 0 (default: $JAX_COORDINATOR_ADDRESS); every process runs the same "
@@ -374,8 +376,18 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
         + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""),
         flush=True,
     )
+    from purejaxppo.run.loggers import ProgressBar
+    from purejaxppo.run.runner import auto_chunk
+
+    steps_per_update = plan.num_agents * config.batch_size
+    bar = ProgressBar(config.num_updates * steps_per_update, enabled=args.progress and jax.process_index() == 0
+                      if args.progress is not None else None)
     t0 = time.perf_counter()
-    result = run_plan(trainer, plan)
+    try:
+        result = run_plan(trainer, plan, chunk_updates=auto_chunk(config.num_updates),
+                          on_chunk=lambda done: bar.update(done * steps_per_update))
+    finally:
+        bar.close()
     seconds = time.perf_counter() - t0
     spec = {"num_seeds": args.num_seeds, "grid": grid, "sample": {k: [v.kind, *v.values] for k, v in samples.items()},
             "num_samples": args.num_samples, "preset": preset_name, "seconds": round(seconds, 2)}

@@ -8,6 +8,9 @@ are dropped.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -22,7 +25,8 @@ def agent_mesh(devices: list | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("agents",))
 
 
-def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh | None = None):
+def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh | None = None,
+               chunk_updates: int | None = None, on_chunk: Callable[[int], None] | None = None):
     """Train ``A`` agents (``keys [A]``, ``hparams [A]``) in one program, split over ``mesh``.
 
     ``jit(vmap(train))`` with the agent axis sharded as ``NamedSharding(mesh, P("agents"))``
@@ -36,6 +40,11 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
     last bits of float rounding, and RL amplifies such differences over an episode or two:
     later returns of an agent can differ by a few per cent while the statistics over seeds
     agree.
+
+    With ``chunk_updates``, the agents are initialised by one program and trained by repeated
+    calls of a second, a ``lax.scan`` of ``chunk_updates`` vmapped updates (the same updates
+    as the fused program), and ``on_chunk(updates done)`` is called between chunks (a progress
+    bar).
 
     Returns ``(final states, metrics)``; states are global arrays with the agent axis first
     (padding included), metrics are host NumPy arrays of the ``A`` agents.
@@ -53,15 +62,43 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
     def train(key_data, hparams):
         return jax.vmap(trainer.train)(jax.random.wrap_key_data(key_data), hparams)
 
-    if n_dev == 1:
-        states, metrics = jax.jit(train)(key_data, host_hparams)
-    else:
+    def init(key_data, hparams):
+        return jax.vmap(trainer.init)(jax.random.wrap_key_data(key_data), hparams)
+
+    def chunk(states, hparams, length):
+        return jax.lax.scan(lambda s, _: jax.vmap(trainer.update)(s, hparams), states, None, length=length)
+
+    jit_kw: dict = {}
+    args = (key_data, host_hparams)
+    if n_dev > 1:
         sharding = NamedSharding(mesh, PartitionSpec("agents"))
         put = lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])  # noqa: E731
         args = (put(key_data), jax.tree_util.tree_map(put, host_hparams))
-        states, metrics = jax.jit(train, out_shardings=sharding)(*args)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+        jit_kw = {"out_shardings": sharding}
+    if chunk_updates is None:
+        states, metrics = jax.jit(train, **jit_kw)(*args)
+        metrics = _host(metrics)
+    else:
+        states = jax.jit(init, **jit_kw)(*args)
+        n_updates, done, pieces, programs = trainer.config.num_updates, 0, [], {}
+        while done < n_updates:
+            k = min(chunk_updates, n_updates - done)
+            if k not in programs:
+                programs[k] = jax.jit(functools.partial(chunk, length=k), donate_argnums=0, **jit_kw)
+            states, m = programs[k](states, args[1])
+            pieces.append(_host(m))
+            done += k
+            if on_chunk is not None:
+                on_chunk(done)
+        # each chunk's scan stacks updates first ([k, agents]): agents first, as the fused program's vmap gives
+        metrics = {name: np.moveaxis(np.concatenate([p[name] for p in pieces]), 0, 1) for name in pieces[0]}
+    return states, jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], metrics)
 
-            metrics = multihost_utils.process_allgather(metrics, tiled=True)  # every process gets every agent
-    return states, jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], jax.device_get(metrics))
+
+def _host(metrics):
+    """The metrics of every agent on this host (gathered from the other processes)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        metrics = multihost_utils.process_allgather(metrics, tiled=True)  # every process gets every agent
+    return jax.device_get(metrics)

@@ -15,6 +15,7 @@ they are traced inputs. A static field (one that changes shapes or the program, 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -38,10 +39,12 @@ class SweepResult(NamedTuple):
     keys: jax.Array  # [S] seed keys
 
 
-def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None) -> SweepResult:
-    """Train every agent of ``plan`` with ``trainer``'s program, over the devices of ``mesh``."""
+def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_updates: int | None = None,
+             on_chunk: Callable[[int], None] | None = None) -> SweepResult:
+    """Train every agent of ``plan`` with ``trainer``'s program, over the devices of ``mesh``
+    (in chunks of ``chunk_updates`` updates, calling ``on_chunk(updates done)`` between them)."""
     hparams = stack_hparams(trainer.config, plan)
-    _, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh)
+    _, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh, chunk_updates, on_chunk)
     g, s = len(plan.settings), plan.num_seeds
     shaped = {k: v.reshape((g, s) + v.shape[1:]) for k, v in metrics.items()}
     returns = shaped["charts/episodic_return"]
