@@ -39,8 +39,8 @@ def command(out: str, *extra: str) -> list[str]:
 
 def expected_status(sig: str, returncode: int) -> bool:
     """Killed by SIGKILL; 128 + the signal's number for SIGINT and SIGTERM (or killed by the signal,
-    when it came while the interpreter was starting, before any of the program ran); 0 when the
-    signal came after the run's last chunk (the run then finishes)."""
+    when it came while the interpreter was starting, before any of the program ran, or shutting
+    down, after all of it); 0 when the signal came after the run's last chunk (it then finishes)."""
     if sig == "SIGKILL":
         return returncode in (-signal.SIGKILL, 0)
     return returncode in (128 + SIGNALS[sig], -SIGNALS[sig], 0)

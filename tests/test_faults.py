@@ -53,6 +53,13 @@ def tiny(tmp_path_factory):
     return out
 
 
+def test_help_shows_what_the_default_preset_runs():
+    shown = " ".join(run_main("train", "--help").stdout.split())
+    assert "--num-envs N Parallel environments stepped in lock-step (vmapped). (default: 4; 16 with CartPole-v1's " \
+           "preset)" in shown
+    assert "(default: 0.00025; 0.0025 with CartPole-v1's preset)" in shown
+
+
 # ------------------------------------------------------------------ resume and run management
 def test_resuming_a_finished_run_changes_nothing(tiny):
     before = {p.name: read(p) for p in tiny.iterdir() if p.is_file()}
