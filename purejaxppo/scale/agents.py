@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -66,7 +67,9 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
         return jax.vmap(trainer.init)(jax.random.wrap_key_data(key_data), hparams)
 
     def chunk(states, hparams, length):
-        return jax.lax.scan(lambda s, _: jax.vmap(trainer.update)(s, hparams), states, None, length=length)
+        states, metrics = jax.lax.scan(lambda s, _: jax.vmap(trainer.update)(s, hparams), states, None, length=length)
+        # the scan stacks updates first ([length, agents]); agents first, as the fused program's vmap gives
+        return states, jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, 0, 1), metrics)
 
     jit_kw: dict = {}
     args = (key_data, host_hparams)
@@ -90,8 +93,7 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
             done += k
             if on_chunk is not None:
                 on_chunk(done)
-        # each chunk's scan stacks updates first ([k, agents]): agents first, as the fused program's vmap gives
-        metrics = {name: np.moveaxis(np.concatenate([p[name] for p in pieces]), 0, 1) for name in pieces[0]}
+        metrics = {name: np.concatenate([p[name] for p in pieces], axis=1) for name in pieces[0]}
     return states, jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], metrics)
 
 
