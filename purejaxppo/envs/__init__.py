@@ -1,7 +1,11 @@
 """Environments: ``make_env(name)`` over gymnax 1.0, and probe environments for debugging learners."""
 
-from purejaxppo.envs import probes
-from purejaxppo.envs.adapter import EnvAdapter, known_envs, make_env, register_env
+from purejaxppo.envs.deferred import defer_plotting_imports
+
+defer_plotting_imports()  # before anything imports gymnax
+
+from purejaxppo.envs import probes  # noqa: E402
+from purejaxppo.envs.adapter import EnvAdapter, known_envs, make_env, register_env  # noqa: E402
 
 probes.register_all(register_env)
 

@@ -1,0 +1,84 @@
+"""Launch to result: how long ``purejaxppo train`` takes from the command to its final line,
+with a warm compilation cache, and where that time goes (start-up, compilation, training, writing).
+
+Runs the same command in fresh processes, side by side, in two variants:
+
+- ``now``: the command as shipped;
+- ``eager plotting imports``: the same command after importing ``matplotlib.pyplot`` and
+  ``seaborn`` first, as gymnax does when it is imported (what start-up cost before
+  :mod:`purejaxppo.envs.deferred`).
+
+    python experiments/benchmark_startup.py --repeats 3
+    python experiments/benchmark_startup.py -- --env Acrobot-v1     # any train flags after --
+
+The first launch of each variant warms the cache and is not counted; the table shows the median
+of the timed launches. "solved" is CartPole's threshold: a final return >= 475.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+VARIANTS = {
+    "now": "import sys; from purejaxppo.cli import main; sys.exit(main(sys.argv[1:]))",
+    "eager plotting imports": "import sys, matplotlib.pyplot, seaborn; from purejaxppo.cli import main; "
+    "sys.exit(main(sys.argv[1:]))",
+}
+
+
+def launch(code: str, args: list[str], out: str, env: dict[str, str]) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, "train", *args, "--out", out], env=env, capture_output=True,
+                          text=True, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"the run failed: {done.stderr.strip().splitlines()[-1]}")
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    compile_s, train_s = summary["compile_seconds"], summary["train_seconds"]
+    return {"wall": wall, "compile": compile_s, "train": train_s, "rest": wall - compile_s - train_s,
+            "final_return": summary["final_return"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed launches per variant")
+    parser.add_argument("--json", default=None, help="also write every figure to this file")
+    parser.add_argument("train_args", nargs="*", help="flags for purejaxppo train (after --)")
+    args = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="purejaxppo-startup-")
+    env = dict(os.environ, PUREJAXPPO_COMPILATION_CACHE=os.path.join(work, "cache"))
+    records: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for name, code in VARIANTS.items():
+        launch(code, args.train_args, os.path.join(work, "run"), env)  # warms the cache
+    for _ in range(args.repeats):  # interleaved, so that both variants see the same machine
+        for name, code in VARIANTS.items():
+            records[name].append(launch(code, args.train_args, os.path.join(work, "run"), env))
+    print(f"purejaxppo train {' '.join(args.train_args)} (warm compilation cache; median of {args.repeats})")
+    print(f"{'variant':24s} {'launch to result':>16s} {'start-up+writing':>16s} {'compile':>8s} {'train':>7s} "
+          f"{'final return':>12s}")
+    for name, rs in records.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("wall", "rest", "compile", "train")}
+        finals = [r["final_return"] for r in rs]
+        print(f"{name:24s} {med['wall']:15.2f}s {med['rest']:15.2f}s {med['compile']:7.2f}s {med['train']:6.2f}s "
+              f"{min(finals):12.1f}")
+    ratio = statistics.median(r["wall"] for r in records["eager plotting imports"]) / statistics.median(
+        r["wall"] for r in records["now"])
+    print(f"launch to result, eager / now: {ratio:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"train_args": args.train_args, "records": records}, f, indent=2)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
