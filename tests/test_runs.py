@@ -110,7 +110,11 @@ def test_auto_chunk_prefers_divisors():
     assert auto_chunk(976) == 61  # 976 = 16 x 61: one executable for every chunk
     assert auto_chunk(12) == 1
     assert auto_chunk(100) == 5
-    assert 100 % auto_chunk(100) == 0
+    assert auto_chunk(244) == 4  # CartPole's default run: 61 chunks of 4 rather than 18 of 13 and one of 10
+    assert auto_chunk(241) == 13  # a prime: no divisor near 20 chunks, so the last chunk is shorter
+    for n in range(1, 400):
+        k = auto_chunk(n)
+        assert 1 <= k <= n and (n % k == 0 or all(n % d or not 5 <= n // d <= 80 for d in range(1, n + 1)))
 
 
 def test_progress_bar_on_a_terminal_and_silent_otherwise():
