@@ -57,12 +57,7 @@ def plot_learning_curve(path: str, env_steps: np.ndarray, returns: np.ndarray, t
                         diverged_at: int | None = None) -> None:
     """Mean return of the episodes ended in each update (updates that ended none are skipped);
     markers where there are few points, and a red line where a run diverged."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure((6, 4))
     mask = np.isfinite(returns)
     if diverged_at is not None:
         mask &= env_steps < diverged_at
@@ -79,8 +74,16 @@ def plot_learning_curve(path: str, env_steps: np.ndarray, returns: np.ndarray, t
         fig.savefig(path, dpi=100)
     except OSError as e:
         raise RunError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
+
+
+def _figure(size: tuple[float, float]):
+    """A figure and its axes drawn by Agg, without pyplot (no global state; its import costs a second)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def write_sweep(out_dir: str, config: PPOConfig, result: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -123,13 +126,8 @@ def _fmt(v: Any) -> Any:
 
 
 def _plot_curves(path: str, env_steps: np.ndarray, result: Any, env: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     returns = result.metrics["charts/episodic_return"]  # [G, S, U]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure((7, 4.5))
     for g, setting in enumerate(result.settings):
         r = returns[g]
         with warnings.catch_warnings():
@@ -151,4 +149,3 @@ def _plot_curves(path: str, env_steps: np.ndarray, result: Any, env: str) -> Non
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
