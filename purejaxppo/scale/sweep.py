@@ -1,11 +1,12 @@
 """Many agents in one compiled program: seeds x hyperparameter settings, vmapped and sharded.
 
 A sweep is a plan (:mod:`~purejaxppo.scale.plan`: which settings, how many seeds), run by
-:func:`~purejaxppo.scale.agents.run_agents` as one ``jit`` of ``vmap(train)`` per device
-over a flat agent axis, then summarised per agent (final return, area under the curve).
-Agent ``g * S + s`` uses setting ``g`` and the ``s``-th seed key (the same seed keys for
-every setting, so settings are compared on common random numbers, and any agent can be
-reproduced by a single ``train`` call with its key and hyperparameters).
+:func:`~purejaxppo.scale.agents.run_agents` as one ``jit`` of ``vmap(train)`` over a flat
+agent axis sharded over the devices (or in chunks of vmapped updates, with the same numbers),
+then summarised per agent (final return, area under the curve). Agent ``g * S + s`` uses
+setting ``g`` and the ``s``-th seed key (the same seed keys for every setting, so settings are
+compared on common random numbers, and any agent can be reproduced, to float rounding, by a
+single ``train`` call with its key and hyperparameters).
 
 Only the float hyperparameters of :class:`~purejaxppo.core.config.HParams` can be swept:
 they are traced inputs. A static field (one that changes shapes or the program, such as
