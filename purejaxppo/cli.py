@@ -268,8 +268,6 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag}: {value} is out of range; accepted: an integer >= {low}")
     if args.resume and not args.out:
         raise UsageError("--resume: needs --out DIR, the folder of the run to continue")
-    if args.out is not None and not args.out.strip():
-        raise UsageError("--out: the folder name is empty; accepted: a folder path such as runs/my_run")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; accepted: one of them")
     if args.allow_safe_changes and not args.resume:
@@ -364,7 +362,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
     import jax
 
+    from purejaxppo.errors import Interrupted
     from purejaxppo.run import layout, results
+    from purejaxppo.run.loggers import ProgressBar
+    from purejaxppo.run.runner import auto_chunk
+    from purejaxppo.run.signals import StopSignals
     from purejaxppo.scale.stats import format_table
     from purejaxppo.scale.sweep import run_plan
 
@@ -376,9 +378,6 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
         + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""),
         flush=True,
     )
-    from purejaxppo.run.loggers import ProgressBar
-    from purejaxppo.run.runner import auto_chunk
-
     steps_per_update = plan.num_agents * config.batch_size
     bar = ProgressBar(config.num_updates * steps_per_update, enabled=args.progress and jax.process_index() == 0
                       if args.progress is not None else None)
@@ -394,10 +393,9 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
     if jax.process_index() != 0:
         print(f"process {jax.process_index()}: done in {seconds:.1f} s; process 0 writes the results", flush=True)
         return 0
-    from purejaxppo.errors import Interrupted
-    from purejaxppo.run.runner import StopSignals
-
-    with StopSignals("stopping once the results are written") as stop:  # the results are written whole, then a signal that came stops the command
+    # the results are written whole; a signal that came meanwhile then stops the command
+    with StopSignals("stopping once the results are written", "stopped at once; the results may be incomplete") \
+            as stop:
         if args.overwrite:
             layout.clear_run(out)
         rows = results.write_sweep(out, config, result, spec)
@@ -411,36 +409,12 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
     return 0
 
 
-class _ExitOnSignal:
-    """Until a run installs its own handlers (which stop it at a consistent point), SIGINT and
-    SIGTERM end the command at once with 128 + the signal's number: nothing is being written yet.
-    An exception raised by a signal could be swallowed where Python ignores exceptions (a
-    garbage-collection callback), so none is raised."""
-
-    def __enter__(self) -> "_ExitOnSignal":
-        import signal
-        import threading
-
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    @staticmethod
-    def _handle(signum: int, frame: Any) -> None:
-        os.write(2, f"{PROG}: interrupted\n".encode())
-        os._exit(128 + signum)
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
-    with _ExitOnSignal():
+    from purejaxppo.run.signals import ExitOnSignal
+
+    # Until a run installs its own handlers (which stop it at a consistent point), a signal ends
+    # the command at once: nothing is being written yet.
+    with ExitOnSignal(f"{PROG}: interrupted\n"):
         return _main(argv)
 
 

@@ -134,6 +134,7 @@ class Checkpointer:
         self.ocp = ocp
         self.directory = os.path.abspath(directory)
         self.keep = keep
+        self.failed = False  # a save failed and was reported
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
@@ -172,7 +173,8 @@ class Checkpointer:
 
     def _save_failed(self, e: BaseException) -> CheckpointError:
         self.failed = True
-        intact = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit()) if os.path.isdir(self.directory) else []
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        intact = sorted(int(n) for n in names if n.isdigit())
         kept = (f"the checkpoints on disk are intact (updates {', '.join(map(str, intact))}); free space and continue "
                 "with --resume") if intact else "no checkpoint was saved before"
         return CheckpointError(f"saving a checkpoint in {self.directory} failed: {_failure(e)}; {kept}")
@@ -187,7 +189,7 @@ class Checkpointer:
         try:
             self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001
-            if not getattr(self, "failed", False):
+            if not self.failed:
                 error = self._save_failed(e)
         with contextlib.suppress(Exception):
             self.manager.close()

@@ -95,7 +95,6 @@ def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0
                  render: str | None = None, log=print) -> dict[str, Any]:
     """Evaluate a run's checkpoint (and record one episode as a GIF); writes and returns ``eval.json``'s record."""
     from purejaxppo.run import layout
-    from purejaxppo.run.policy import load_policy
 
     layout.read_config(run_dir)  # a run folder, before it is locked
     with layout.locked(run_dir):

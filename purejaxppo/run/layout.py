@@ -130,10 +130,14 @@ def read_run_settings(run_dir: str) -> dict[str, Any]:
     return read_json(path, "the run's settings") if os.path.exists(path) else {}
 
 
-def check_out_path(out: str) -> None:
-    """``out`` names a folder that exists or can be made."""
+def _check_named(out: str) -> None:
     if not out or not out.strip():
         raise RunError("--out: the folder name is empty; accepted: a folder path such as runs/my_run")
+
+
+def check_out_path(out: str) -> None:
+    """``out`` names a folder that exists or can be made."""
+    _check_named(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
@@ -173,8 +177,7 @@ def locked(out: str) -> Iterator[None]:
 
 def check_out_dir(out: str, overwrite: bool) -> None:
     """A new or empty folder, or one whose run ``overwrite`` allows to replace."""
-    if not out or not out.strip():
-        raise RunError("--out: the folder name is empty; accepted: a folder path such as runs/my_run")
+    _check_named(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise RunError(f"--out: {out} exists and is not a folder; accepted: a new or empty folder")
     existing = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import threading
 import time
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ from purejaxppo.core.train import Trainer, make_trainer
 from purejaxppo.errors import CheckpointError, Diverged, Interrupted, RunError
 from purejaxppo.run import layout, results
 from purejaxppo.run.checkpoints import Checkpointer
+from purejaxppo.run.signals import StopSignals
 
 CHECKPOINT_SECONDS = 300.0
 
@@ -86,41 +86,6 @@ class Saver:
             meta = dict(self.meta, env_steps=step * self.batch_size, train_seconds=train_seconds)
             self.checkpointer.save(step, state, history, meta)
             self.last_saved = step
-
-
-class StopSignals:
-    """While a run trains, SIGINT (Ctrl-C) and SIGTERM ask it to stop at the end of the current
-    chunk, where the state and its update number agree; the run then saves a checkpoint and stops.
-
-    The handler only records the signal: no exception is raised in the middle of a device
-    transfer, a checkpoint write or a garbage-collection callback. A second signal ends the
-    process at once (as SIGKILL would: the checkpoints on disk stay consistent). Handlers are
-    installed only in the main thread (elsewhere signals do not reach Python).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, notice: str = "stopping at the end of the current chunk (a checkpoint is saved there)") -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-        self._notice = f"\n{notice}; signal again to stop at once\n".encode()
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            os.write(2, b"\nstopped at once; the run continues from its last checkpoint with --resume\n")
-            os._exit(128 + signum)
-        self.signum = signum
-        os.write(2, self._notice)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log):
@@ -240,8 +205,9 @@ def run(
                 layout.clear_run(out_dir)
         settings = {k: v if v is not None else saved.get(k, RUN_SETTING_DEFAULTS[k]) for k, v in given.items()}
         trainer = config if isinstance(config, Trainer) else build_trainer(config, settings["data_parallel"])
-        if resume and _finished(trainer.config, out_dir):
-            return _already_finished(trainer.config, out_dir, log)
+        finished = _finished_summary(trainer.config, out_dir) if resume else None
+        if finished is not None:
+            return _already_finished(trainer.config, out_dir, finished, log)
         checkpointer = None
         if settings["checkpoint_every"] != 0 or resume:
             checkpointer = _checkpointer(out_dir, settings["keep_checkpoints"])
@@ -260,16 +226,17 @@ def _checkpointer(out_dir: str, keep: int) -> Checkpointer:
         raise RunError(f"cannot make the checkpoint folder in {out_dir}: {e.strerror or e}") from None
 
 
-def _finished(config: PPOConfig, out_dir: str) -> bool:
+def _finished_summary(config: PPOConfig, out_dir: str) -> dict[str, Any] | None:
+    """The summary of a run in ``out_dir`` that completed ``config``'s updates without diverging, or None."""
     path = os.path.join(out_dir, layout.SUMMARY)
     if not os.path.exists(path):
-        return False
+        return None
     summary = layout.read_json(path, "the run's summary")
-    return summary.get("env_steps") == config.num_updates * config.batch_size and not summary.get("diverged")
+    done = summary.get("env_steps") == config.num_updates * config.batch_size and not summary.get("diverged")
+    return summary if done else None
 
 
-def _already_finished(config: PPOConfig, out_dir: str, log: Log) -> dict[str, Any]:
-    summary = layout.read_json(os.path.join(out_dir, layout.SUMMARY), "the run's summary")
+def _already_finished(config: PPOConfig, out_dir: str, summary: dict[str, Any], log: Log) -> dict[str, Any]:
     final = summary.get("final_return")
     shown = f"{final:.2f}" if isinstance(final, (int, float)) else "none"
     log(f"the run in {out_dir} is already complete ({config.num_updates} updates, {summary['env_steps']:,} env "
@@ -328,7 +295,7 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
                "data_parallel_devices": trainer.mesh.devices.size if trainer.mesh is not None else 1,
                "diverged": loop.diverged}
     if loop.stopped is not None and step < config.num_updates:  # a run that got to its end finishes
-        _stopped(loop, step, saver, log)
+        _stopped(loop, step, saver)
     summary = _finish(config, out_dir, state, _concat(history), step, start_step, loop.train_seconds, chunk,
                       summary, log)
     if loop.diverged is not None:
@@ -341,7 +308,7 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
     return summary
 
 
-def _stopped(loop: "_Loop", step: int, saver: Saver | None, log: Log) -> None:
+def _stopped(loop: "_Loop", step: int, saver: Saver | None) -> None:
     name = signal.Signals(loop.stopped).name
     if saver is None:
         where = "no checkpoint was saved (checkpoints are off), so the run cannot be resumed"
