@@ -1,75 +1,157 @@
-"""Speed benchmark: compile time, env steps per second and peak memory, side by side.
+"""Speed benchmark: compile time and env steps per second of purejaxppo and its peers, side by side.
 
-Workloads (PPO, 128 steps per env per update, 4 epochs, 4 minibatches, 64x64 tanh MLPs):
+Every workload is PPO with 128 steps per env per update, 4 epochs, 4 minibatches, 64x64 tanh
+MLPs, lr 2.5e-4 annealed, gamma 0.99, lambda 0.95, clip 0.2, entropy 0.01, max grad norm 0.5,
+for every trainer. ``--platform`` picks the workload sizes:
 
-* purejaxppo on CartPole-v1 with 4, 64 and 2048 parallel environments;
-* purejaxppo on Breakout-MinAtar with its preset (128 envs, 256x256 relu MLPs, 8 minibatches);
-* Stable-Baselines3 PPO (PyTorch, CPU) on Gymnasium's CartPole-v1 with the same hyperparameters
-  at 4 and 64 environments (``--sb3``; needs ``pip install -e ".[bench]"`` and a CPU build of torch);
-* optionally any other trainer that prints one JSON line with ``sps`` and ``compile_seconds``
-  (``--peer NAME=COMMAND``), for instance a reference implementation checked out elsewhere.
+* ``cpu`` (default): CartPole-v1 with 4, 64 and 2048 environments, Breakout-MinAtar with 128;
+  purejaxppo's Breakout-MinAtar preset (256x256 relu, 8 minibatches) as an extra row;
+* ``gpu`` / ``tpu``: sizes that fill an accelerator: CartPole-v1 with 2048 envs (10.5M steps),
+  Breakout-MinAtar with 1024 (5.2M), 256 seeds vmapped x 64 envs (1M steps each), 64 envs
+  (2.1M), 16384 envs (42M).
 
-Every workload runs in its own fresh process, one after another (never side by side, so
-they do not compete for cores), and reports the best of two timed runs after compilation.
-With ``--repeat K`` the whole list runs K times, interleaved, and each workload keeps its
-best round: timings on a shared 2-core machine vary by 10-20% from run to run, and
-interleaving exposes every workload to the same conditions. Peak memory is the process's
-peak resident set size.
+Trainers, each workload in its own fresh process, one after another (never side by side):
 
-    python experiments/benchmark_speed.py --sb3            # full table (about 5 minutes)
-    python experiments/benchmark_speed.py --sb3 --repeat 3 --peer "REF=python /path/to/ref.py"
+* purejaxppo, with the tuning of the backend (``purejaxppo/core/tuning.py``), and any
+  ``--variant NAME=TUNING`` (e.g. ``--variant "no-unroll=gae_unroll=1"``);
+* PureJaxRL's ``purejaxrl/ppo.py`` from a checkout (``--purejaxrl PATH``), run unchanged through
+  ``experiments/peer_purejaxrl.py`` (its adaptations to today's libraries are printed);
+* Stable-Baselines3 PPO on Gymnasium's CartPole-v1 (``--sb3``, CPU only; needs
+  ``pip install -e ".[bench]"`` and a CPU build of torch);
+* any trainer that prints one JSON line with ``sps`` (``--peer NAME=COMMAND``, on the
+  CartPole-v1 64-env workload).
+
+Each row is the best of two timed runs after compilation; ``--repeat K`` runs the whole list
+K times, interleaved, and keeps each row's best round (timings on a shared machine vary by
+10-20%). "final return" is the mean return of the episodes that ended in the last update.
+The table goes to stdout; ``--json FILE`` also writes the device, the library versions and
+every figure.
+
+    python experiments/benchmark_speed.py --sb3 --purejaxrl /path/to/purejaxrl --repeat 3
+    python experiments/benchmark_speed.py --platform gpu --purejaxrl /path/to/purejaxrl --json gpu.json
     python experiments/benchmark_speed.py --quick          # a smoke run of the script
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import platform as platform_module
 import resource
 import shlex
 import subprocess
 import sys
 import time
 
-CARTPOLE = dict(env="CartPole-v1", num_steps=128, update_epochs=4, num_minibatches=4, lr=2.5e-4)
+HERE = os.path.dirname(os.path.abspath(__file__))
+HPARAMS = dict(num_steps=128, update_epochs=4, num_minibatches=4, lr=2.5e-4)
+BACKENDS = {"cpu": "cpu", "gpu": "gpu", "tpu": "tpu"}
 
 
-def case_purejaxppo(env: str, num_envs: int, updates: int, preset: bool = False) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    env: str
+    num_envs: int
+    updates: int
+    seeds: int = 1
+    preset: bool = False  # purejaxppo's preset for the env instead of the shared hyperparameters
+    peers: bool = True  # whether the peers run it too
+
+    @property
+    def label(self) -> str:
+        envs = f"{self.seeds} seeds x {self.num_envs} envs" if self.seeds > 1 else f"{self.num_envs} envs"
+        return f"{self.env}{' (preset)' if self.preset else ''}, {envs}"
+
+    @property
+    def env_steps(self) -> int:
+        return self.num_envs * 128 * self.updates * self.seeds
+
+
+WORKLOADS = {
+    "cpu": [
+        Workload("CartPole-v1", 4, 200),
+        Workload("CartPole-v1", 64, 60),
+        Workload("CartPole-v1", 2048, 10),
+        Workload("Breakout-MinAtar", 128, 10),
+        Workload("Breakout-MinAtar", 128, 10, preset=True, peers=False),
+    ],
+    "gpu": [
+        Workload("CartPole-v1", 2048, 40),
+        Workload("Breakout-MinAtar", 1024, 40),
+        Workload("CartPole-v1", 64, 122, seeds=256),
+        Workload("CartPole-v1", 64, 256),
+        Workload("CartPole-v1", 16384, 20),
+    ],
+}
+WORKLOADS["tpu"] = WORKLOADS["gpu"]
+
+
+def quick(w: Workload) -> Workload:
+    return dataclasses.replace(w, updates=min(w.updates, 2), seeds=min(w.seeds, 4))
+
+
+# ---- the cases, each run in a child process ------------------------------------------------------
+
+
+def device_info() -> dict:
     import jax
 
-    from purejaxppo import HParams, PPOConfig, make_train
-    from purejaxppo import preset as get_preset
+    d = jax.devices()[0]
+    return dict(backend=jax.default_backend(), device=getattr(d, "device_kind", str(d)), device_count=jax.device_count())
 
-    base = get_preset(env) if preset else PPOConfig(**CARTPOLE)
-    config = base.replace(num_envs=num_envs, total_timesteps=num_envs * base.num_steps * updates)
-    key, hp = jax.random.key(0), HParams.from_config(config)
+
+def case_purejaxppo(w: Workload) -> dict:
+    import jax
+    import numpy as np
+
+    from purejaxppo import HParams, PPOConfig
+    from purejaxppo import preset as get_preset
+    from purejaxppo.core.train import make_trainer
+
+    base = get_preset(w.env) if w.preset else PPOConfig(env=w.env, **HPARAMS)
+    config = base.replace(num_envs=w.num_envs, total_timesteps=w.num_envs * base.num_steps * w.updates)
+    trainer = make_trainer(config)
+    hp = HParams.from_config(config)
+    train = trainer.train
+    if w.seeds > 1:
+        train = jax.vmap(train, in_axes=(0, None))
+
+    def keys(i):
+        return jax.random.split(jax.random.key(i), w.seeds) if w.seeds > 1 else jax.random.key(i)
+
     rss_before = _peak_rss_mb()
     t0 = time.perf_counter()
-    compiled = jax.jit(make_train(config)).lower(key, hp).compile()
+    compiled = jax.jit(train).lower(keys(0), hp).compile()
     compile_seconds = time.perf_counter() - t0
-    best = float("inf")
+    best, metrics = float("inf"), None
     for i in range(2):
         t0 = time.perf_counter()
-        jax.block_until_ready(compiled(jax.random.key(i), hp))
+        _, metrics = jax.block_until_ready(compiled(keys(i + 1), hp))
         best = min(best, time.perf_counter() - t0)
-    steps = config.num_updates * config.batch_size
+    steps = config.num_updates * config.batch_size * w.seeds
+    from purejaxppo.core.tuning import tuning_for
+
     return dict(
         compile_seconds=compile_seconds,
         sps=steps / best,
         env_steps=steps,
+        final_return=float(np.nanmean(np.asarray(metrics["charts/episodic_return"])[..., -1])),
         peak_rss_mb=_peak_rss_mb(),
         rss_after_import_mb=rss_before,
+        tuning=dataclasses.asdict(tuning_for()),
+        **device_info(),
     )
 
 
-def case_sb3(num_envs: int, total: int) -> dict:
+def case_sb3(w: Workload) -> dict:
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(os.cpu_count() or 1)
-    n_steps = 128
+    n_steps, num_envs = 128, w.num_envs
     vec = make_vec_env("CartPole-v1", n_envs=num_envs, seed=0)
     model = PPO(
         "MlpPolicy",
@@ -89,6 +171,7 @@ def case_sb3(num_envs: int, total: int) -> dict:
         seed=0,
         verbose=0,
     )
+    total = min(w.env_steps, 40960 if num_envs <= 4 else 81920)  # SB3 is slow: a shorter run of it
     t0 = time.perf_counter()
     model.learn(total_timesteps=total)
     seconds = time.perf_counter() - t0
@@ -100,87 +183,158 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_case(args: list[str]) -> dict:
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--case", *args], capture_output=True, text=True, timeout=1800
-    )
+# ---- the driver ----------------------------------------------------------------------------------
+
+
+def _last_json(proc: subprocess.CompletedProcess) -> dict:
     if proc.returncode != 0:
         return dict(error=(proc.stderr.strip().splitlines() or ["failed"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_peer(command: str) -> dict:
-    proc = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        return dict(error=(proc.stderr.strip().splitlines() or ["failed"])[-1])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def run_child(argv: list[str], env: dict | None = None) -> dict:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600, env=env)
+    return _last_json(proc)
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform_module.python_version()}
+    for name in ("jax", "jaxlib", "flax", "optax", "gymnax", "torch", "stable-baselines3"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="tiny budgets, to check the script runs")
-    parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 PPO")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--platform", choices=sorted(BACKENDS), default="cpu",
+                        help="the workload sizes, and the backend every case must run on (default cpu)")
+    parser.add_argument("--any-backend", action="store_true", help=argparse.SUPPRESS)  # run a list elsewhere
+    parser.add_argument("--quick", action="store_true", help="at most 2 updates and 4 seeds, to check the script")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="run only the workloads whose label contains TEXT (repeatable)")
+    parser.add_argument("--purejaxrl", metavar="PATH", help="a checkout of PureJaxRL to run as a peer")
+    parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 PPO (CPU, CartPole-v1)")
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=COMMAND",
-                        help="another trainer to run on CartPole-v1 at 64 envs; must print a JSON line with sps")
-    parser.add_argument("--json", metavar="FILE", help="also write the results here")
+                        help="another trainer for the CartPole-v1 64-env workload; prints a JSON line with sps")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=TUNING",
+                        help="purejaxppo again with PUREJAXPPO_TUNING=TUNING (purejaxppo/core/tuning.py)")
+    parser.add_argument("--variants-only-on", action="append", default=[], metavar="TEXT",
+                        help="run the variants only on the workloads whose label contains TEXT (repeatable)")
+    parser.add_argument("--json", metavar="FILE", help="also write the device, versions and every figure here")
     parser.add_argument("--repeat", type=int, default=1, metavar="K",
-                        help="run the whole list K times, interleaved, and keep each workload's best round")
+                        help="run the whole list K times, interleaved, and keep each row's best round")
     args = parser.parse_args()
-    if args.repeat < 1:
-        parser.error(f"--repeat must be at least 1, got {args.repeat}")
 
     if args.case:
-        kind, *rest = args.case
-        if kind == "purejaxppo":
-            env, num_envs, updates, preset = rest[0], int(rest[1]), int(rest[2]), rest[3] == "preset"
-            print(json.dumps(case_purejaxppo(env, num_envs, updates, preset)))
-        else:
-            print(json.dumps(case_sb3(int(rest[0]), int(rest[1]))))
+        spec = json.loads(args.case)
+        trainer, w = spec.pop("trainer"), Workload(**spec)
+        result = case_purejaxppo(w) if trainer == "purejaxppo" else case_sb3(w)
+        print(json.dumps(result))
         return
 
-    q = args.quick
-    cases = [
-        ("purejaxppo CartPole-v1", 4, ["purejaxppo", "CartPole-v1", "4", "3" if q else "200", "plain"]),
-        ("purejaxppo CartPole-v1", 64, ["purejaxppo", "CartPole-v1", "64", "3" if q else "60", "plain"]),
-        ("purejaxppo CartPole-v1", 2048, ["purejaxppo", "CartPole-v1", "2048", "1" if q else "10", "plain"]),
-        ("purejaxppo Breakout-MinAtar", 128, ["purejaxppo", "Breakout-MinAtar", "128", "1" if q else "10", "preset"]),
-    ]
-    if args.sb3:
-        cases += [
-            ("SB3 PPO CartPole-v1", 4, ["sb3", "4", "2048" if q else "40960"]),
-            ("SB3 PPO CartPole-v1", 64, ["sb3", "64", "8192" if q else "81920"]),
-        ]
-    jobs = [(name, envs, lambda case=case: run_case(case)) for name, envs, case in cases]
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    if args.purejaxrl and not os.path.isfile(os.path.join(args.purejaxrl, "purejaxrl", "ppo.py")):
+        parser.error(f"--purejaxrl: no purejaxrl/ppo.py under {args.purejaxrl!r}; give a checkout of PureJaxRL")
+    if args.sb3 and args.platform != "cpu":
+        parser.error("--sb3 runs on the CPU only; use it with --platform cpu")
+    variants = []
+    for spec in args.variant:
+        name, sep, tuning = spec.partition("=")
+        if not sep or not name:
+            parser.error(f"--variant: expected NAME=TUNING, got {spec!r}")
+        variants.append((name, tuning))
+    peers = []
     for spec in args.peer:
-        name, _, command = spec.partition("=")
-        jobs.append((name, 64, lambda command=command: run_peer(command)))
+        name, sep, command = spec.partition("=")
+        if not sep or not name:
+            parser.error(f"--peer: expected NAME=COMMAND, got {spec!r}")
+        peers.append((name, command))
+
+    workloads = [quick(w) if args.quick else w for w in WORKLOADS[args.platform]]
+    if args.only:
+        workloads = [w for w in workloads if any(t in w.label for t in args.only)]
+        if not workloads:
+            parser.error(f"--only: no workload matches {args.only}")
+
+    base_env = dict(os.environ)
+    base_env.pop("PUREJAXPPO_TUNING", None)
+    if args.platform != "gpu" and not args.any_backend:
+        base_env["JAX_PLATFORMS"] = args.platform
+
+    def ours(w: Workload, tuning: str | None = None):
+        env = dict(base_env, PUREJAXPPO_TUNING=tuning) if tuning else base_env
+        spec = json.dumps(dict(dataclasses.asdict(w), trainer="purejaxppo"))
+        return lambda: run_child([sys.executable, os.path.abspath(__file__), "--case", spec], env)
+
+    jobs = []  # (workload, trainer name, thunk)
+    for w in workloads:
+        jobs.append((w, "purejaxppo", ours(w)))
+        for name, tuning in variants:
+            if args.variants_only_on and not any(t in w.label for t in args.variants_only_on):
+                continue
+            jobs.append((w, f"purejaxppo [{name}]", ours(w, tuning)))
+        if args.purejaxrl and w.peers:
+            argv = [sys.executable, os.path.join(HERE, "peer_purejaxrl.py"), "--checkout", args.purejaxrl,
+                    "--env", w.env, "--num-envs", str(w.num_envs), "--updates", str(w.updates),
+                    "--seeds", str(w.seeds)]
+            jobs.append((w, "PureJaxRL ppo.py", lambda argv=argv: run_child(argv, base_env)))
+        if args.sb3 and w.env == "CartPole-v1" and w.num_envs in (4, 64) and w.seeds == 1:
+            spec = json.dumps(dict(dataclasses.asdict(w), trainer="sb3"))
+            jobs.append((w, "Stable-Baselines3 PPO", lambda spec=spec: run_child(
+                [sys.executable, os.path.abspath(__file__), "--case", spec], base_env)))
+        if w.env == "CartPole-v1" and w.num_envs == 64 and w.seeds == 1:
+            for name, command in peers:
+                jobs.append((w, name, lambda command=command: run_child(shlex.split(command), base_env)))
+
     best: list[dict | None] = [None] * len(jobs)
     for round_ in range(args.repeat):
-        for i, (name, envs, job) in enumerate(jobs):
-            print(f"[round {round_ + 1}/{args.repeat}] running {name} with {envs} envs ...", file=sys.stderr, flush=True)
-            r = dict(name=name, num_envs=envs, **job())
+        for i, (w, name, job) in enumerate(jobs):
+            print(f"[round {round_ + 1}/{args.repeat}] {name}: {w.label} ...", file=sys.stderr, flush=True)
+            r = dict(workload=w.label, trainer=name, **job())
             if best[i] is None or ("sps" in r and r["sps"] > best[i].get("sps", -1.0)):
                 best[i] = r
-    results = [r for r in best if r is not None]
+            if args.json:  # what is measured so far, in case the list is cut short
+                write_json(args, [r for r in best if r is not None], device="(incomplete)")
+    rows = [r for r in best if r is not None]
 
-    ours = {r["num_envs"]: r for r in results if r["name"] == "purejaxppo CartPole-v1" and "sps" in r}
-    print(f"{'workload':<30} {'envs':>5} {'compile s':>10} {'steps/s':>12} {'peak MB':>9} {'purejaxppo / this':>18}")
-    for r in results:
+    if not args.any_backend:
+        wrong = {r.get("backend") for r in rows if r.get("backend") not in (None, BACKENDS[args.platform])}
+        if wrong:
+            raise SystemExit(f"--platform {args.platform}: the cases ran on {', '.join(sorted(wrong))}; "
+                             "install JAX for that backend or pick the platform this machine has")
+    device = next((f"{r['device']} x{r['device_count']}" for r in rows if "device" in r), "unknown")
+    print(f"device: {device}; {', '.join(f'{k} {v}' for k, v in versions().items())}")
+    notes = next((r["adaptations"] for r in rows if "adaptations" in r), None)
+    if notes:
+        print("PureJaxRL adaptations: " + "; ".join(notes))
+    print(f"{'workload':<40} {'trainer':<28} {'compile s':>9} {'env steps/s':>13} {'final return':>12} "
+          f"{'purejaxppo / this':>17}")
+    ours_sps = {r["workload"]: r["sps"] for r in rows if r["trainer"] == "purejaxppo" and "sps" in r}
+    for r in rows:
         if "error" in r:
-            print(f"{r['name']:<30} {r['num_envs']:>5}  failed: {r['error']}")
+            print(f"{r['workload']:<40} {r['trainer']:<28} failed: {r['error']}")
             continue
         ratio = ""
-        if not r["name"].startswith("purejaxppo") and r["num_envs"] in ours:
-            ratio = f"{ours[r['num_envs']]['sps'] / r['sps']:.1f}x"
-        peak = r.get("peak_rss_mb")
-        print(
-            f"{r['name']:<30} {r['num_envs']:>5} {r.get('compile_seconds', 0):>10.1f} {r['sps']:>12,.0f} "
-            f"{(f'{peak:.0f}' if peak else '-'):>9} {ratio:>18}"
-        )
+        if r["trainer"] != "purejaxppo" and r["workload"] in ours_sps:
+            ratio = f"{ours_sps[r['workload']] / r['sps']:.2f}x"
+        ret = r.get("final_return")
+        print(f"{r['workload']:<40} {r['trainer']:<28} {r.get('compile_seconds', 0):>9.1f} {r['sps']:>13,.0f} "
+              f"{(f'{ret:.1f}' if ret is not None else '-'):>12} {ratio:>17}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args, rows, device)
+
+
+def write_json(args: argparse.Namespace, rows: list[dict], device: str) -> None:
+    with open(args.json, "w") as f:
+        json.dump(dict(platform=args.platform, device=device, versions=versions(), command=sys.argv,
+                       repeat=args.repeat, rows=rows), f, indent=2)
 
 
 if __name__ == "__main__":

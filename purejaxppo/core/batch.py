@@ -60,12 +60,16 @@ def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HPar
     next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)  # V(s_{t+1})
     if config.bootstrap_truncation:
         # after a truncation s_{t+1} is a reset state: bootstrap from the final observation instead
-        next_values = jnp.where(traj.truncated, traj.final_value, next_values)
+        final_value = traj.final_value
+        if final_value is None:  # tuning.truncation == "batched": value every final observation here
+            final_obs = observe(config, state.obs_rms, traj.final_obs)
+            final_value = network.apply(state.params, final_obs, method=ActorCritic.value)
+        next_values = jnp.where(traj.truncated, final_value, next_values)
         terminated = traj.terminated
     else:
         terminated = done
     advantages, targets = gae_advantages(rewards, values, next_values, terminated, done, hparams.gamma,
-                                         hparams.gae_lambda)
+                                         hparams.gae_lambda, unroll=parts.tuning.gae_unroll)
 
     def flat(x):  # [T, N, ...] -> [T * N, ...]; with data parallelism, every device's environments first
         return comm.gather(x, axis=1).reshape((config.batch_size,) + x.shape[2:])

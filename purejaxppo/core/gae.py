@@ -14,6 +14,7 @@ def gae_advantages(
     done_t: jax.Array,
     gamma: jax.Array | float,
     gae_lambda: jax.Array | float,
+    unroll: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
     """GAE(gamma, lambda) of Schulman et al. (2016), time-major.
 
@@ -35,6 +36,7 @@ def gae_advantages(
         terminated_t: ``[T, ...]`` true end of episode at step t.
         done_t: ``[T, ...]`` terminated or truncated at step t.
         gamma, gae_lambda: scalars (may be traced).
+        unroll: steps per iteration of the compiled loop (speed only).
 
     Returns:
         ``(advantages [T, ...], returns [T, ...])``.
@@ -52,5 +54,5 @@ def gae_advantages(
         adv_t = delta_t + decay_t * adv_tp1
         return adv_t, adv_t
 
-    _, advantages = jax.lax.scan(step, jnp.zeros_like(deltas[0]), (deltas, decay), reverse=True)
+    _, advantages = jax.lax.scan(step, jnp.zeros_like(deltas[0]), (deltas, decay), reverse=True, unroll=unroll)
     return advantages, advantages + values_t

@@ -12,6 +12,7 @@ from purejaxppo.core.collectives import LOCAL, Collectives
 from purejaxppo.core.config import PPOConfig, validate_for_env
 from purejaxppo.core.distributions import distribution
 from purejaxppo.core.networks import ActorCritic, make_network
+from purejaxppo.core.tuning import Tuning, tuning_for
 from purejaxppo.envs import EnvAdapter, make_env
 
 
@@ -25,17 +26,22 @@ class Parts(NamedTuple):
     comm: Collectives
     act: Act
     vstep: Callable  # env.step over this device's environments, clipping per config.clip_actions
+    tuning: Tuning  # how the program is laid out on this backend (same algorithm)
 
     @property
     def num_local_envs(self) -> int:
         return self.config.num_envs // self.comm.num_shards
 
 
-def make_parts(config: PPOConfig, comm: Collectives = LOCAL) -> Parts:
-    """Build the environment (checking the settings that depend on it), network and acting function."""
+def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | None = None) -> Parts:
+    """Build the environment (checking the settings that depend on it), network and acting function.
+
+    ``tuning`` defaults to the choices for JAX's default backend (:mod:`purejaxppo.core.tuning`).
+    """
     env, _ = make_env(config.env)
     validate_for_env(config, env)
     network = make_network(config, env)
     dist = distribution(env.action_kind == "continuous")
     vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, clip=config.clip_actions))
-    return Parts(config, env, network, dist, comm, make_act(config, network, dist, comm), vstep)
+    tuning = tuning_for() if tuning is None else tuning
+    return Parts(config, env, network, dist, comm, make_act(config, network, dist, comm), vstep, tuning)

@@ -37,6 +37,7 @@ from purejaxppo.core.normalize import rms_init
 from purejaxppo.core.parts import Parts, make_parts
 from purejaxppo.core.rollout import collect
 from purejaxppo.core.state import RunnerState
+from purejaxppo.core.tuning import Tuning
 from purejaxppo.core.update import Optimiser, adapt_kl, learning_rate, make_optimizer, optimise
 from purejaxppo.envs import EnvAdapter
 
@@ -104,16 +105,18 @@ def update_state(parts: Parts, state: RunnerState, hparams: HParams) -> tuple[Ru
     )
 
 
-def make_trainer(config: PPOConfig, comm: Collectives = LOCAL) -> Trainer:
+def make_trainer(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | None = None) -> Trainer:
     """Validate ``config``, build its environment and network, and the pure ``init``, ``update``
     and ``train`` functions.
 
     ``comm`` supplies the cross-device operations; the default is the one-device program,
     without collectives. :mod:`purejaxppo.scale.parallel` passes the implementation over a mesh
     axis, under which these functions are the per-device body of a data-parallel run.
+    ``tuning`` lays the program out for a backend (:mod:`purejaxppo.core.tuning`); the default
+    is the measured best for JAX's default backend.
     """
     validate(config)
-    parts = make_parts(config, comm)
+    parts = make_parts(config, comm, tuning)
     default_hparams = HParams.from_config(config)
     init = functools.partial(init_state, parts)
     update = functools.partial(update_state, parts)
@@ -127,7 +130,7 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL) -> Trainer:
     return Trainer(config, parts.env, parts.network, init, update, train, parts.act)
 
 
-def make_train(config: PPOConfig) -> Callable[..., tuple[RunnerState, Metrics]]:
+def make_train(config: PPOConfig, tuning: Tuning | None = None) -> Callable[..., tuple[RunnerState, Metrics]]:
     """``train(key, hparams=None) -> (final_state, metrics)`` for ``config``; pure and jittable.
 
     Example:
@@ -138,7 +141,7 @@ def make_train(config: PPOConfig) -> Callable[..., tuple[RunnerState, Metrics]]:
         >>> metrics["charts/episodic_return"].shape
         (8,)
     """
-    return make_trainer(config).train
+    return make_trainer(config, tuning=tuning).train
 
 
 __all__ = ["METRIC_NAMES", "RunnerState", "Trainer", "make_train", "make_trainer"]

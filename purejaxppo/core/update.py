@@ -77,12 +77,15 @@ def minibatch_step(parts: Parts, opt: Optimiser, carry: MinibatchCarry, mb: Batc
 
 def run_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state: Any, key: jax.Array):
     """Shuffle the batch, cut it into minibatches, take a step on each; mean of their LossInfo."""
-    config = parts.config
-    perm = permutation(key, config.batch_size)
+    config, tuning = parts.config, parts.tuning
+    if tuning.shuffle == "packed":
+        perm = permutation(key, config.batch_size)
+    else:
+        perm = jax.random.permutation(key, config.batch_size)
     shape = (config.num_minibatches, config.minibatch_size)
     shuffled = jax.tree_util.tree_map(lambda x: x[perm].reshape(shape + x.shape[1:]), batch)
     step = functools.partial(minibatch_step, parts, opt)
-    end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), shuffled)
+    end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), shuffled, unroll=tuning.minibatch_unroll)
     return end.params, end.opt_state, jax.tree_util.tree_map(lambda x: x.mean(axis=0), info)
 
 
@@ -93,13 +96,19 @@ def optimise(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state:
     """
     target_kl = opt.hparams.target_kl
 
-    def epoch(carry: EpochCarry, key: jax.Array):
-        def skip(params, opt_state, key):
-            return params, opt_state, losses.LossInfo(*[jnp.zeros((), jnp.float32)] * len(losses.LossInfo._fields))
+    def skip(params, opt_state, key):
+        return params, opt_state, losses.LossInfo(*[jnp.zeros((), jnp.float32)] * len(losses.LossInfo._fields))
 
-        params, opt_state, info = jax.lax.cond(
-            carry.stopped, skip, functools.partial(run_epoch, parts, opt, batch), carry.params, carry.opt_state, key
-        )
+    run = functools.partial(run_epoch, parts, opt, batch)
+
+    def epoch(carry: EpochCarry, key: jax.Array):
+        if parts.tuning.early_stop == "branch":  # an epoch after the stop does no work
+            params, opt_state, info = jax.lax.cond(carry.stopped, skip, run, carry.params, carry.opt_state, key)
+        else:  # it runs, and its results are dropped: no conditional in the program
+            ran = run(carry.params, carry.opt_state, key)
+            params, opt_state, info = jax.tree_util.tree_map(
+                lambda kept, new: jnp.where(carry.stopped, kept, new), skip(carry.params, carry.opt_state, key), ran
+            )
         stopped = carry.stopped | ((target_kl > 0) & (info.approx_kl > target_kl))
         return EpochCarry(params, opt_state, stopped), (info, ~carry.stopped)
 

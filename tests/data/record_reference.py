@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from purejaxppo import PPOConfig, make_train
+from purejaxppo.core.tuning import Tuning
 
 # Each configuration exercises a different path through the program.
 CONFIGS = {
@@ -42,7 +43,8 @@ CONFIGS = {
 def record() -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for name, (config, seed) in CONFIGS.items():
-        state, metrics = jax.jit(make_train(config))(jax.random.key(seed))
+        # the CPU layout, on every backend (purejaxppo/core/tuning.py)
+        state, metrics = jax.jit(make_train(config, tuning=Tuning()))(jax.random.key(seed))
         for k, v in metrics.items():
             out[f"{name}|metric|{k}"] = np.asarray(v)
         for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):

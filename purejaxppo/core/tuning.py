@@ -1,0 +1,102 @@
+"""How the compiled program is laid out on each backend: choices that change speed, not the algorithm.
+
+The same PPO can be written in ways that cost very differently on a CPU and on a GPU:
+
+* ``truncation``: where the critic's value of a time-limited episode's final observation is
+  computed. ``"branch"`` evaluates it inside the rollout, only on steps where some
+  environment was truncated (a ``lax.cond``; truncations are rare, so on a CPU it is nearly
+  free). ``"batched"`` keeps the final observations in the trajectory and evaluates the
+  critic on all of them in the batched value pass, with no branch: on a GPU a conditional
+  inside a loop stalls the device every step.
+* ``early_stop``: how epochs after a ``target_kl`` stop are skipped. ``"branch"`` skips their
+  work with a ``lax.cond``; ``"select"`` runs them and keeps the previous parameters.
+* ``shuffle``: ``"packed"`` sorts packed 32-bit words (:mod:`purejaxppo.core.shuffle`, several
+  times faster than a key-value sort on a CPU); ``"sort"`` is ``jax.random.permutation``.
+* ``rollout_unroll``, ``gae_unroll``, ``minibatch_unroll``: how many iterations of the
+  rollout, advantage and minibatch loops one loop iteration of the program does.
+* ``episode_stats``: ``"step"`` sums the returns of the episodes that end at each step as the
+  rollout goes; ``"env"`` accumulates per environment and sums once at the end (no
+  reduction inside the loop).
+
+Every choice gives the same algorithm and the same metrics up to float rounding, except
+``shuffle``, which draws different (equally uniform) permutations. The defaults per backend
+are the fastest measured (``experiments/benchmark_speed.py``, README "Speed"). The
+environment variable ``PUREJAXPPO_TUNING`` overrides them, e.g.
+``PUREJAXPPO_TUNING="truncation=batched,gae_unroll=16"``; the variable is read when a
+program is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from purejaxppo.errors import ConfigError
+
+ENV_VAR = "PUREJAXPPO_TUNING"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    truncation: str = "branch"  # branch | batched
+    early_stop: str = "branch"  # branch | select
+    shuffle: str = "packed"  # packed | sort
+    rollout_unroll: int = 1
+    gae_unroll: int = 1
+    minibatch_unroll: int = 1
+    episode_stats: str = "step"  # step | env
+
+    def __post_init__(self):
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"tuning {name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in _INTS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"tuning {name}: must be an integer >= 1, got {value!r}")
+
+
+_CHOICES = {
+    "truncation": ("branch", "batched"),
+    "early_stop": ("branch", "select"),
+    "shuffle": ("packed", "sort"),
+    "episode_stats": ("step", "env"),
+}
+_INTS = ("rollout_unroll", "gae_unroll", "minibatch_unroll")
+
+# The fastest choices measured on each backend (README "Speed"). TPUs take the GPU's choices
+# (the same reasons hold: loops and conditionals are costly on the device), unmeasured so far.
+_ACCELERATOR = Tuning(truncation="batched", early_stop="select", shuffle="sort", rollout_unroll=4, gae_unroll=16,
+                      episode_stats="env")
+DEFAULTS = {"cpu": Tuning(), "gpu": _ACCELERATOR, "tpu": _ACCELERATOR}
+
+
+def parse(text: str, base: Tuning) -> Tuning:
+    """``"name=value,name=value"`` applied over ``base``; one-line errors for unknown names and values."""
+    fields = {f.name for f in dataclasses.fields(Tuning)}
+    changes: dict[str, object] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or name not in fields:
+            raise ConfigError(
+                f"{ENV_VAR}: {item!r} is not name=value with a name among {', '.join(sorted(fields))}"
+            )
+        if name in _INTS:
+            try:
+                changes[name] = int(value)
+            except ValueError:
+                raise ConfigError(f"{ENV_VAR}: {name} must be an integer >= 1, got {value!r}") from None
+        else:
+            changes[name] = value
+    return dataclasses.replace(base, **changes)
+
+
+def tuning_for(backend: str | None = None) -> Tuning:
+    """The choices for ``backend`` (default: JAX's default backend), with ``PUREJAXPPO_TUNING`` applied."""
+    if backend is None:
+        import jax
+
+        backend = jax.default_backend()
+    base = DEFAULTS.get(backend, DEFAULTS["gpu"])  # other accelerators: as a GPU
+    return parse(os.environ.get(ENV_VAR, ""), base)

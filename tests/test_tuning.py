@@ -1,0 +1,133 @@
+"""Backend layouts (purejaxppo/core/tuning.py): the accelerator's layout is the same algorithm.
+
+Runs here on the CPU with the GPU's choices forced, against the reference runs recorded with
+the CPU layout (tests/data), and the batched truncation value against the true final
+observation.
+"""
+
+import dataclasses
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo import HParams, PPOConfig
+from purejaxppo.core import tuning as tuning_module
+from purejaxppo.core.batch import make_batch
+from purejaxppo.core.parts import make_parts
+from purejaxppo.core.rollout import collect
+from purejaxppo.core.train import init_state, make_train
+from purejaxppo.core.tuning import DEFAULTS, Tuning, parse, tuning_for
+from purejaxppo.errors import ConfigError
+
+HERE = os.path.join(os.path.dirname(__file__), "data")
+sys.path.insert(0, HERE)
+from record_reference import CONFIGS  # noqa: E402
+
+sys.path.remove(HERE)
+
+GPU = DEFAULTS["gpu"]
+
+
+def test_cpu_layout_is_the_recorded_one_and_gpu_differs_in_every_choice():
+    assert DEFAULTS["cpu"] == Tuning()
+    assert all(getattr(GPU, f.name) != getattr(Tuning(), f.name)
+               for f in dataclasses.fields(Tuning) if f.name != "minibatch_unroll")
+
+
+def test_environment_variable_overrides_the_backend_default(monkeypatch):
+    monkeypatch.setenv(tuning_module.ENV_VAR, "truncation=batched, gae_unroll=8")
+    assert tuning_for("cpu") == Tuning(truncation="batched", gae_unroll=8)
+    assert tuning_for("gpu") == dataclasses.replace(GPU, gae_unroll=8)
+    monkeypatch.delenv(tuning_module.ENV_VAR)
+    assert tuning_for("cpu") == Tuning()
+    assert tuning_for("some-new-accelerator") == GPU
+
+
+@pytest.mark.parametrize("text, message", [
+    ("truncation=maybe", "tuning truncation: 'maybe' is not one of branch, batched"),
+    ("unroll=4", "is not name=value with a name among"),
+    ("gae_unroll", "is not name=value"),
+    ("gae_unroll=four", "gae_unroll must be an integer >= 1, got 'four'"),
+    ("rollout_unroll=0", "tuning rollout_unroll: must be an integer >= 1, got 0"),
+])
+def test_bad_tuning_is_one_line(text, message):
+    with pytest.raises(ConfigError, match=None) as e:
+        parse(text, Tuning())
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def _rollout_batch(config, tuning, final_obs_override=None):
+    parts = make_parts(config, tuning=tuning)
+    hp = HParams.from_config(config)
+
+    def run(key):
+        state = init_state(parts, key, hp)
+        state, traj, _ = collect(parts, state, jax.random.key(7))
+        if final_obs_override is not None:
+            traj = final_obs_override(traj)
+        _, batch = make_batch(parts, state, traj, hp)
+        return traj, batch
+
+    return jax.jit(run)(jax.random.key(3))
+
+
+def test_batched_truncation_bootstraps_from_the_true_final_observation():
+    # Pendulum's time limit is 200 steps: a 256-step rollout truncates every environment once,
+    # and the observation after the reset differs from the one the episode ended on.
+    config = PPOConfig(env="Pendulum-v1", num_envs=4, num_steps=256, num_minibatches=1, total_timesteps=4 * 256,
+                       normalize_obs=True)
+    traj_b, branch = _rollout_batch(config, Tuning())
+    traj_g, batched = _rollout_batch(config, Tuning(truncation="batched"))
+    truncated = np.asarray(traj_b.truncated)
+    assert truncated.sum() == 4 and traj_g.final_obs is not None and traj_b.final_obs is None
+    np.testing.assert_allclose(np.asarray(batched.advantage), np.asarray(branch.advantage), rtol=1e-5, atol=1e-5)
+
+    # the semantics of an auto-reset that loses the final observation (it keeps only the reset one)
+    def reset_obs_instead(traj):
+        next_obs = jnp.concatenate([traj.obs[1:], traj.obs[-1:]], axis=0)
+        return traj._replace(final_obs=jnp.where(traj.truncated[..., None], next_obs, traj.final_obs))
+
+    _, wrong = _rollout_batch(config, Tuning(truncation="batched"), reset_obs_instead)
+    rows = np.asarray(traj_b.truncated).reshape(-1)
+    diff = np.abs(np.asarray(wrong.advantage) - np.asarray(branch.advantage))
+    assert diff[rows].min() > 1e-3  # every truncated step is bootstrapped differently
+
+
+@pytest.fixture(scope="module")
+def reference():
+    data = np.load(os.path.join(HERE, "reference_runs.npz"))
+    return {k: data[k] for k in data.files if k != "__versions__"}
+
+
+@pytest.mark.parametrize("name", ["pendulum", "timelimit"])
+def test_accelerator_layout_gives_the_reference_run(name, reference):
+    # Everything but the shuffle as on a GPU: the same run to float rounding, early stops and
+    # truncation bootstraps included. Rounding differences grow as training goes on (the
+    # Pendulum run's small policy losses reach 1e-3 relative by its last update), so the
+    # first updates are held tight and the whole run looser.
+    config, seed = CONFIGS[name]
+    state, metrics = jax.jit(make_train(config, tuning=dataclasses.replace(GPU, shuffle="packed")))(
+        jax.random.key(seed))
+    for k, v in metrics.items():
+        expected = reference[f"{name}|metric|{k}"]
+        np.testing.assert_allclose(np.asarray(v)[:3], expected[:3], rtol=2e-4, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(np.asarray(v), expected, rtol=1e-2, atol=1e-4, err_msg=k)
+    np.testing.assert_array_equal(np.asarray(metrics["losses/epochs"]), reference[f"{name}|metric|losses/epochs"])
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
+        np.testing.assert_allclose(np.asarray(leaf), reference[f"{name}|param|{jax.tree_util.keystr(path)}"],
+                                   rtol=1e-2, atol=1e-4)
+
+
+def test_accelerator_shuffle_changes_only_the_minibatches(reference):
+    # jax.random.permutation draws other permutations: the first rollout (before any update)
+    # is the reference's, and the run stays finite.
+    config, seed = CONFIGS["cartpole"]
+    _, metrics = jax.jit(make_train(config, tuning=GPU))(jax.random.key(seed))
+    for k in ("charts/episodic_return", "charts/episodic_length", "charts/episodes"):
+        np.testing.assert_allclose(np.asarray(metrics[k])[0], reference[f"cartpole|metric|{k}"][0], rtol=1e-6)
+    assert all(np.isfinite(np.asarray(metrics[k])).all() for k in ("losses/value_loss", "losses/policy_loss"))
+    assert not np.array_equal(np.asarray(metrics["losses/value_loss"]), reference["cartpole|metric|losses/value_loss"])
