@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from purejaxppo.core.config import ACTIVATIONS, HPARAM_FIELDS, KL_PENALTIES, PPOConfig, field_docs
 from purejaxppo.core.presets import PRESETS, preset
-from purejaxppo.errors import CheckpointError, PurejaxppoError, UsageError
+from purejaxppo.errors import CheckpointError, ConfigError, PurejaxppoError, UsageError
 
 PROG = "purejaxppo"
 # Settings that may change when a run is resumed (the rest would make it a different run).
@@ -158,9 +158,50 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--render", default=None, metavar="OUT.gif",
                     help="also record one episode as an animated GIF (CartPole, Acrobot, Pendulum, MountainCar, MinAtar)")
     _add_cache_flag(ev)
+    rep = sub.add_parser(
+        "reproduce",
+        help="run a reproduction suite against published numbers",
+        description="Train every task of a suite with its preset (seeds vmapped in one program per task), evaluate "
+                    "the final policies and write results.csv, summary.md and plots to --out.",
+    )
+    rep.add_argument("suite", nargs="?", default=None, metavar="SUITE",
+                     help="gymnax-classic, bsuite or minatar (omit with --list)")
+    rep.add_argument("--list", action="store_true", help="list the suites, their tasks and published numbers")
+    rep.add_argument("--seeds", type=_positive_int, default=5, metavar="N", help="seeds per task (default: 5)")
+    rep.add_argument("--task", action="append", default=None, metavar="ENV", help="run only this task (repeatable)")
+    rep.add_argument("--tiny", action="store_true",
+                     help="2 updates of 4 envs per task: checks the plumbing, not the numbers")
+    rep.add_argument("--out", default=None, metavar="DIR", help="where the result files go (default: results/SUITE)")
+    _add_cache_flag(rep)
     sub.add_parser("envs", help="list the environment names accepted by --env")
     sub.add_parser("presets", help="list the presets and their settings")
     return parser
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from purejaxppo.run.reproduce import SUITES, get_suite, run_suite
+
+    if args.list:
+        for suite in SUITES.values():
+            where = "" if suite.fits_cpu else " (sized for an accelerator)"
+            print(f"{suite.name}{where}: " + ", ".join(f"{t.env} {t.published:g}" for t in suite.tasks))
+        return 0
+    if args.suite is None:
+        raise ConfigError(f"reproduce: name a suite ({', '.join(SUITES)}) or give --list")
+    get_suite(args.suite)
+    if args.seeds < 1:
+        raise ConfigError(f"reproduce --seeds: must be at least 1, got {args.seeds}")
+    from purejaxppo.run.layout import check_out_path
+
+    _setup_cache(args)
+    out = args.out or os.path.join("results", args.suite)
+    check_out_path(out)
+    command = "purejaxppo reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [args.suite])
+    summary = run_suite(args.suite, seeds=args.seeds, tiny=args.tiny, out=out, tasks=args.task, command=command,
+                        log=lambda m: print(m, flush=True))
+    print(f"IQM {summary['iqm']:.3f} [{summary['iqm_ci95'][0]:.3f}, {summary['iqm_ci95'][1]:.3f}]; "
+          f"results in {out} (summary.md)")
+    return 0
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -433,6 +474,8 @@ def _main(argv: list[str] | None = None) -> int:
             return cmd_sweep(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "reproduce":
+            return cmd_reproduce(args)
         if args.command == "envs":
             from purejaxppo.envs import known_envs
 

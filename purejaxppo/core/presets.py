@@ -82,6 +82,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# bsuite (Osband et al., 2020) as gymnax ships it: short episodes, a reward at the end. One
+# small setting for all five; 262,144 env steps each.
+_BSUITE = dict(total_timesteps=262_144, num_envs=16, num_steps=128, num_minibatches=4, update_epochs=4, lr=2.5e-3,
+               ent_coef=0.01, gamma=0.99, gae_lambda=0.95)
+for _name in ("Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite", "UmbrellaChain-bsuite",
+              "DiscountingChain-bsuite"):
+    PRESETS[_name] = dict(_BSUITE, env=_name)
+
+# MinAtar: PureJaxRL's MinAtar settings (64 envs x 128 steps, lr 5e-3 annealed, relu, 8 minibatches),
+# 10M env steps as in gymnax's published baselines.
+_MINATAR = dict(total_timesteps=10_000_000, num_envs=64, num_steps=128, num_minibatches=8, update_epochs=4, lr=5e-3,
+                ent_coef=0.01, activation="relu")
+for _name in ("Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar"):
+    PRESETS[_name] = dict(_MINATAR, env=_name)
+
 
 def preset(name: str) -> PPOConfig:
     """The tuned configuration of ``name`` (an environment name)."""

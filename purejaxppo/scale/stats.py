@@ -52,3 +52,36 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([fmt(head), *map(fmt, lines)])
+
+
+# ---- across tasks (Agarwal et al., 2021, "Deep RL at the edge of the statistical precipice") ----
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle 50% of all runs' scores (``scipy.stats.trim_mean``
+    with 25% cut from each end: ``floor(0.25 n)`` values from each side)."""
+    v = np.sort(np.asarray(scores, np.float64).reshape(-1))
+    cut = int(0.25 * v.size)
+    return float(v[cut:v.size - cut].mean())
+
+
+def stratified_bootstrap_ci(scores: np.ndarray, statistic=iqm, n: int = 2000, level: float = 0.95,
+                            key: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``statistic`` over stratified bootstrap resamples of ``scores [tasks, seeds]``:
+    each resample draws, for every task independently, as many seeds as it has, with replacement."""
+    s = np.asarray(scores, np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be [tasks, seeds], got shape {s.shape}")
+    rng = np.random.default_rng(key)
+    tasks, seeds = s.shape
+    picks = rng.integers(0, seeds, size=(n, tasks, seeds))
+    resampled = np.take_along_axis(np.broadcast_to(s, (n, tasks, seeds)), picks, axis=2)
+    stats = np.array([statistic(r) for r in resampled])
+    lo, hi = np.percentile(stats, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
+
+
+def performance_profile(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """Fraction of runs (all tasks and seeds) whose score exceeds each ``tau``."""
+    v = np.asarray(scores, np.float64).reshape(-1)
+    return (v[None, :] > np.asarray(taus, np.float64)[:, None]).mean(axis=1)
