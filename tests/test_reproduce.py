@@ -1,0 +1,99 @@
+"""Reproduction suites (purejaxppo reproduce): the plumbing at a tiny budget, through the real CLI in-process.
+
+Every suite runs here with some of its tasks (each task is three compiled programs: training,
+evaluation and the random policy). The numbers of a tiny budget mean nothing; the files,
+their columns, the verdict logic and the one-line errors are checked.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from purejaxppo.cli import main
+from purejaxppo.core.presets import PRESETS
+from purejaxppo.run.reproduce import SUITES, Task, verdict
+
+
+@pytest.fixture(scope="module")
+def bsuite_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("rep") / "bsuite")
+    rc = main(["reproduce", "bsuite", "--tiny", "--seeds", "3", "--task", "Catch-bsuite",
+               "--task", "DiscountingChain-bsuite", "--out", out, "--compilation-cache", "off"])
+    assert rc == 0
+    return out
+
+
+def test_every_task_of_every_suite_has_a_preset():
+    for suite in SUITES.values():
+        for task in suite.tasks:
+            assert task.env in PRESETS, task.env
+
+
+def test_tiny_suite_writes_every_file(bsuite_run):
+    assert sorted(os.listdir(bsuite_run)) == ["curves.png", "meta.json", "profile.png", "results.csv", "summary.md"]
+    with open(os.path.join(bsuite_run, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["task"], r["seed"]) for r in rows] == [("Catch-bsuite", str(s)) for s in range(3)] + [
+        ("DiscountingChain-bsuite", str(s)) for s in range(3)]
+    assert all(int(r["env_steps"]) == 4 * 16 * 2 for r in rows)
+    meta = json.load(open(os.path.join(bsuite_run, "meta.json")))
+    assert meta["suite"] == "bsuite" and meta["seeds"] == 3 and meta["tiny"] is True
+    assert meta["command"].startswith("purejaxppo reproduce")
+    for key in ("commit", "versions", "device", "python"):
+        assert key in meta["environment"]
+    for t, task in zip(meta["tasks"], ("Catch-bsuite", "DiscountingChain-bsuite")):
+        assert t["task"] == task and 0 <= t["solved"] <= 3
+        assert t["ci95"][0] <= t["mean"] <= t["ci95"][1]
+        per_seed = [float(r["eval_return"]) for r in rows if r["task"] == task]
+        assert t["mean"] == pytest.approx(np.mean(per_seed), rel=1e-5)
+    # normalised = (eval - random) / (optimum - random), recomputed from the csv
+    for r in rows:
+        optimum = {"Catch-bsuite": 1.0, "DiscountingChain-bsuite": 1.1}[r["task"]]
+        expected = (float(r["eval_return"]) - float(r["random_return"])) / (optimum - float(r["random_return"]))
+        assert float(r["normalised"]) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    summary = open(os.path.join(bsuite_run, "summary.md")).read()
+    assert "tiny budget" in summary and "| Catch-bsuite |" in summary and "IQM" in summary
+    assert "seeds solved" in summary
+
+
+@pytest.mark.parametrize("suite, task", [("gymnax-classic", "Pendulum-v1"), ("minatar", "Freeway-MinAtar")])
+def test_other_suites_run_tiny(tmp_path, suite, task, capsys):
+    out = str(tmp_path / suite)
+    assert main(["reproduce", suite, "--tiny", "--seeds", "2", "--task", task, "--out", out,
+                 "--compilation-cache", "off"]) == 0
+    summary = open(os.path.join(out, "summary.md")).read()
+    assert f"| {task} |" in summary
+    if task == "Pendulum-v1":
+        assert "(target -145)" in summary and "above the optimum" in summary
+    assert "results in" in capsys.readouterr().out
+
+
+def test_verdicts_by_hand():
+    t = Task("X", 10.0)
+    assert verdict(t, 10.0, 9.0) == "met"
+    assert verdict(t, 12.0, 10.5) == "above published"
+    assert verdict(t, 8.0, 7.0) == "not met (2 below)"
+    p = Task("P", -130.0, target=-145.0)
+    assert verdict(p, -140.0, -150.0) == "met"
+    assert verdict(p, -150.0, -160.0) == "not met (5 below)"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce"], "name a suite (gymnax-classic, bsuite, minatar) or give --list"),
+    (["reproduce", "atari"], "unknown suite 'atari'; accepted: gymnax-classic, bsuite, minatar"),
+    (["reproduce", "bsuite", "--task", "CartPole-v1"], "CartPole-v1 not in suite bsuite; accepted:"),
+    (["reproduce", "bsuite", "--seeds", "0"], "--seeds: must be at least 1, got 0"),
+])
+def test_bad_reproduce_input_is_one_line(argv, message, capsys, tmp_path):
+    rc = main([*argv, "--out", str(tmp_path / "x")] if len(argv) > 1 else argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_list(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "minatar (sized for an accelerator): Asterix-MinAtar 15" in out and "bsuite: Catch-bsuite 1" in out
