@@ -55,7 +55,8 @@ def test_sweeps(tmp_path):
 
 
 def test_reproduce(tmp_path):
-    out, _ = run_notebook("reproduce.ipynb", 'SUITE = "bsuite"\nSEEDS = 2\nTINY = True\nTASKS = ["Catch-bsuite"]',
+    # the MinAtar suite's plumbing (tests/test_reproduce.py runs the other suites)
+    out, _ = run_notebook("reproduce.ipynb", 'SUITE = "minatar"\nSEEDS = 2\nTINY = True\nTASKS = ["Freeway-MinAtar"]',
                           tmp_path)
-    assert out["suite"] == "bsuite" and out["tasks"] == ["Catch-bsuite"] and len(out["verdicts"]) == 1
-    assert (tmp_path / "results" / "bsuite" / "summary.md").exists()
+    assert out["suite"] == "minatar" and out["tasks"] == ["Freeway-MinAtar"] and len(out["verdicts"]) == 1
+    assert (tmp_path / "results" / "minatar" / "summary.md").exists()

@@ -1,6 +1,6 @@
 """Reproduction suites (purejaxppo reproduce): the plumbing at a tiny budget, through the real CLI in-process.
 
-Every suite runs here with some of its tasks (each task is three compiled programs: training,
+Every suite runs with some of its tasks (minatar through its notebook, tests/test_notebook.py) (each task is three compiled programs: training,
 evaluation and the random policy). The numbers of a tiny budget mean nothing; the files,
 their columns, the verdict logic and the one-line errors are checked.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from purejaxppo.cli import main
 from purejaxppo.core.presets import PRESETS
-from purejaxppo.run.reproduce import SUITES, Task, verdict
+from purejaxppo.run.reproduce import SUITES, Task, rewrite_summary, verdict
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,8 @@ def test_tiny_suite_writes_every_file(bsuite_run):
     assert "seeds solved" in summary
 
 
-@pytest.mark.parametrize("suite, task", [("gymnax-classic", "Pendulum-v1"), ("minatar", "Freeway-MinAtar")])
+# (the minatar suite runs tiny in tests/test_notebook.py, through its notebook)
+@pytest.mark.parametrize("suite, task", [("gymnax-classic", "Pendulum-v1")])
 def test_other_suites_run_tiny(tmp_path, suite, task, capsys):
     out = str(tmp_path / suite)
     assert main(["reproduce", suite, "--tiny", "--seeds", "2", "--task", task, "--out", out,
@@ -73,12 +74,25 @@ def test_other_suites_run_tiny(tmp_path, suite, task, capsys):
 
 def test_verdicts_by_hand():
     t = Task("X", 10.0)
-    assert verdict(t, 10.0, 9.0) == "met"
-    assert verdict(t, 12.0, 10.5) == "above published"
-    assert verdict(t, 8.0, 7.0) == "not met (2 below)"
+    assert verdict(t, 10.0, 9.0, 11.0) == "met"
+    assert verdict(t, 12.0, 10.5, 13.0) == "above published"
+    assert verdict(t, 8.0, 7.0, 9.0) == "not met (2 below)"
+    assert verdict(t, 9.5, 9.0, 10.2) == "not met on the mean (0.5 below; the 95% interval reaches it)"
     p = Task("P", -130.0, target=-145.0)
-    assert verdict(p, -140.0, -150.0) == "met"
-    assert verdict(p, -150.0, -160.0) == "not met (5 below)"
+    assert verdict(p, -140.0, -150.0, -130.0) == "met"
+    assert verdict(p, -150.0, -160.0, -146.0) == "not met (5 below)"
+    assert verdict(p, -144.0, -143.0, -140.0) == "above target"
+
+
+def test_rewrite_summary_recomputes_verdicts(bsuite_run):
+    meta_path = os.path.join(bsuite_run, "meta.json")
+    meta = json.load(open(meta_path))
+    before = open(os.path.join(bsuite_run, "summary.md")).read()
+    meta["tasks"][0]["verdict"] = "stale"
+    json.dump(meta, open(meta_path, "w"))
+    rewrite_summary(bsuite_run)
+    assert json.load(open(meta_path))["tasks"][0]["verdict"] != "stale"
+    assert open(os.path.join(bsuite_run, "summary.md")).read() == before
 
 
 @pytest.mark.parametrize("argv, message", [
