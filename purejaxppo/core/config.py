@@ -28,6 +28,7 @@ from purejaxppo.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 KL_PENALTIES = ("off", "fixed", "adaptive")
+POLICIES = ("mlp", "gru")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class PPOConfig:
     """Hidden activation: tanh, relu, gelu, silu or elu."""
     shared_torso: bool = False
     """Actor and critic share one torso (actor_hidden) with two heads."""
+    policy: str = "mlp"
+    """mlp (feed-forward), or gru: a recurrent actor-critic whose hidden state is carried across steps and reset at episode starts."""
+    gru_hidden: int = 128
+    """Width of the GRU's hidden state (policy gru only)."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (continuous actions only)."""
     clip_actions: bool = True
@@ -242,6 +247,8 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     **{n: _NON_NEGATIVE for n in ("clip_eps", "vf_clip_eps", "ent_coef", "vf_coef", "kl_coef", "target_kl")},
     **{n: _UNIT for n in ("gamma", "gae_lambda")},
     "activation": _choice(ACTIVATIONS),
+    "policy": _choice(POLICIES),
+    "gru_hidden": _positive_int,
     "kl_penalty": _choice(KL_PENALTIES),
     "actor_hidden": _widths,
     "critic_hidden": _widths,
@@ -279,6 +286,16 @@ def validate(config: PPOConfig) -> PPOConfig:
             f"num_minibatches: {c.num_minibatches} does not divide the batch num_envs * num_steps = "
             f"{c.num_envs} * {c.num_steps} = {c.batch_size}; accepted: a divisor such as {', '.join(map(str, divisors))}"
         )
+    if c.policy == "gru" and c.num_envs % c.num_minibatches:
+        divisors = [d for d in range(1, c.num_envs + 1) if c.num_envs % d == 0]
+        raise ConfigError(
+            f"num_minibatches: {c.num_minibatches} does not divide num_envs = {c.num_envs}, and a recurrent policy's "
+            f"minibatches are whole sequences of environments; accepted: a divisor of num_envs such as "
+            f"{', '.join(map(str, divisors[:8]))}"
+        )
+    if c.policy == "gru" and c.shared_torso:
+        raise ConfigError("shared_torso: got True, but policy gru already shares its GRU between actor and critic; "
+                          "accepted: false with policy gru")
     if c.total_timesteps < c.batch_size:
         raise ConfigError(
             f"total_timesteps: {c.total_timesteps} is less than one batch of num_envs * num_steps = {c.batch_size}; "

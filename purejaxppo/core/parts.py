@@ -40,7 +40,12 @@ def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | No
     """
     env, _ = make_env(config.env)
     validate_for_env(config, env)
-    network = make_network(config, env)
+    if config.policy == "gru":
+        from purejaxppo.core.recurrent import make_recurrent_network
+
+        network = make_recurrent_network(config, env)
+    else:
+        network = make_network(config, env)
     dist = distribution(env.action_kind == "continuous")
     vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, clip=config.clip_actions))
     tuning = tuning_for() if tuning is None else tuning

@@ -30,6 +30,8 @@ class RunnerState:
     episode_length: jax.Array  # [N] length of the running episode
     kl: KLControllerState
     update_step: jax.Array  # [] updates done so far
+    hidden: Any = None  # [N, H] recurrent policies: the hidden state before the next step (None otherwise)
+    starts: Any = None  # [N] recurrent policies: the current observation begins an episode
 
 
 def finite_state(state: RunnerState) -> jax.Array:

@@ -53,7 +53,8 @@ class Trainer(NamedTuple):
     init: Callable[[jax.Array, HParams], RunnerState]
     update: Callable[[RunnerState, HParams], tuple[RunnerState, Metrics]]
     train: Callable[..., tuple[RunnerState, Metrics]]
-    act: Act  # act(params, obs_rms, obs, key, deterministic=False) -> (action, log_prob)
+    act: Act  # act(params, obs_rms, obs, key, deterministic=False) -> (action, log_prob); with policy gru,
+    # act(params, obs_rms, h, obs, start, key, deterministic=False) -> (next h, action, log_prob)
     mesh: Any = None  # the device mesh of a data-parallel trainer (purejaxppo.scale.parallel)
 
 
@@ -62,7 +63,13 @@ def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
     config, env, n = parts.config, parts.env, parts.num_local_envs
     key, net_key, env_key = jax.random.split(key, 3)
     obs, env_state = jax.vmap(env.reset)(parts.comm.own(jax.random.split(env_key, config.num_envs)))
-    params = parts.network.init(net_key, jnp.zeros((1, env.obs_dim), jnp.float32))
+    recurrent = config.policy == "gru"
+    if recurrent:
+        from purejaxppo.core.recurrent import init_params
+
+        params = init_params(parts.network, net_key, env.obs_dim)
+    else:
+        params = parts.network.init(net_key, jnp.zeros((1, env.obs_dim), jnp.float32))
     return RunnerState(
         params=params,
         opt_state=make_optimizer(hparams).init(params),
@@ -76,18 +83,29 @@ def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
         episode_length=jnp.zeros((n,), jnp.int32),
         kl=losses.kl_controller_init(hparams.kl_coef),
         update_step=jnp.zeros((), jnp.int32),
+        hidden=jnp.zeros((n, config.gru_hidden), jnp.float32) if recurrent else None,
+        starts=jnp.ones((n,), bool) if recurrent else None,
     )
 
 
 def update_state(parts: Parts, state: RunnerState, hparams: HParams) -> tuple[RunnerState, Metrics]:
     """One PPO iteration: collect, make the batch, optimise, adapt the KL coefficient; its metrics."""
     key, rollout_key, epoch_key = jax.random.split(state.key, 3)
-    state, traj, episodes = collect(parts, state, rollout_key)
-    state, batch = make_batch(parts, state, traj, hparams)
+    if parts.config.policy == "gru":
+        from purejaxppo.core import recurrent
+
+        state, traj, episodes = recurrent.collect(parts, state, rollout_key)
+        state, batch = recurrent.make_batch(parts, state, traj, hparams)
+    else:
+        state, traj, episodes = collect(parts, state, rollout_key)
+        state, batch = make_batch(parts, state, traj, hparams)
     lr = learning_rate(parts.config, hparams, state.update_step)
     opt = Optimiser(make_optimizer(hparams), lr, state.kl.coef, hparams)
     params, opt_state, info, epochs = optimise(parts, opt, batch, state.params, state.opt_state, epoch_key)
-    kl, post_update_kl = adapt_kl(parts, state.kl, params, batch, hparams)
+    if parts.config.policy == "gru":
+        kl, post_update_kl = recurrent.adapt_kl(parts, state.kl, params, batch, hparams)
+    else:
+        kl, post_update_kl = adapt_kl(parts, state.kl, params, batch, hparams)
     state = state.replace(params=params, opt_state=opt_state, key=key, kl=kl, update_step=state.update_step + 1)
     episodic_return, episodic_length = episodes.means()
     return state, update_metrics(
@@ -127,7 +145,13 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | 
         state = init(key, hparams)
         return jax.lax.scan(lambda s, _: update(s, hparams), state, None, length=config.num_updates)
 
-    return Trainer(config, parts.env, parts.network, init, update, train, parts.act)
+    if config.policy == "gru":
+        from purejaxppo.core.recurrent import make_recurrent_act
+
+        act = make_recurrent_act(config, parts.network, parts.dist)
+    else:
+        act = parts.act
+    return Trainer(config, parts.env, parts.network, init, update, train, act)
 
 
 def make_train(config: PPOConfig, tuning: Tuning | None = None) -> Callable[..., tuple[RunnerState, Metrics]]:

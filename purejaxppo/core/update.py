@@ -66,7 +66,13 @@ def minibatch_step(parts: Parts, opt: Optimiser, carry: MinibatchCarry, mb: Batc
     config, comm = parts.config, parts.comm
     if config.norm_adv:  # statistics of the whole minibatch (every device holds all of it)
         mb = mb._replace(advantage=losses.normalize_advantages(mb.advantage))
-    loss = functools.partial(losses.ppo_loss, parts.network.apply, parts.dist,
+    if config.policy == "gru":  # minibatches of whole sequences, re-run from their first hidden state
+        from purejaxppo.core.recurrent import sequence_apply
+
+        apply_fn = sequence_apply(parts.network)
+    else:
+        apply_fn = parts.network.apply
+    loss = functools.partial(losses.ppo_loss, apply_fn, parts.dist,
                              kl_penalty=config.kl_penalty != "off", clip_vloss=config.clip_vloss)
     grads, info = jax.grad(loss, has_aux=True)(params, jax.tree_util.tree_map(comm.own, mb), opt.hparams, opt.kl_coef)
     grads, info = comm.mean(grads), comm.mean(info)
@@ -99,7 +105,12 @@ def optimise(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state:
     def skip(params, opt_state, key):
         return params, opt_state, losses.LossInfo(*[jnp.zeros((), jnp.float32)] * len(losses.LossInfo._fields))
 
-    run = functools.partial(run_epoch, parts, opt, batch)
+    if parts.config.policy == "gru":
+        from purejaxppo.core import recurrent
+
+        run = functools.partial(recurrent.run_epoch, parts, opt, batch)
+    else:
+        run = functools.partial(run_epoch, parts, opt, batch)
 
     def epoch(carry: EpochCarry, key: jax.Array):
         if parts.tuning.early_stop == "branch":  # an epoch after the stop does no work

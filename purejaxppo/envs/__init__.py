@@ -4,9 +4,10 @@ from purejaxppo.envs.deferred import defer_plotting_imports
 
 defer_plotting_imports()  # before anything imports gymnax
 
-from purejaxppo.envs import probes  # noqa: E402
+from purejaxppo.envs import masked, probes  # noqa: E402
 from purejaxppo.envs.adapter import EnvAdapter, known_envs, make_env, register_env  # noqa: E402
 
 probes.register_all(register_env)
+masked.register_all(register_env)
 
-__all__ = ["EnvAdapter", "known_envs", "make_env", "register_env", "probes"]
+__all__ = ["EnvAdapter", "known_envs", "make_env", "register_env", "masked", "probes"]

@@ -31,28 +31,36 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
     clip = trainer.config.clip_actions
     limit = _episode_limit(trainer, max_steps)
     vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, clip=clip))
+    recurrent = trainer.config.policy == "gru"
 
     def evaluate(state: Any, key: jax.Array) -> jax.Array:
         reset_key, run_key = jax.random.split(key)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+        # a recurrent policy starts every episode from a zero hidden state; each environment plays one
+        # episode (later ones are not counted), so the state is never reset after the first step
+        h0 = jnp.zeros((num_episodes, trainer.config.gru_hidden)) if recurrent else None
+        no_start = jnp.zeros((num_episodes,), bool)
 
         def step(carry):
-            t, obs, env_state, ret, alive = carry
+            t, obs, env_state, ret, alive, h = carry
             act_key, env_key = jax.random.split(jax.random.fold_in(run_key, t))
-            action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
+            if recurrent:
+                h, action, _ = act(state.params, state.obs_rms, h, obs, no_start, act_key, deterministic)
+            else:
+                action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
             obs, env_state, reward, terminated, truncated, _ = vstep(
                 jax.random.split(env_key, num_episodes), env_state, action
             )
             ret = ret + reward * alive
             alive = alive * (1.0 - (terminated | truncated).astype(jnp.float32))
-            return t + 1, obs, env_state, ret, alive
+            return t + 1, obs, env_state, ret, alive, h
 
         def running(carry):  # stop as soon as every episode has ended, not at the time limit
-            t, *_, alive = carry
+            t, *_, alive, _ = carry
             return (t < limit) & jnp.any(alive > 0)
 
-        init = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes))
-        _, _, _, returns, _ = jax.lax.while_loop(running, step, init)
+        init = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes), h0)
+        _, _, _, returns, _, _ = jax.lax.while_loop(running, step, init)
         return returns
 
     return evaluate
@@ -66,22 +74,27 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
     """
     env, act, clip = trainer.env, trainer.act, trainer.config.clip_actions
     limit = _episode_limit(trainer, max_steps)
+    recurrent = trainer.config.policy == "gru"
 
     @jax.jit
     def run(state, key):
         reset_key, key = jax.random.split(key)
         obs, env_state = env.reset(reset_key)
+        h0 = jnp.zeros((trainer.config.gru_hidden,)) if recurrent else None
 
         def step(carry, key_t):
-            obs, env_state, alive = carry
+            obs, env_state, alive, h = carry
             act_key, env_key = jax.random.split(key_t)
-            action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
+            if recurrent:
+                h, action, _ = act(state.params, state.obs_rms, h, obs, jnp.zeros((), bool), act_key, deterministic)
+            else:
+                action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
             next_obs, env_state, reward, terminated, truncated, final_obs = env.step(env_key, env_state, action, clip)
             done = terminated | truncated
-            return (next_obs, env_state, alive & ~done), (final_obs, reward * alive, alive)
+            return (next_obs, env_state, alive & ~done, h), (final_obs, reward * alive, alive)
 
         _, (final_obs, rewards, alive) = jax.lax.scan(
-            step, (obs, env_state, jnp.ones((), bool)), jax.random.split(key, limit)
+            step, (obs, env_state, jnp.ones((), bool), h0), jax.random.split(key, limit)
         )
         return obs, final_obs, rewards, alive
 

@@ -12,7 +12,7 @@ from flax import struct
 from purejaxppo.core.config import HParams, PPOConfig
 from purejaxppo.core.normalize import RunningMeanStd
 from purejaxppo.core.train import Trainer, make_trainer
-from purejaxppo.errors import CheckpointError
+from purejaxppo.errors import CheckpointError, ConfigError
 from purejaxppo.run import layout
 from purejaxppo.run.checkpoints import Checkpointer
 
@@ -59,6 +59,12 @@ def load_state(run_dir: str, step: int | None = None, log: Callable[[str], None]
 def policy_act(trainer: Trainer, deterministic: bool = False):
     """``act(PolicyParams, obs, key) -> action`` from the trainer's ``act``, as the environment receives it."""
     env, clip = trainer.env, trainer.config.clip_actions
+    if trainer.config.policy == "gru":
+        def stateful(params, obs, key):
+            raise ConfigError("policy.act: a recurrent (policy gru) agent's action depends on its hidden state; "
+                              "accepted: trainer.act(params, obs_rms, h, obs, start, key), or purejaxppo eval")
+
+        return stateful
 
     def act(params: PolicyParams, obs: jax.Array, key: jax.Array) -> jax.Array:
         action, _ = trainer.act(params.params, params.obs_rms, jnp.asarray(obs, jnp.float32), key, deterministic)

@@ -1,0 +1,260 @@
+"""Recurrent PPO (``policy="gru"``): a GRU actor-critic whose hidden state is carried across steps,
+updates and rollouts, reset at every episode start.
+
+Conventions. ``start[t]`` is true when ``obs[t]`` begins an episode (the step before it
+terminated or was truncated, or it is the first observation of the run). At every step the
+hidden state is zeroed where ``start`` is true, then the GRU reads the observation::
+
+    h_in[t]      = 0 if start[t] else h[t]
+    h[t+1], y[t] = GRU(h_in[t], embed(obs[t]))
+    pi[t], V[t]  = heads(y[t])
+
+The rollout keeps the hidden state it started from (``h[0]`` per environment), so the update
+re-runs whole sequences from it with the current parameters: minibatches are sets of
+environments (``num_envs / num_minibatches`` complete sequences of ``num_steps`` steps each).
+The truncation bootstrap values the final observation with the hidden state of the episode
+it ends (``h[t+1]``, not reset), in the batched pass: no branch in the rollout.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.initializers import constant
+
+from purejaxppo.core import losses
+from purejaxppo.core.act import observe
+from purejaxppo.core.config import HParams
+from purejaxppo.core.gae import gae_advantages
+from purejaxppo.core.networks import _ACTIVATIONS, MLP, orthogonal
+from purejaxppo.core.rollout import EpisodeStats, StepCarry, track_episodes
+
+
+class RecurrentActorCritic(nn.Module):
+    """Embedding, a GRU cell shared by actor and critic, then an MLP head for each."""
+
+    action_dim: int
+    continuous: bool = False
+    hidden_size: int = 128
+    actor_hidden: tuple[int, ...] = (64,)
+    critic_hidden: tuple[int, ...] = (64,)
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+
+    def setup(self):
+        self.embed = nn.Dense(self.hidden_size, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0))
+        self.cell = nn.GRUCell(features=self.hidden_size)
+        self.actor_torso = MLP(tuple(self.actor_hidden), self.activation)
+        self.critic_torso = MLP(tuple(self.critic_hidden), self.activation)
+        self.policy_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=constant(0.0))
+        self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0))
+        if self.continuous:
+            self.log_std = self.param("log_std", constant(self.log_std_init), (self.action_dim,))
+
+    def core(self, h: jax.Array, obs: jax.Array, start: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One step: ``(h [N, H], obs [N, D], start [N]) -> (next h, features y [N, H])``."""
+        h = jnp.where(start[..., None], 0.0, h)
+        return self.cell(h, _ACTIVATIONS[self.activation](self.embed(obs)))
+
+    def policy(self, y: jax.Array):
+        out = self.policy_head(self.actor_torso(y))
+        if self.continuous:
+            return out, jnp.broadcast_to(self.log_std, out.shape)
+        return out
+
+    def value(self, y: jax.Array) -> jax.Array:
+        return self.value_head(self.critic_torso(y))[..., 0]
+
+    def __call__(self, h, obs, start):
+        h, y = self.core(h, obs, start)
+        return h, self.policy(y), self.value(y)
+
+
+def make_recurrent_network(config, env) -> RecurrentActorCritic:
+    continuous = env.action_kind == "continuous"
+    return RecurrentActorCritic(
+        action_dim=env.action_dim if continuous else env.num_actions,
+        continuous=continuous,
+        hidden_size=config.gru_hidden,
+        actor_hidden=tuple(config.actor_hidden),
+        critic_hidden=tuple(config.critic_hidden),
+        activation=config.activation,
+        log_std_init=config.log_std_init,
+    )
+
+
+def init_params(network: RecurrentActorCritic, key: jax.Array, obs_dim: int):
+    return network.init(key, jnp.zeros((1, network.hidden_size)), jnp.zeros((1, obs_dim)), jnp.ones((1,), bool))
+
+
+class Sequences(NamedTuple):
+    """What the network reads to re-run a set of environments' rollouts."""
+
+    obs: jax.Array  # [T, n, D] normalised as the acting policy saw them
+    start: jax.Array  # [T, n] obs[t] begins an episode
+    h0: jax.Array  # [n, H] hidden state before the first step
+
+
+def unroll(network: RecurrentActorCritic, params: Any, seq: Sequences):
+    """Re-run sequences: ``(features y [T, n, H], hidden states after each step [T, n, H])``."""
+
+    def step(h, inputs):
+        obs_t, start_t = inputs
+        h, y = network.apply(params, h, obs_t, start_t, method=RecurrentActorCritic.core)
+        return h, (y, h)
+
+    _, (ys, hs) = jax.lax.scan(step, seq.h0, (seq.obs, seq.start))
+    return ys, hs
+
+
+def sequence_apply(network: RecurrentActorCritic):
+    """``apply(params, Sequences) -> (policy output [T * n, ...], values [T * n])`` for ``ppo_loss``: the
+    sequences re-run, then flattened time-major (the order of :func:`flat`)."""
+
+    def apply(params, seq: Sequences):
+        ys, _ = unroll(network, params, seq)
+        ys = flat(ys)
+        pi = network.apply(params, ys, method=RecurrentActorCritic.policy)
+        return pi, network.apply(params, ys, method=RecurrentActorCritic.value)
+
+    return apply
+
+
+def flat(x: jax.Array) -> jax.Array:
+    """``[T, n, ...] -> [T * n, ...]``."""
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+class RecurrentTransition(NamedTuple):
+    obs: jax.Array  # [N, D] raw
+    start: jax.Array  # [N]
+    action: jax.Array
+    log_prob: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array  # [N, D] the observation the step reached, before any reset
+
+
+def collect(parts, state, key):
+    """``num_steps`` steps of every environment with the recurrent policy; the trajectory ``[T, N, ...]``
+    and the hidden state the rollout started from."""
+    n_envs, tuning = parts.config.num_envs, parts.tuning
+    act = make_recurrent_act(parts.config, parts.network, parts.dist)
+
+    def step(carry, key_t):
+        base, h, start = carry
+        act_key_t, env_key_t = jax.random.split(key_t)
+        h, action, log_prob = act(state.params, state.obs_rms, h, base.obs, start, act_key_t)
+        next_obs, env_state, reward, terminated, truncated, final_obs = parts.vstep(
+            jax.random.split(env_key_t, n_envs), base.env_state, action)
+        done = terminated | truncated
+        ep_ret, ep_len, stats = track_episodes(base, reward, done)
+        t = RecurrentTransition(base.obs, start, action, log_prob, reward, terminated, truncated, final_obs)
+        return (StepCarry(env_state, next_obs, ep_ret, ep_len, stats), h, done), t
+
+    stats = jax.tree_util.tree_map(lambda x: jnp.zeros((n_envs,), x.dtype), EpisodeStats.zeros())
+    base = StepCarry(state.env_state, state.obs, state.episode_return, state.episode_length, stats)
+    (end, h, start), traj = jax.lax.scan(step, (base, state.hidden, state.starts),
+                                         jax.random.split(key, parts.config.num_steps),
+                                         unroll=tuning.rollout_unroll)
+    h0 = state.hidden
+    state = state.replace(env_state=end.env_state, obs=end.obs, episode_return=end.episode_return,
+                          episode_length=end.episode_length, hidden=h, starts=start)
+    return state, (traj, h0), jax.tree_util.tree_map(jnp.sum, end.stats)
+
+
+class RecurrentBatch(NamedTuple):
+    """A training batch kept as sequences: every field ``[T, N, ...]`` except ``obs.h0 [N, H]``
+    (in a minibatch the fields other than ``obs`` are flattened to ``[T * n, ...]``)."""
+
+    obs: Sequences
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    advantage: jax.Array
+    target: jax.Array
+
+
+def make_batch(parts, state, rollout, hparams: HParams):
+    """Values of the sequences (re-run from their first hidden state), truncation values, GAE."""
+    from purejaxppo.core.batch import scale_rewards
+    from purejaxppo.core.normalize import rms_update
+
+    traj, h0 = rollout
+    config, network = parts.config, parts.network
+    state, rewards = scale_rewards(parts, state, traj, hparams.gamma)
+    seq = Sequences(observe(config, state.obs_rms, traj.obs), traj.start, h0)
+    ys, hs = unroll(network, state.params, seq)
+    values = network.apply(state.params, ys, method=RecurrentActorCritic.value)  # [T, N]
+    _, y_last = network.apply(state.params, hs[-1], observe(config, state.obs_rms, state.obs), state.starts,
+                              method=RecurrentActorCritic.core)
+    last_value = network.apply(state.params, y_last, method=RecurrentActorCritic.value)
+    next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
+    done = traj.terminated | traj.truncated
+    if config.bootstrap_truncation:
+        # the final observation continues its own episode: the hidden state after step t, not reset
+        final = observe(config, state.obs_rms, traj.final_obs)
+        _, y_final = jax.vmap(lambda h, o: network.apply(state.params, h, o, jnp.zeros(o.shape[:1], bool),
+                                                         method=RecurrentActorCritic.core))(hs, final)
+        final_value = network.apply(state.params, y_final, method=RecurrentActorCritic.value)
+        next_values = jnp.where(traj.truncated, final_value, next_values)
+        terminated = traj.terminated
+    else:
+        terminated = done
+    advantages, targets = gae_advantages(rewards, values, next_values, terminated, done, hparams.gamma,
+                                         hparams.gae_lambda, unroll=parts.tuning.gae_unroll)
+    batch = RecurrentBatch(seq, traj.action, traj.log_prob, values, advantages, targets)
+    if config.normalize_obs:
+        state = state.replace(obs_rms=rms_update(state.obs_rms, traj.obs.reshape((-1,) + traj.obs.shape[2:])))
+    return state, batch
+
+
+def split_sequences(x: jax.Array, perm: jax.Array, m: int) -> jax.Array:
+    """``[T, N, ...] -> [m, T, N / m, ...]``: the environments in the order ``perm``, cut into ``m`` groups,
+    each keeping its environments' whole sequences in time order."""
+    t, n = x.shape[:2]
+    x = x[:, perm].reshape((t, m, n // m) + x.shape[2:])
+    return jnp.swapaxes(x, 0, 1)
+
+
+def run_epoch(parts, opt, batch: RecurrentBatch, params, opt_state, key):
+    """Shuffle the environments, cut them into minibatches of whole sequences, a step on each."""
+    from purejaxppo.core.update import MinibatchCarry, minibatch_step
+
+    m, n = parts.config.num_minibatches, parts.config.num_envs
+    perm = jax.random.permutation(key, n)
+    seq = batch.obs
+    shuffled = RecurrentBatch(
+        Sequences(split_sequences(seq.obs, perm, m), split_sequences(seq.start, perm, m),
+                  seq.h0[perm].reshape((m, n // m) + seq.h0.shape[1:])),
+        *[jax.vmap(flat)(split_sequences(x, perm, m)) for x in batch[1:]],  # [m, T * n / m, ...]
+    )
+    step = functools.partial(minibatch_step, parts, opt)
+    end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), shuffled)
+    return end.params, end.opt_state, jax.tree_util.tree_map(lambda x: x.mean(axis=0), info)
+
+
+def adapt_kl(parts, kl, params, batch: RecurrentBatch, hparams):
+    if parts.config.kl_penalty != "adaptive":
+        return kl, jnp.asarray(jnp.nan, jnp.float32)
+    pi, _ = sequence_apply(parts.network)(params, batch.obs)
+    measured = losses.kl_estimate(parts.dist.log_prob(pi, flat(batch.action)) - flat(batch.log_prob))
+    return losses.adaptive_kl_update(kl, measured, hparams.kl_target), measured
+
+
+def make_recurrent_act(config, network: RecurrentActorCritic, dist):
+    """``act(params, obs_rms, h, obs, start, key, deterministic=False) -> (next h, action, log_prob)``."""
+
+    def act_fn(params, obs_rms, h, obs, start, key, deterministic: bool = False):
+        h, y = network.apply(params, h, observe(config, obs_rms, obs), start, method=RecurrentActorCritic.core)
+        pi = network.apply(params, y, method=RecurrentActorCritic.policy)
+        action = dist.mode(pi) if deterministic else dist.sample(key, pi)
+        return h, action, dist.log_prob(pi, action)
+
+    return act_fn
