@@ -39,7 +39,7 @@ def check(config: PPOConfig, seeds: int) -> dict:
     evaluate = jax.jit(jax.vmap(make_evaluate(trainer, num_episodes=64, deterministic=True)))
     returns = np.asarray(evaluate(states, jax.random.split(jax.random.key(9), seeds))).mean(axis=1)
     return dict(env=config.env, policy=config.policy, env_steps=config.num_updates * config.batch_size,
-                eval_per_seed=returns.round(3).tolist(), seconds=round(seconds, 1))
+                eval_per_seed=[round(float(x), 3) for x in returns], seconds=round(seconds, 1))
 
 
 def main() -> None:

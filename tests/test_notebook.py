@@ -55,8 +55,7 @@ def test_sweeps(tmp_path):
 
 
 def test_reproduce(tmp_path):
-    # the MinAtar suite's plumbing (tests/test_reproduce.py runs the other suites)
-    out, _ = run_notebook("reproduce.ipynb", 'SUITE = "minatar"\nSEEDS = 2\nTINY = True\nTASKS = ["Freeway-MinAtar"]',
-                          tmp_path)
-    assert out["suite"] == "minatar" and out["tasks"] == ["Freeway-MinAtar"] and len(out["verdicts"]) == 1
-    assert (tmp_path / "results" / "minatar" / "summary.md").exists()
+    out, _ = run_notebook("reproduce.ipynb", 'SUITE = "gymnax-classic"\nSEEDS = 2\nTINY = True\n'
+                          'TASKS = ["CartPole-v1"]', tmp_path)
+    assert out["suite"] == "gymnax-classic" and out["tasks"] == ["CartPole-v1"] and len(out["verdicts"]) == 1
+    assert (tmp_path / "results" / "gymnax-classic" / "summary.md").exists()

@@ -15,11 +15,12 @@ from purejaxppo.core.train import init_state, make_trainer
 from purejaxppo.errors import ConfigError
 from purejaxppo.run.evaluate import make_evaluate, record_episode
 from purejaxppo.run.runner import run
+from purejaxppo.scale.parallel import check_shards
 
 # MemoryChain (gymnax's default memory length 5): a context bit shown only at the first step; the
 # reward at the end is +1 if the last action matches it, else -1. A memoryless policy can only guess.
 MEMORY = PPOConfig(env="MemoryChain-bsuite", policy="gru", gru_hidden=32, num_envs=32, num_steps=32,
-                   num_minibatches=4, update_epochs=4, lr=2.5e-3, ent_coef=0.01, total_timesteps=32 * 32 * 80)
+                   num_minibatches=4, update_epochs=4, lr=2.5e-3, ent_coef=0.01, total_timesteps=32 * 32 * 40)
 
 
 def _rollout(config):
@@ -82,6 +83,8 @@ def test_gru_configuration_errors_are_one_line():
         make_trainer(PPOConfig(policy="gru", num_envs=6, num_minibatches=4, num_steps=8, total_timesteps=48))
     with pytest.raises(ConfigError, match="shared_torso: got True, but policy gru"):
         make_trainer(PPOConfig(policy="gru", shared_torso=True))
+    with pytest.raises(ConfigError, match="policy: gru is not supported with data parallelism yet"):
+        check_shards(PPOConfig(policy="gru"), 2)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,7 @@ def memory_runs():
         trainer = make_trainer(config)
         keys = jax.random.split(jax.random.key(0), 2)
         states, metrics = jax.jit(jax.vmap(trainer.train, in_axes=(0, None)))(keys, HParams.from_config(config))
-        evaluate = jax.jit(jax.vmap(make_evaluate(trainer, num_episodes=256, deterministic=True)))
+        evaluate = jax.jit(jax.vmap(make_evaluate(trainer, num_episodes=64, deterministic=True)))
         returns = np.asarray(evaluate(states, jax.random.split(jax.random.key(5), 2))).mean(axis=1)
         out[name] = (trainer, states, metrics, returns)
     return out
@@ -112,14 +115,14 @@ def test_recorded_episode_of_a_gru_agent(memory_runs):
 
 
 def test_gru_run_resumes_bit_identically(tmp_path):
-    # the hidden state and episode-start flags are part of the checkpoint: a resume from update 4 ends
+    # the hidden state and episode-start flags are part of the checkpoint: a resume from update 2 ends
     # exactly where the uninterrupted run ended
-    config = MEMORY.replace(total_timesteps=32 * 32 * 6)
+    config = MEMORY.replace(total_timesteps=32 * 32 * 4)
     full = run(config, str(tmp_path), chunk_updates=2, checkpoint_every=2, keep_checkpoints=10, log=lambda m: None)
-    shutil.rmtree(tmp_path / "checkpoints" / "6")
+    shutil.rmtree(tmp_path / "checkpoints" / "4")
     (tmp_path / "summary.json").unlink()
     resumed = run(config, str(tmp_path), resume=True, checkpoint_every=2, log=lambda m: None)
-    assert resumed["resumed_from_update"] == 4 and resumed["state"].hidden.shape == (32, 32)
+    assert resumed["resumed_from_update"] == 2 and resumed["state"].hidden.shape == (32, 32)
     leaves = zip(jax.tree_util.tree_leaves(resumed["state"]), jax.tree_util.tree_leaves(full["state"]))
     for a, b in leaves:
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):

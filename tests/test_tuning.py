@@ -103,7 +103,7 @@ def reference():
     return {k: data[k] for k in data.files if k != "__versions__"}
 
 
-@pytest.mark.parametrize("name", ["pendulum", "timelimit"])
+@pytest.mark.parametrize("name", ["pendulum"])  # continuous, both normalisations, early stops, truncations
 def test_accelerator_layout_gives_the_reference_run(name, reference):
     # Everything but the shuffle as on a GPU: the same run to float rounding, early stops and
     # truncation bootstraps included. Rounding differences grow as training goes on (the
@@ -120,14 +120,3 @@ def test_accelerator_layout_gives_the_reference_run(name, reference):
     for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
         np.testing.assert_allclose(np.asarray(leaf), reference[f"{name}|param|{jax.tree_util.keystr(path)}"],
                                    rtol=1e-2, atol=1e-4)
-
-
-def test_accelerator_shuffle_changes_only_the_minibatches(reference):
-    # jax.random.permutation draws other permutations: the first rollout (before any update)
-    # is the reference's, and the run stays finite.
-    config, seed = CONFIGS["cartpole"]
-    _, metrics = jax.jit(make_train(config, tuning=GPU))(jax.random.key(seed))
-    for k in ("charts/episodic_return", "charts/episodic_length", "charts/episodes"):
-        np.testing.assert_allclose(np.asarray(metrics[k])[0], reference[f"cartpole|metric|{k}"][0], rtol=1e-6)
-    assert all(np.isfinite(np.asarray(metrics[k])).all() for k in ("losses/value_loss", "losses/policy_loss"))
-    assert not np.array_equal(np.asarray(metrics["losses/value_loss"]), reference["cartpole|metric|losses/value_loss"])

@@ -96,7 +96,8 @@ SUITES = {
                       "is enough exploration"),
             Task("MemoryChain-bsuite", 0.1, optimum=1.0,
                  note="the context is shown only at the first step, so a memoryless (MLP) policy guesses: its "
-                      "expected return is 0 (the published 0.1 is the same guess); a recurrent policy is needed"),
+                      "expected return is 0 (the published 0.1 is the same guess). The preset is feed-forward, as "
+                      "the published baseline; a recurrent policy (--policy gru) solves it"),
             Task("UmbrellaChain-bsuite", 1.0, optimum=1.0,
                  note="returns include distractor rewards of mean 0, so a seed's mean return can pass 1"),
             Task("DiscountingChain-bsuite", 1.1, optimum=1.1),

@@ -61,6 +61,9 @@ class MeshCollectives(Collectives):
 
 def check_shards(config: PPOConfig, num_shards: int) -> None:
     """A data-parallel run over ``num_shards`` devices needs equal shares of envs and minibatches."""
+    if config.policy != "mlp":
+        raise ConfigError(f"policy: {config.policy} is not supported with data parallelism yet; accepted: mlp with "
+                          "--data-parallel, or policy gru on one device (sweeps over devices work)")
     if config.num_envs % num_shards:
         raise ConfigError(
             f"num_envs: {config.num_envs} environments cannot be split evenly over {num_shards} devices; "
