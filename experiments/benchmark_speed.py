@@ -244,18 +244,15 @@ def main() -> None:
         parser.error(f"--purejaxrl: no purejaxrl/ppo.py under {args.purejaxrl!r}; give a checkout of PureJaxRL")
     if args.sb3 and args.platform != "cpu":
         parser.error("--sb3 runs on the CPU only; use it with --platform cpu")
-    variants = []
-    for spec in args.variant:
-        name, sep, tuning = spec.partition("=")
-        if not sep or not name:
-            parser.error(f"--variant: expected NAME=TUNING, got {spec!r}")
-        variants.append((name, tuning))
-    peers = []
-    for spec in args.peer:
-        name, sep, command = spec.partition("=")
-        if not sep or not name:
-            parser.error(f"--peer: expected NAME=COMMAND, got {spec!r}")
-        peers.append((name, command))
+    def named(flag: str, specs: list[str], what: str) -> list[tuple[str, str]]:
+        pairs = [spec.partition("=") for spec in specs]
+        for spec, (name, sep, _) in zip(specs, pairs):
+            if not sep or not name:
+                parser.error(f"{flag}: expected NAME={what}, got {spec!r}")
+        return [(name, value) for name, _, value in pairs]
+
+    variants = named("--variant", args.variant, "TUNING")
+    peers = named("--peer", args.peer, "COMMAND")
 
     workloads = [quick(w) if args.quick else w for w in WORKLOADS[args.platform]]
     if args.only:

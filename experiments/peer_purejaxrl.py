@@ -122,7 +122,6 @@ def run(checkout: str, env: str, num_envs: int, updates: int, seeds: int) -> dic
     notes = install_adaptations()
     sys.path.insert(0, os.path.join(os.path.abspath(checkout), "purejaxrl"))
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     ppo = importlib.import_module("ppo")
@@ -146,7 +145,6 @@ def run(checkout: str, env: str, num_envs: int, updates: int, seeds: int) -> dic
     returns = np.asarray(info["returned_episode_returns"][..., -1, :, :])
     per_seed = np.where(ended, returns, 0).reshape(seeds, -1).sum(1) / np.maximum(ended.reshape(seeds, -1).sum(1), 1)
     steps = config["NUM_UPDATES"] * num_envs * HPARAMS["NUM_STEPS"] * seeds
-    del jnp
     return dict(
         sps=steps / best,
         compile_seconds=compile_seconds,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -46,6 +47,23 @@ def scale_rewards(parts: Parts, state: RunnerState, traj: Transition, gamma: jax
     return state.replace(disc_return=disc_return, ret_rms=ret_rms), rewards
 
 
+def advantages_and_targets(parts: Parts, traj, rewards: jax.Array, values: jax.Array, last_value: jax.Array,
+                           final_value: Callable[[], jax.Array], hparams: HParams) -> tuple[jax.Array, jax.Array]:
+    """GAE of a trajectory ``[T, N]`` from V(s_t), V(s_T) and, when truncations are bootstrapped,
+    ``final_value()``: V(final observation) ``[T, N]`` (asked for only then)."""
+    config = parts.config
+    next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)  # V(s_{t+1})
+    done = traj.terminated | traj.truncated
+    if config.bootstrap_truncation:
+        # after a truncation s_{t+1} is a reset state: bootstrap from the final observation instead
+        next_values = jnp.where(traj.truncated, final_value(), next_values)
+        terminated = traj.terminated
+    else:
+        terminated = done
+    return gae_advantages(rewards, values, next_values, terminated, done, hparams.gamma, hparams.gae_lambda,
+                          unroll=parts.tuning.gae_unroll)
+
+
 def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HParams) -> tuple[RunnerState, Batch]:
     """Advantages and targets of the trajectory, flattened to a batch of every device's environments.
 
@@ -55,21 +73,15 @@ def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HPar
     state, rewards = scale_rewards(parts, state, traj, hparams.gamma)
     obs = observe(config, state.obs_rms, traj.obs)  # [T, N, D]
     values = network.apply(state.params, obs, method=ActorCritic.value)  # [T, N]
-    done = traj.terminated | traj.truncated
     last_value = network.apply(state.params, observe(config, state.obs_rms, state.obs), method=ActorCritic.value)
-    next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)  # V(s_{t+1})
-    if config.bootstrap_truncation:
-        # after a truncation s_{t+1} is a reset state: bootstrap from the final observation instead
-        final_value = traj.final_value
-        if final_value is None:  # tuning.truncation == "batched": value every final observation here
-            final_obs = observe(config, state.obs_rms, traj.final_obs)
-            final_value = network.apply(state.params, final_obs, method=ActorCritic.value)
-        next_values = jnp.where(traj.truncated, final_value, next_values)
-        terminated = traj.terminated
-    else:
-        terminated = done
-    advantages, targets = gae_advantages(rewards, values, next_values, terminated, done, hparams.gamma,
-                                         hparams.gae_lambda, unroll=parts.tuning.gae_unroll)
+
+    def final_value():
+        if traj.final_value is not None:  # computed in the rollout
+            return traj.final_value
+        # tuning.truncation == "batched": value every final observation here
+        return network.apply(state.params, observe(config, state.obs_rms, traj.final_obs), method=ActorCritic.value)
+
+    advantages, targets = advantages_and_targets(parts, traj, rewards, values, last_value, final_value, hparams)
 
     def flat(x):  # [T, N, ...] -> [T * N, ...]; with data parallelism, every device's environments first
         return comm.gather(x, axis=1).reshape((config.batch_size,) + x.shape[2:])

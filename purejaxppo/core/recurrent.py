@@ -30,7 +30,6 @@ from flax.linen.initializers import constant
 from purejaxppo.core import losses
 from purejaxppo.core.act import observe
 from purejaxppo.core.config import HParams
-from purejaxppo.core.gae import gae_advantages
 from purejaxppo.core.networks import _ACTIVATIONS, MLP, orthogonal
 from purejaxppo.core.rollout import EpisodeStats, StepCarry, track_episodes
 
@@ -183,7 +182,7 @@ class RecurrentBatch(NamedTuple):
 
 def make_batch(parts, state, rollout, hparams: HParams):
     """Values of the sequences (re-run from their first hidden state), truncation values, GAE."""
-    from purejaxppo.core.batch import scale_rewards
+    from purejaxppo.core.batch import advantages_and_targets, scale_rewards
     from purejaxppo.core.normalize import rms_update
 
     traj, h0 = rollout
@@ -195,23 +194,17 @@ def make_batch(parts, state, rollout, hparams: HParams):
     _, y_last = network.apply(state.params, hs[-1], observe(config, state.obs_rms, state.obs), state.starts,
                               method=RecurrentActorCritic.core)
     last_value = network.apply(state.params, y_last, method=RecurrentActorCritic.value)
-    next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
-    done = traj.terminated | traj.truncated
-    if config.bootstrap_truncation:
-        # the final observation continues its own episode: the hidden state after step t, not reset
+
+    def final_value():  # the final observation continues its own episode: the hidden state after step t, not reset
         final = observe(config, state.obs_rms, traj.final_obs)
-        _, y_final = jax.vmap(lambda h, o: network.apply(state.params, h, o, jnp.zeros(o.shape[:1], bool),
-                                                         method=RecurrentActorCritic.core))(hs, final)
-        final_value = network.apply(state.params, y_final, method=RecurrentActorCritic.value)
-        next_values = jnp.where(traj.truncated, final_value, next_values)
-        terminated = traj.terminated
-    else:
-        terminated = done
-    advantages, targets = gae_advantages(rewards, values, next_values, terminated, done, hparams.gamma,
-                                         hparams.gae_lambda, unroll=parts.tuning.gae_unroll)
+        _, y_final = network.apply(state.params, hs, final, jnp.zeros(final.shape[:2], bool),
+                                   method=RecurrentActorCritic.core)
+        return network.apply(state.params, y_final, method=RecurrentActorCritic.value)
+
+    advantages, targets = advantages_and_targets(parts, traj, rewards, values, last_value, final_value, hparams)
     batch = RecurrentBatch(seq, traj.action, traj.log_prob, values, advantages, targets)
     if config.normalize_obs:
-        state = state.replace(obs_rms=rms_update(state.obs_rms, traj.obs.reshape((-1,) + traj.obs.shape[2:])))
+        state = state.replace(obs_rms=rms_update(state.obs_rms, traj.obs))
     return state, batch
 
 

@@ -91,21 +91,18 @@ def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
 def update_state(parts: Parts, state: RunnerState, hparams: HParams) -> tuple[RunnerState, Metrics]:
     """One PPO iteration: collect, make the batch, optimise, adapt the KL coefficient; its metrics."""
     key, rollout_key, epoch_key = jax.random.split(state.key, 3)
+    stages = (collect, make_batch, adapt_kl)
     if parts.config.policy == "gru":
         from purejaxppo.core import recurrent
 
-        state, traj, episodes = recurrent.collect(parts, state, rollout_key)
-        state, batch = recurrent.make_batch(parts, state, traj, hparams)
-    else:
-        state, traj, episodes = collect(parts, state, rollout_key)
-        state, batch = make_batch(parts, state, traj, hparams)
+        stages = (recurrent.collect, recurrent.make_batch, recurrent.adapt_kl)
+    collect_fn, make_batch_fn, adapt_kl_fn = stages
+    state, traj, episodes = collect_fn(parts, state, rollout_key)
+    state, batch = make_batch_fn(parts, state, traj, hparams)
     lr = learning_rate(parts.config, hparams, state.update_step)
     opt = Optimiser(make_optimizer(hparams), lr, state.kl.coef, hparams)
     params, opt_state, info, epochs = optimise(parts, opt, batch, state.params, state.opt_state, epoch_key)
-    if parts.config.policy == "gru":
-        kl, post_update_kl = recurrent.adapt_kl(parts, state.kl, params, batch, hparams)
-    else:
-        kl, post_update_kl = adapt_kl(parts, state.kl, params, batch, hparams)
+    kl, post_update_kl = adapt_kl_fn(parts, state.kl, params, batch, hparams)
     state = state.replace(params=params, opt_state=opt_state, key=key, kl=kl, update_step=state.update_step + 1)
     episodic_return, episodic_length = episodes.means()
     return state, update_metrics(
