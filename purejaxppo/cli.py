@@ -173,6 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="2 updates of 4 envs per task: checks the plumbing, not the numbers")
     rep.add_argument("--out", default=None, metavar="DIR", help="where the result files go (default: results/SUITE)")
     _add_cache_flag(rep)
+    rl = sub.add_parser(
+        "rlhf",
+        help="align a small language model with PPO, DPO and best-of-n on a task with a known truth",
+        description="The RLHF study on a synthetic preference task where every quantity is computed exactly: "
+        "SFT reference, Bradley-Terry reward model, PPO with a KL penalty (adaptive, fixed, beta ~ 0), DPO and "
+        "best-of-n. Writes results.csv, summary.md, plots and Orbax checkpoints of each stage to --out.",
+    )
+    rl.add_argument("stage", choices=("demo", "sft", "reward", "ppo", "dpo", "bon"), metavar="STAGE",
+                    help="demo (every stage), or one of sft, reward, ppo, dpo, bon (reads the earlier stages in --out)")
+    rl.add_argument("--out", required=True, metavar="DIR", help="the study's folder")
+    rl.add_argument("--overwrite", action="store_true", help="with demo, replace a study already in --out")
+    rl.add_argument("--tiny", action="store_true", help="small budgets and 5-token responses (about 2 minutes)")
+    rl.add_argument("--seed", type=_positive_int, default=None, metavar="N", help="training seed (default: 0)")
+    rl.add_argument("--task-seed", type=_positive_int, default=None, metavar="N",
+                    help="seed of the task: G, the gold reward (default: 0)")
+    rl.add_argument("--length", type=_positive_int, default=None, metavar="L",
+                    help="response tokens (default: 6; 5 with --tiny)")
+    rl.add_argument("--prompts", type=_positive_int, default=None, metavar="P", help="prompt values (default: 4)")
+    rl.add_argument("--kl-target", type=float, default=None, metavar="NATS",
+                    help="the adaptive controller's KL target per response (default: 1.0)")
+    rl.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
+                    help="PPO iterations, a multiple of 10 (default: 150; 40 with --tiny)")
+    _add_cache_flag(rl)
     sub.add_parser("envs", help="list the environment names accepted by --env")
     sub.add_parser("presets", help="list the presets and their settings")
     return parser
@@ -201,6 +224,47 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                         log=lambda m: print(m, flush=True))
     print(f"IQM {summary['iqm']:.3f} [{summary['iqm_ci95'][0]:.3f}, {summary['iqm_ci95'][1]:.3f}]; "
           f"results in {out} (summary.md)")
+    return 0
+
+
+def cmd_rlhf(args: argparse.Namespace) -> int:
+    from purejaxppo.rlhf import pipeline
+    from purejaxppo.run.layout import check_out_path
+
+    check_out_path(args.out)
+    saved = os.path.join(args.out, "settings.json")
+    if args.stage == "demo" and os.path.exists(saved) and not args.overwrite:
+        raise UsageError(f"{args.out} already holds a study; give --overwrite to replace it, or a new --out")
+    later = args.stage not in ("demo", "sft") and os.path.exists(saved)
+    if later:
+        with open(saved) as f:
+            import json
+
+            settings = pipeline.settings_from_dict(json.load(f))
+    else:
+        settings = pipeline.tiny() if args.tiny else pipeline.DemoSettings()
+    task = settings.task
+    if args.task_seed is not None:
+        task = task._replace(seed=args.task_seed)
+    if args.length is not None:
+        task = task._replace(length=args.length)
+    if args.prompts is not None:
+        task = task._replace(n_prompts=args.prompts)
+    settings = settings._replace(task=task)
+    if args.seed is not None:
+        settings = settings._replace(seed=args.seed)
+    if args.kl_target is not None:
+        if not args.kl_target > 0:
+            raise ConfigError(f"rlhf --kl-target: must be a positive number of nats, got {args.kl_target}")
+        settings = settings._replace(hparams=settings.hparams._replace(kl_target=args.kl_target))
+    if args.iterations is not None:
+        settings = settings._replace(ppo=settings.ppo._replace(iterations=args.iterations))
+    _setup_cache(args)
+    stages = pipeline.STAGES if args.stage == "demo" else (args.stage,)
+    if args.stage == "demo" and os.path.isdir(args.out):
+        pipeline.clear_study(args.out)
+    pipeline.run_stages(args.out, settings, stages, log=lambda m: print(m, flush=True))
+    print(f"results in {args.out} (summary.md, results.csv, *.png)")
     return 0
 
 
@@ -476,6 +540,8 @@ def _main(argv: list[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "reproduce":
             return cmd_reproduce(args)
+        if args.command == "rlhf":
+            return cmd_rlhf(args)
         if args.command == "envs":
             from purejaxppo.envs import known_envs
 

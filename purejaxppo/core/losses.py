@@ -147,3 +147,20 @@ def adaptive_kl_update(
     coef = state.coef
     coef = jnp.where(measured_kl < kl_target / 1.5, coef / 2.0, jnp.where(measured_kl > kl_target * 1.5, coef * 2.0, coef))
     return KLControllerState(coef)
+
+
+def proportional_kl_update(
+    state: KLControllerState,
+    measured_kl: jax.Array,
+    kl_target: jax.Array | float,
+    n_samples: jax.Array | int,
+    horizon: jax.Array | float,
+) -> KLControllerState:
+    """The proportional controller of Ziegler et al., "Fine-Tuning Language Models from
+    Human Preferences" (2019), section 2.2, applied after each batch of ``n_samples``::
+
+        e     = clip(KL / KL_target - 1, -0.2, 0.2)
+        beta <- beta * (1 + K_beta * e),   K_beta = n_samples / horizon
+    """
+    error = jnp.clip(measured_kl / kl_target - 1.0, -0.2, 0.2)
+    return KLControllerState(state.coef * (1.0 + error * n_samples / horizon))

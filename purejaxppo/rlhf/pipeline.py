@@ -1,0 +1,467 @@
+"""The whole alignment study in stages, with checkpoints, result files and plots.
+
+Stages, each writing ``DIR/stages/<stage>.json`` and an Orbax checkpoint
+``DIR/checkpoints/<stage>``, each reading its predecessors' checkpoints:
+
+* ``sft``: the reference policy on samples of G;
+* ``reward``: preference pairs of reference samples, the Bradley-Terry reward model, normalised;
+* ``ppo``: three PPO runs vmapped in one program, adaptive beta, fixed beta and beta ~ 0, run in
+  chunks of ``eval_every`` iterations with every policy's exact KL, proxy, gold and win rate
+  computed by enumeration between chunks;
+* ``dpo``: DPO at several betas, vmapped;
+* ``bon``: best-of-n against the proxy, exactly.
+
+``DIR/results.csv``, ``DIR/summary.md`` and the plots are rewritten from the stage files after
+every stage, so they show whatever has run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxppo.errors import ConfigError, RunError
+from purejaxppo.rlhf import dpo as dpo_mod
+from purejaxppo.rlhf import exact
+from purejaxppo.rlhf import model as seqmodel
+from purejaxppo.rlhf import ppo as ppo_mod
+from purejaxppo.rlhf import reward as reward_mod
+from purejaxppo.rlhf import sft as sft_mod
+from purejaxppo.rlhf.task import TaskSpec, entropy_per_token, gold_reward, label_pairs, make_task, sequence_log_probs_g
+
+STAGES = ("sft", "reward", "ppo", "dpo", "bon")
+NEEDS = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft", "reward"), "bon": ("sft", "reward")}
+PPO_VARIANTS = ("adaptive", "fixed", "beta~0")
+RESULT_COLUMNS = ("method", "setting", "exact_kl", "proxy", "gold", "win_rate")
+
+
+class DemoSettings(NamedTuple):
+    """Everything that defines a study (all static; floats of PPO are traced inside it)."""
+
+    seed: int = 0
+    task: TaskSpec = TaskSpec(length=6)
+    model: seqmodel.ModelSpec = seqmodel.ModelSpec()
+    sft: sft_mod.SFTSettings = sft_mod.SFTSettings()
+    pairs: int = 4096
+    reward: reward_mod.RewardSettings = reward_mod.RewardSettings()
+    ppo: ppo_mod.RLHFSettings = ppo_mod.RLHFSettings(iterations=150)
+    hparams: ppo_mod.RLHFHParams = ppo_mod.RLHFHParams()
+    fixed_kl_coef: float = 0.2
+    hack_kl_coef: float = 0.001
+    eval_every: int = 10
+    dpo: dpo_mod.DPOSettings = dpo_mod.DPOSettings()
+    dpo_betas: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0)
+    best_of: tuple[int, ...] = tuple(2**i for i in range(17))  # 1 .. 65536
+    eval_samples: int = 20000
+
+
+def tiny(seed: int = 0, task_seed: int = 0) -> DemoSettings:
+    """Small budgets (responses of 5 tokens, fewer steps) for tests and a quick look."""
+    return DemoSettings(
+        seed=seed,
+        task=TaskSpec(seed=task_seed, length=5),
+        model=seqmodel.ModelSpec(width=32, layers=2, heads=4),
+        sft=sft_mod.SFTSettings(steps=500, batch=256, learning_rate=5e-3),
+        pairs=2048,
+        reward=reward_mod.RewardSettings(epochs=6, batch=128, normalise_samples=8192),
+        ppo=ppo_mod.RLHFSettings(iterations=40, batch=128),
+        eval_every=10,
+        dpo=dpo_mod.DPOSettings(epochs=3, batch=128),
+        dpo_betas=(0.1, 0.5),
+        best_of=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
+        eval_samples=8192,
+    )
+
+
+def check_settings(s: DemoSettings) -> None:
+    from purejaxppo.rlhf.task import check_spec
+
+    check_spec(s.task)
+    ppo_mod.check_settings(s.ppo)
+    if s.ppo.iterations % s.eval_every:
+        raise ConfigError(f"iterations={s.ppo.iterations} is not a multiple of eval_every={s.eval_every}")
+    if s.pairs < s.reward.batch or s.pairs < s.dpo.batch:
+        raise ConfigError(f"pairs={s.pairs} is fewer than one minibatch ({max(s.reward.batch, s.dpo.batch)})")
+    if any(b <= 0 for b in s.dpo_betas) or any(n < 1 for n in s.best_of):
+        raise ConfigError("dpo_betas must be positive and best_of at least 1")
+    if not math.isfinite(float(s.hparams.kl_target)) or float(s.hparams.kl_target) <= 0:
+        raise ConfigError(f"kl_target={s.hparams.kl_target} must be a positive number of nats")
+
+
+# ---- settings on disk -------------------------------------------------------------------
+def settings_to_dict(s: DemoSettings) -> dict[str, Any]:
+    out = {}
+    for name, value in s._asdict().items():
+        out[name] = value._asdict() if hasattr(value, "_asdict") else value
+    return out
+
+
+def settings_from_dict(d: dict[str, Any]) -> DemoSettings:
+    defaults = DemoSettings()
+    kw = {}
+    for name, default in defaults._asdict().items():
+        value = d.get(name, default)
+        if hasattr(default, "_asdict"):
+            value = type(default)(**value) if isinstance(value, dict) else value
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kw[name] = value
+    return DemoSettings(**kw)
+
+
+# ---- checkpoints ------------------------------------------------------------------------
+def _ckpt_path(out: str, stage: str) -> str:
+    return os.path.join(os.path.abspath(out), "checkpoints", stage)
+
+
+def save_checkpoint(out: str, stage: str, tree: Any) -> None:
+    import orbax.checkpoint as ocp
+
+    path = _ckpt_path(out, stage)
+    if os.path.exists(path):
+        import shutil
+
+        shutil.rmtree(path)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(path, tree)
+
+
+def load_checkpoint(out: str, stage: str, like: Any) -> Any:
+    import orbax.checkpoint as ocp
+
+    path = _ckpt_path(out, stage)
+    if not os.path.isdir(path):
+        raise RunError(f"{out} has no {stage} checkpoint; run `purejaxppo rlhf {stage} --out {out}` (or `demo`) first")
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype), like)
+    with ocp.StandardCheckpointer() as ckpt:
+        return ckpt.restore(path, abstract)
+
+
+# ---- the study ----------------------------------------------------------------------------
+class Study:
+    """The task, the model, and the stages' products, loaded or trained."""
+
+    def __init__(self, settings: DemoSettings, out: str, log=print):
+        check_settings(settings)
+        self.s = settings
+        self.out = out
+        self.log = log
+        self.spec = settings.task
+        self.task = make_task(settings.task)
+        self.model = seqmodel.make_model(settings.task.n_tokens, settings.task.n_prompts, settings.task.length, settings.model)
+        self.keys = dict(zip(STAGES + ("eval",), jax.random.split(jax.random.key(settings.seed), len(STAGES) + 1)))
+        self._sft = self._rm = self._pairs = self._enum = None
+
+    # products of earlier stages
+    def params_like(self):
+        return jax.eval_shape(lambda: seqmodel.init_params(self.model, jax.random.key(0)))
+
+    @property
+    def sft_params(self):
+        if self._sft is None:
+            self._sft = load_checkpoint(self.out, "sft", self.params_like())
+        return self._sft
+
+    @property
+    def reward_model(self) -> reward_mod.RewardModel:
+        if self._rm is None:
+            self._load_reward()
+        return self._rm
+
+    @property
+    def pairs(self):
+        if self._pairs is None:
+            self._load_reward()
+        return self._pairs
+
+    def _load_reward(self):
+        n, length = self.s.pairs, self.spec.length
+        like = {
+            "reward": reward_mod.RewardModel(self.params_like(), jnp.zeros(()), jnp.zeros(())),
+            "pairs": {k: jnp.zeros((n, length) if k != "prompts" else (n,), jnp.int32) for k in ("prompts", "chosen", "rejected")},
+        }
+        tree = load_checkpoint(self.out, "reward", like)
+        self._rm = reward_mod.RewardModel(**tree["reward"]) if isinstance(tree["reward"], dict) else tree["reward"]
+        self._pairs = _pairs_from(tree["pairs"])
+
+    @property
+    def enumeration(self) -> exact.Enumeration:
+        if self._enum is None:
+            prompts, responses = exact.grid(self.spec.n_prompts, self.spec.n_tokens, self.spec.length)
+            m, rm = self.model, self.reward_model
+            # Arrays go in as arguments (closed over, they would be folded into the program).
+            ref = jax.jit(lambda p, x, y: exact.all_log_probs(m, p, x, y))(self.sft_params, prompts, responses)
+            proxy = jax.jit(lambda r, x, y: (exact.all_scores(m, r.params, x, y) - r.shift) / r.scale)(rm, prompts, responses)
+            gold = gold_reward(self.task, self.spec, prompts, responses)
+            self._enum = exact.Enumeration(prompts, responses, ref, proxy, gold)
+        return self._enum
+
+    def eval_pairs(self):
+        """Fresh reference pairs with their gold rewards (held out from every training set)."""
+        k1, k2, k3 = jax.random.split(self.keys["eval"], 3)
+        n = self.s.eval_samples
+        prompts = jax.random.randint(k1, (n,), 0, self.spec.n_prompts)
+        sample = jax.jit(lambda p, k, x: seqmodel.sample(self.model, p, k, x))
+        a, b = sample(self.sft_params, k2, prompts), sample(self.sft_params, k3, prompts)
+        return prompts, a, b, gold_reward(self.task, self.spec, prompts, a), gold_reward(self.task, self.spec, prompts, b)
+
+    # stages
+    def run_sft(self) -> dict[str, Any]:
+        m, task, spec = self.model, self.task, self.spec
+        params, losses = jax.jit(lambda k: sft_mod.train_sft(m, task, spec, k, self.s.sft))(self.keys["sft"])
+        self._sft = params
+        prompts, responses = sft_mod.g_batch(task, jax.random.fold_in(self.keys["eval"], 1), self.s.eval_samples, spec.length)
+        heldout = float(jax.jit(lambda p, x, y: sft_mod.nll_per_token(m, p, x, y))(params, prompts, responses))
+        # Exact cross-entropy per token: E_G[-log pi] / L, by enumeration.
+        gp, gy = exact.grid(spec.n_prompts, spec.n_tokens, spec.length)
+        g_logp = sequence_log_probs_g(task.p0, task.trans, gp, gy)
+        ref = jax.jit(lambda p, x, y: exact.all_log_probs(m, p, x, y))(params, gp, gy)
+        cross = float(exact.expectation(g_logp, -ref)) / spec.length
+        save_checkpoint(self.out, "sft", params)
+        return {
+            "entropy_per_token": entropy_per_token(task, spec),
+            "heldout_nll_per_token": heldout,
+            "exact_cross_entropy_per_token": cross,
+            "final_train_loss": float(losses[-1]),
+            "steps": self.s.sft.steps,
+        }
+
+    def run_reward(self) -> dict[str, Any]:
+        m, task, spec, ref = self.model, self.task, self.spec, self.sft_params
+        kp, k1, k2, kl, ktrain, knorm = jax.random.split(self.keys["reward"], 6)
+        n = self.s.pairs
+        prompts = jax.random.randint(kp, (n,), 0, spec.n_prompts)
+        sample = jax.jit(lambda p, k, x: seqmodel.sample(m, p, k, x))
+        pairs = label_pairs(task, spec, kl, prompts, sample(ref, k1, prompts), sample(ref, k2, prompts))
+        train = jax.jit(lambda p, d, k: reward_mod.train_reward_model(m, p, d, k, self.s.reward))
+        params, losses = train(ref, pairs, ktrain)
+        normalise = jax.jit(lambda p, r, k: reward_mod.normalise(m, p, r, k, spec.n_prompts, self.s.reward.normalise_samples))
+        rm = normalise(params, ref, knorm)
+        self._rm, self._pairs, self._enum = rm, pairs, None
+        gold_c = gold_reward(task, spec, pairs.prompts, pairs.chosen)
+        gold_r = gold_reward(task, spec, pairs.prompts, pairs.rejected)
+        # Held-out checks on fresh reference samples.
+        ep, a, b, ga, gb = self.eval_pairs()
+        proxy = jax.jit(lambda r, x, y: reward_mod.proxy_reward(m, r, x, y))
+        pa, pb = proxy(rm, ep, a), proxy(rm, ep, b)
+        clear = np.abs(np.asarray(ga - gb)) >= 0.1
+        accuracy = float(np.mean((np.asarray(pa > pb) == np.asarray(ga > gb))[clear]))
+        both = np.concatenate([np.asarray(pa), np.asarray(pb)])
+        save_checkpoint(self.out, "reward", {"reward": rm, "pairs": pairs._asdict()})
+        return {
+            "pairs": n,
+            "label_noise": float(jnp.mean(gold_c < gold_r)),
+            "label_temperature": float(task.tau),
+            "heldout_accuracy": accuracy,
+            "heldout_comparisons": int(clear.sum()),
+            "proxy_mean_on_reference": float(both.mean()),
+            "proxy_std_on_reference": float(both.std()),
+            "final_train_loss": float(np.mean(np.asarray(losses)[-10:])),
+        }
+
+    def reference_point(self) -> dict[str, float]:
+        point = jax.jit(lambda e: exact.evaluate(e.ref_log_probs, e))(self.enumeration)
+        return {k: float(v) for k, v in point._asdict().items()}
+
+    def evaluate_policies(self, params) -> exact.Point:
+        """Exact figures of policies stacked on a leading axis: each field ``[policies]``."""
+        if not hasattr(self, "_evaluate"):
+            m = self.model
+            self._evaluate = jax.jit(
+                jax.vmap(lambda p, e: exact.evaluate(exact.all_log_probs(m, p, e.prompts, e.responses), e), (0, None))
+            )
+        return self._evaluate(params, self.enumeration)
+
+    def ppo_hparams(self) -> ppo_mod.RLHFHParams:
+        """The three variants stacked on a leading axis: adaptive, fixed, beta ~ 0."""
+        h = self.s.hparams
+        rows = [
+            h,
+            h._replace(kl_coef=self.s.fixed_kl_coef, kl_horizon=math.inf),
+            h._replace(kl_coef=self.s.hack_kl_coef, kl_horizon=math.inf),
+        ]
+        return jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs, jnp.float32), *rows)
+
+    def run_ppo(self) -> dict[str, Any]:
+        m, spec, s = self.model, self.spec, self.s
+        frozen = ppo_mod.Frozen(self.sft_params, self.reward_model, self.task)
+        hparams = self.ppo_hparams()
+        keys = jnp.stack([self.keys["ppo"]] * len(PPO_VARIANTS))
+        state = jax.vmap(lambda k, h: ppo_mod.init(m, self.sft_params, k, h))(keys, hparams)
+        # One compiled chunk of eval_every iterations, reused for the whole run.
+        chunk = jax.jit(jax.vmap(lambda f, st, h: ppo_mod.run(m, s.ppo, spec, f, st, h, s.eval_every), (None, 0, 0)))
+        points = [self.evaluate_policies(state.params)]
+        history = []
+        for i in range(s.ppo.iterations // s.eval_every):
+            t = time.time()
+            state, metrics = chunk(frozen, state, hparams)
+            history.append(jax.device_get(metrics))
+            points.append(self.evaluate_policies(state.params))
+            p = points[-1]
+            self.log(
+                f"ppo iteration {(i + 1) * s.eval_every}: exact KL "
+                + " ".join(f"{v}={float(x):.2f}" for v, x in zip(PPO_VARIANTS, p.kl))
+                + " gold " + " ".join(f"{float(x):+.2f}" for x in p.gold) + f" ({time.time() - t:.1f} s)"
+            )
+        hist = {f: np.concatenate([np.asarray(getattr(h, f)) for h in history], axis=1) for f in ppo_mod.Iteration._fields}
+        pts = {f: np.stack([np.asarray(getattr(p, f)) for p in points], axis=1) for f in exact.Point._fields}
+        save_checkpoint(self.out, "ppo", {"params": state.params, "kl_coef": state.kl.coef})
+        return {
+            "variants": list(PPO_VARIANTS),
+            "hparams": {f: np.asarray(getattr(hparams, f)).tolist() for f in ppo_mod.RLHFHParams._fields},
+            "eval_iterations": [i * s.eval_every for i in range(len(points))],
+            "exact": {k: v.tolist() for k, v in pts.items()},
+            "history": {k: v.tolist() for k, v in hist.items()},
+        }
+
+    def run_dpo(self) -> dict[str, Any]:
+        m, ref, pairs = self.model, self.sft_params, self.pairs
+        betas = jnp.asarray(self.s.dpo_betas, jnp.float32)
+        train = jax.jit(jax.vmap(lambda r, d, k, b: dpo_mod.train_dpo(m, r, d, k, b, self.s.dpo), (None, None, None, 0)))
+        params, losses = train(ref, pairs, self.keys["dpo"], betas)
+        pts = self.evaluate_policies(params)
+        ep, a, b, ga, gb = self.eval_pairs()
+        clear = np.abs(np.asarray(ga - gb)) >= 0.1
+        acc = []
+        implicit = jax.jit(
+            jax.vmap(lambda p, beta, r, x, y: dpo_mod.implicit_reward(m, p, r, x, y, beta), (0, 0, None, None, None))
+        )
+        wins = np.asarray(implicit(params, betas, ref, ep, a) > implicit(params, betas, ref, ep, b))  # [betas, samples]
+        acc = [float(np.mean((w == np.asarray(ga > gb))[clear])) for w in wins]
+        save_checkpoint(self.out, "dpo", {"params": params})
+        return {
+            "betas": list(self.s.dpo_betas),
+            "exact": {f: np.asarray(getattr(pts, f)).tolist() for f in exact.Point._fields},
+            "implicit_reward_accuracy": acc,
+            "final_loss": np.asarray(losses)[:, -10:].mean(axis=1).tolist(),
+        }
+
+    def run_bon(self) -> dict[str, Any]:
+        enum = self.enumeration
+        ns = self.s.best_of
+        fn = jax.jit(lambda e, n: exact.evaluate(exact.best_of_n_log_probs(e.ref_log_probs, e.proxy, n), e))
+        pts = [fn(enum, jnp.float32(n)) for n in ns]
+        out = {f: [float(getattr(p, f)) for p in pts] for f in exact.Point._fields}
+        return {"n": list(ns), "exact": out, "kl_bound": exact.best_of_n_kl_bound(np.asarray(ns)).tolist()}
+
+    def frontier(self, n: int = 80) -> dict[str, list[float]]:
+        betas = np.geomspace(0.005, 20.0, n).astype(np.float32)
+        front = jax.jit(exact.frontier)(self.enumeration, jnp.asarray(betas))
+        return {"beta": betas.tolist(), **{f: np.asarray(getattr(front, f)).tolist() for f in exact.Point._fields}}
+
+
+def _pairs_from(d):
+    from purejaxppo.rlhf.task import Preferences
+
+    return Preferences(jnp.asarray(d["prompts"]), jnp.asarray(d["chosen"]), jnp.asarray(d["rejected"]))
+
+
+# ---- running stages and writing results -------------------------------------------------------
+def _stage_file(out: str, stage: str) -> str:
+    return os.path.join(out, "stages", f"{stage}.json")
+
+
+def read_stage(out: str, stage: str) -> dict[str, Any] | None:
+    path = _stage_file(out, stage)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def prepare(out: str, settings: DemoSettings | None, stage: str) -> DemoSettings:
+    """The study's settings: written on its first stage, read back (and checked) on later ones."""
+    from purejaxppo.run.layout import write_json
+
+    path = os.path.join(out, "settings.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = settings_from_dict(json.load(f))
+        if settings is None or stage in ("sft", "demo"):
+            settings = settings or saved
+        else:
+            for name in ("seed", "task", "model", "sft", "pairs", "reward"):
+                if getattr(settings, name) != getattr(saved, name):
+                    raise ConfigError(
+                        f"{name} differs from the one {out}'s earlier stages used ({getattr(saved, name)}); "
+                        "use the same settings or a new --out"
+                    )
+    elif settings is None:
+        settings = DemoSettings()
+    if stage not in ("sft", "demo"):
+        for need in NEEDS[stage]:
+            if read_stage(out, need) is None:
+                raise RunError(f"{out} has no {need} stage; run `purejaxppo rlhf {need} --out {out}` (or `demo`) first")
+    check_settings(settings)
+    os.makedirs(os.path.join(out, "stages"), exist_ok=True)
+    write_json(path, settings_to_dict(settings))
+    return settings
+
+
+STUDY_FILES = ("settings.json", "stages", "checkpoints", "results.csv", "summary.md", "frontier.png", "ppo_curves.png",
+               "overoptimisation.png")
+
+
+def clear_study(out: str) -> None:
+    """Remove a study's files from ``out`` (and nothing else)."""
+    import shutil
+
+    for name in STUDY_FILES:
+        path = os.path.join(out, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def run_stages(out: str, settings: DemoSettings | None = None, stages=STAGES, log=print) -> dict[str, Any]:
+    """Run ``stages`` in order into ``out``; rewrite the result files after each. Returns the
+    stage records (those on disk included)."""
+    from purejaxppo.run.layout import write_json
+
+    for stage in stages:
+        if stage not in STAGES:
+            raise ConfigError(f"stage {stage!r} is not known; use one of {', '.join(STAGES)}")
+    settings = prepare(out, settings, stages[0] if len(stages) == 1 else "demo")
+    study = Study(settings, out, log)
+    for stage in stages:
+        t = time.time()
+        log(f"stage {stage} ...")
+        record = getattr(study, f"run_{stage}")()
+        record["seconds"] = round(time.time() - t, 1)
+        if stage in ("sft", "reward"):
+            for later in STAGES[STAGES.index(stage) + 1 :]:
+                # A later stage's records were made with the products this stage replaced.
+                if os.path.exists(_stage_file(out, later)):
+                    os.remove(_stage_file(out, later))
+        if stage != "sft":
+            record["reference"] = study.reference_point()
+            record["frontier"] = study.frontier()
+        write_json(_stage_file(out, stage), record)
+        log(f"stage {stage} done in {record['seconds']} s")
+        write_results(out)
+    return {st: read_stage(out, st) for st in STAGES}
+
+
+def write_results(out: str) -> None:
+    """``results.csv``, ``summary.md`` and the plots from the stage records present."""
+    from purejaxppo.rlhf import report
+
+    records = {st: read_stage(out, st) for st in STAGES}
+    rows = report.result_rows(records)
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(RESULT_COLUMNS)
+        for r in rows:
+            w.writerow([r[c] if isinstance(r[c], str) else f"{r[c]:.4f}" for c in RESULT_COLUMNS])
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(report.summary_markdown(records))
+    report.plots(out, records)
