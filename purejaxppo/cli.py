@@ -263,7 +263,8 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
     stages = pipeline.STAGES if args.stage == "demo" else (args.stage,)
     if args.stage == "demo" and os.path.isdir(args.out):
         pipeline.clear_study(args.out)
-    pipeline.run_stages(args.out, settings, stages, log=lambda m: print(m, flush=True))
+    command = "purejaxppo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["rlhf"] else None
+    pipeline.run_stages(args.out, settings, stages, log=lambda m: print(m, flush=True), command=command)
     print(f"results in {args.out} (summary.md, results.csv, *.png)")
     return 0
 

@@ -274,3 +274,14 @@ def test_bad_ppo_settings_are_one_line_errors(micro):
         ppo.make_train(model, ppo.RLHFSettings(batch=10, minibatches=4), spec, frozen, sft_params)
     with pytest.raises(ConfigError, match="epochs"):
         ppo.make_train(model, ppo.RLHFSettings(epochs=0), spec, frozen, sft_params)
+
+
+def test_grid_log_probs_by_prefix_equal_one_pass_per_response():
+    model = seqmodel.make_model(3, 2, 4, seqmodel.ModelSpec(width=16, layers=2, heads=2))
+    params = jax.tree_util.tree_map(lambda x: 2 * x, seqmodel.init_params(model, jax.random.key(5)))
+    prompts, responses = exact.grid(2, 3, 4)
+    direct = exact.all_log_probs(model, params, prompts, responses, chunk=50)
+    fast = exact.grid_log_probs(model, params, 2, chunk=7)
+    assert fast.shape == direct.shape == (2, 81)
+    assert np.allclose(np.asarray(fast), np.asarray(direct), atol=1e-5)
+    assert np.allclose(np.exp(np.asarray(fast)).sum(axis=1), 1.0, atol=1e-5)

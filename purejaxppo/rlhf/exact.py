@@ -58,6 +58,27 @@ def all_log_probs(model, params, prompts: jax.Array, responses: jax.Array, chunk
     return _chunked(lambda p, r: seqmodel.sequence_log_probs(model, params, p, r), prompts, responses, chunk)
 
 
+def grid_log_probs(model, params, n_prompts: int, chunk: int = 4096) -> jax.Array:
+    """``log pi(y | x)`` for every pair in :func:`grid` order, ``[P, K ** L]``, from one causal pass
+    per *prefix* ``y_1 .. y_{L-1}``: its last position gives the next-token distribution of
+    all ``K`` completions at once, so this costs ``K`` times less than one pass per response."""
+    k, length = model.n_tokens, model.length
+    prompts, prefixes = grid(n_prompts, k, length - 1)  # [P, M], [P, M, L-1]
+
+    def per_prefix(p, y):  # [C], [C, L-1] -> [C * K]
+        logits, _, _ = model.apply(params, seqmodel.inputs(model, p, y))  # [C, L, K]
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        head = jnp.sum(jnp.take_along_axis(logp[:, :-1], y[..., None], axis=-1)[..., 0], axis=-1)  # [C]
+        return (head[:, None] + logp[:, -1]).reshape(-1)
+
+    p = prompts.reshape(-1)
+    y = prefixes.reshape(-1, length - 1)
+    pad = (-p.shape[0]) % chunk
+    p, y = jnp.pad(p, (0, pad)), jnp.pad(y, ((0, pad), (0, 0)))
+    out = jax.lax.map(lambda a: per_prefix(*a), (p.reshape(-1, chunk), y.reshape(-1, chunk, length - 1)))
+    return out.reshape(-1)[: prompts.size * k].reshape(n_prompts, -1)
+
+
 def all_scores(model, params, prompts: jax.Array, responses: jax.Array, chunk: int = 4096) -> jax.Array:
     """The score head for every pair, ``[P, N]``."""
     return _chunked(lambda p, r: seqmodel.scores(model, params, p, r), prompts, responses, chunk)

@@ -56,6 +56,7 @@ class DemoSettings(NamedTuple):
     hparams: ppo_mod.RLHFHParams = ppo_mod.RLHFHParams()
     fixed_kl_coef: float = 0.2
     hack_kl_coef: float = 0.001
+    hack_learning_rate: float = 1e-4  # slower, so that the over-optimisation is seen step by step
     eval_every: int = 10
     dpo: dpo_mod.DPOSettings = dpo_mod.DPOSettings()
     dpo_betas: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0)
@@ -140,7 +141,10 @@ def load_checkpoint(out: str, stage: str, like: Any) -> Any:
     path = _ckpt_path(out, stage)
     if not os.path.isdir(path):
         raise RunError(f"{out} has no {stage} checkpoint; run `purejaxppo rlhf {stage} --out {out}` (or `demo`) first")
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype), like)
+    def shape_of(x):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "dtype") else jax.ShapeDtypeStruct((), jnp.asarray(x).dtype)
+
+    abstract = jax.tree_util.tree_map(shape_of, like)
     with ocp.StandardCheckpointer() as ckpt:
         return ckpt.restore(path, abstract)
 
@@ -198,7 +202,7 @@ class Study:
             prompts, responses = exact.grid(self.spec.n_prompts, self.spec.n_tokens, self.spec.length)
             m, rm = self.model, self.reward_model
             # Arrays go in as arguments (closed over, they would be folded into the program).
-            ref = jax.jit(lambda p, x, y: exact.all_log_probs(m, p, x, y))(self.sft_params, prompts, responses)
+            ref = jax.jit(lambda p: exact.grid_log_probs(m, p, self.spec.n_prompts))(self.sft_params)
             proxy = jax.jit(lambda r, x, y: (exact.all_scores(m, r.params, x, y) - r.shift) / r.scale)(rm, prompts, responses)
             gold = gold_reward(self.task, self.spec, prompts, responses)
             self._enum = exact.Enumeration(prompts, responses, ref, proxy, gold)
@@ -223,7 +227,7 @@ class Study:
         # Exact cross-entropy per token: E_G[-log pi] / L, by enumeration.
         gp, gy = exact.grid(spec.n_prompts, spec.n_tokens, spec.length)
         g_logp = sequence_log_probs_g(task.p0, task.trans, gp, gy)
-        ref = jax.jit(lambda p, x, y: exact.all_log_probs(m, p, x, y))(params, gp, gy)
+        ref = jax.jit(lambda p: exact.grid_log_probs(m, p, spec.n_prompts))(params)
         cross = float(exact.expectation(g_logp, -ref)) / spec.length
         save_checkpoint(self.out, "sft", params)
         return {
@@ -276,7 +280,7 @@ class Study:
         if not hasattr(self, "_evaluate"):
             m = self.model
             self._evaluate = jax.jit(
-                jax.vmap(lambda p, e: exact.evaluate(exact.all_log_probs(m, p, e.prompts, e.responses), e), (0, None))
+                jax.vmap(lambda p, e: exact.evaluate(exact.grid_log_probs(m, p, self.spec.n_prompts), e), (0, None))
             )
         return self._evaluate(params, self.enumeration)
 
@@ -286,7 +290,7 @@ class Study:
         rows = [
             h,
             h._replace(kl_coef=self.s.fixed_kl_coef, kl_horizon=math.inf),
-            h._replace(kl_coef=self.s.hack_kl_coef, kl_horizon=math.inf),
+            h._replace(kl_coef=self.s.hack_kl_coef, kl_horizon=math.inf, learning_rate=self.s.hack_learning_rate),
         ]
         return jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs, jnp.float32), *rows)
 
@@ -422,7 +426,9 @@ def clear_study(out: str) -> None:
             os.remove(path)
 
 
-def run_stages(out: str, settings: DemoSettings | None = None, stages=STAGES, log=print) -> dict[str, Any]:
+def run_stages(
+    out: str, settings: DemoSettings | None = None, stages=STAGES, log=print, command: str | None = None
+) -> dict[str, Any]:
     """Run ``stages`` in order into ``out``; rewrite the result files after each. Returns the
     stage records (those on disk included)."""
     from purejaxppo.run.layout import write_json
@@ -445,6 +451,9 @@ def run_stages(out: str, settings: DemoSettings | None = None, stages=STAGES, lo
         if stage != "sft":
             record["reference"] = study.reference_point()
             record["frontier"] = study.frontier()
+        from purejaxppo.run.reproduce import environment_info
+
+        record["environment"] = {**environment_info(), "command": command}
         write_json(_stage_file(out, stage), record)
         log(f"stage {stage} done in {record['seconds']} s")
         write_results(out)

@@ -165,6 +165,13 @@ def summary_markdown(records: dict[str, Any]) -> str:
     secs = {k: r["seconds"] for k, r in records.items() if r}
     if secs:
         lines += ["Stage times: " + ", ".join(f"{k} {v} s" for k, v in secs.items()), ""]
+    last = [r for r in records.values() if r and "environment" in r]
+    if last:
+        env = last[-1]["environment"]
+        if env.get("command"):
+            lines += [f"Command: `{env['command']}`", ""]
+        lines += [f"Commit {env['commit']}; {', '.join(f'{k} {v}' for k, v in env['versions'].items())}; Python "
+                  f"{env['python']}; {env['device']}, {env['cpu_count']} CPU cores; {env['date']}.", ""]
     return "\n".join(lines)
 
 
