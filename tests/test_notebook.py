@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["quickstart.ipynb", "sweeps.ipynb", "reproduce.ipynb"]
+NAMES = ["quickstart.ipynb", "sweeps.ipynb", "reproduce.ipynb", "rlhf.ipynb"]
 
 
 def run_notebook(name: str, parameters: str, cwd: Path) -> tuple[dict, nbformat.NotebookNode]:
@@ -59,3 +59,14 @@ def test_reproduce(tmp_path):
                           'TASKS = ["CartPole-v1"]', tmp_path)
     assert out["suite"] == "gymnax-classic" and out["tasks"] == ["CartPole-v1"] and len(out["verdicts"]) == 1
     assert (tmp_path / "results" / "gymnax-classic" / "summary.md").exists()
+
+
+def test_rlhf(tmp_path):
+    # the plumbing at the smallest sizes (4-token responses, a few steps); the numbers are tests/test_rlhf.py's
+    out, nb = run_notebook("rlhf.ipynb", 'OUT = "study"\nLENGTH = 4\nSFT_STEPS = 100\nPAIRS = 512\n'
+                           "PPO_ITERATIONS = 10\nPPO_BATCH = 32\nDPO_EPOCHS = 1", tmp_path)
+    assert out["reference"]["kl"] == 0.0 and abs(out["reference"]["win_rate"] - 0.5) < 1e-4
+    assert all(k <= b + 1e-4 for k, b in zip(out["bon_kl"], out["bon_bound"], strict=True))
+    assert out["ppo_adaptive"]["kl"] > 0 and out["checks"] >= 15
+    assert (tmp_path / "study" / "frontier.png").stat().st_size > 0
+    assert "1,296 responses per prompt" in _stdout(nb)

@@ -107,12 +107,12 @@ def test_sampling_g_matches_its_probabilities(small_task):
 def test_labels_have_the_planned_noise():
     spec = TaskSpec(length=5)
     task = make_task(spec)
-    n = 100_000
+    n = 40_000
     k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
     prompts = jax.random.randint(k1, (n,), 0, spec.n_prompts)
     pairs = label_pairs(task, spec, k4, prompts, sample_g(task, k2, prompts, 5), sample_g(task, k3, prompts, 5))
     wrong = gold_reward(task, spec, prompts, pairs.chosen) < gold_reward(task, spec, prompts, pairs.rejected)
-    assert float(jnp.mean(wrong)) == pytest.approx(spec.label_noise, abs=0.01)
+    assert float(jnp.mean(wrong)) == pytest.approx(spec.label_noise, abs=0.012)  # 6 standard errors
 
 
 def test_bad_task_settings_are_one_line_errors():
@@ -131,7 +131,7 @@ def test_sampling_matches_teacher_forced_log_probs():
     params = seqmodel.init_params(model, jax.random.key(0))
     # Sharpen the random model a little so that the frequencies differ from uniform.
     params = jax.tree_util.tree_map(lambda x: 3 * x, params)
-    n = 60_000
+    n = 30_000
     prompts = jnp.ones((n,), jnp.int32)
     ys = np.asarray(seqmodel.sample(model, params, jax.random.key(1), prompts))
     freq = np.bincount(ys[:, 0] * 3 + ys[:, 1], minlength=9) / n
