@@ -235,8 +235,11 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
     saved = os.path.join(args.out, "settings.json")
     if args.stage == "demo" and os.path.exists(saved) and not args.overwrite:
         raise UsageError(f"{args.out} already holds a study; give --overwrite to replace it, or a new --out")
-    later = args.stage not in ("demo", "sft") and os.path.exists(saved)
-    if later:
+    for flag, value in (("--seed", args.seed), ("--task-seed", args.task_seed)):
+        if value is not None and value < 0:
+            raise ConfigError(f"rlhf {flag}: must be 0 or more, got {value}")
+    # A single stage starts from the study's saved settings (flags given change them).
+    if args.stage != "demo" and os.path.exists(saved):
         with open(saved) as f:
             import json
 

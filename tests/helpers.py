@@ -1,8 +1,14 @@
-"""Running the command line in this process, as ``purejaxppo ...`` would, with its output captured."""
+"""Running the command line in this process, as ``purejaxppo ...`` would, with its output captured;
+running a notebook in a real Jupyter kernel."""
 
 import contextlib
 import io
+import json
+from pathlib import Path
 from typing import NamedTuple
+
+import nbformat
+from nbclient import NotebookClient
 
 from purejaxppo.cli import main
 
@@ -21,3 +27,23 @@ def run_main(*args: str) -> Result:
         except SystemExit as e:  # --help
             code = e.code
     return Result(code, out.getvalue(), err.getvalue())
+
+
+# ---- notebooks ---------------------------------------------------------------------------
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def run_notebook(name: str, parameters: str, cwd: Path) -> tuple[dict, nbformat.NotebookNode]:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{name}: one cell tagged 'parameters'"
+    cells[0].source = parameters
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
+    return json.loads(text.strip().splitlines()[-1]), nb
+
+
+def notebook_stdout(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.output_type == "stream")

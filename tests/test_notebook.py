@@ -1,31 +1,12 @@
 """The notebooks run top to bottom in a real Jupyter kernel (nbclient), at tiny budgets set in
-their parameters cell, and print their key results as a JSON line that is checked here."""
-
-import json
-from pathlib import Path
+their parameters cell, and print their key results as a JSON line that is checked here.
+(rlhf.ipynb runs in tests/test_rlhf.py, whose tests check the study it trains.)"""
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from helpers import NOTEBOOKS, notebook_stdout, run_notebook
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["quickstart.ipynb", "sweeps.ipynb", "reproduce.ipynb", "rlhf.ipynb"]
-
-
-def run_notebook(name: str, parameters: str, cwd: Path) -> tuple[dict, nbformat.NotebookNode]:
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(cells) == 1, f"{name}: one cell tagged 'parameters'"
-    cells[0].source = parameters
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
-    last = [c for c in nb.cells if c.cell_type == "code"][-1]
-    text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
-    return json.loads(text.strip().splitlines()[-1]), nb
-
-
-def _stdout(nb: nbformat.NotebookNode) -> str:
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                   if o.output_type == "stream")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -44,7 +25,7 @@ def test_quickstart(tmp_path):
     assert out["updates"] == 4 and out["gif_frames"] >= 2
     assert out["eval_mean"] >= 8  # CartPole: every episode lasts at least 8 steps
     assert (tmp_path / "cartpole.gif").stat().st_size > 0
-    assert "accelerator: CPU only; 1 device(s)" in _stdout(nb)
+    assert "accelerator: CPU only; 1 device(s)" in notebook_stdout(nb)
 
 
 def test_sweeps(tmp_path):
@@ -60,13 +41,3 @@ def test_reproduce(tmp_path):
     assert out["suite"] == "gymnax-classic" and out["tasks"] == ["CartPole-v1"] and len(out["verdicts"]) == 1
     assert (tmp_path / "results" / "gymnax-classic" / "summary.md").exists()
 
-
-def test_rlhf(tmp_path):
-    # the plumbing at the smallest sizes (4-token responses, a few steps); the numbers are tests/test_rlhf.py's
-    out, nb = run_notebook("rlhf.ipynb", 'OUT = "study"\nLENGTH = 4\nSFT_STEPS = 100\nPAIRS = 512\n'
-                           "PPO_ITERATIONS = 10\nPPO_BATCH = 32\nDPO_EPOCHS = 1", tmp_path)
-    assert out["reference"]["kl"] == 0.0 and abs(out["reference"]["win_rate"] - 0.5) < 1e-4
-    assert all(k <= b + 1e-4 for k, b in zip(out["bon_kl"], out["bon_bound"], strict=True))
-    assert out["ppo_adaptive"]["kl"] > 0 and out["checks"] >= 15
-    assert (tmp_path / "study" / "frontier.png").stat().st_size > 0
-    assert "1,296 responses per prompt" in _stdout(nb)

@@ -1,8 +1,7 @@
-"""The RLHF study end to end, through the real CLI in-process, at the tiny budget.
-
-One study is trained once for the module (SFT, reward model, three PPO runs, DPO, best-of-n);
-the tests read its files and Orbax checkpoints. Bounds are the issue's, loosened where a
-tiny budget cannot reach them (noted at each)."""
+"""The RLHF study end to end at the tiny budget: notebooks/rlhf.ipynb run top to bottom in a real
+Jupyter kernel with its default parameters (SFT, reward model, three PPO runs, DPO, best-of-n, stage
+by stage), then the tests read the files and Orbax checkpoints it wrote and drive the real CLI on
+them. Bounds are the issue's, loosened where a tiny budget cannot reach them (noted at each)."""
 
 import csv
 import json
@@ -11,6 +10,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from helpers import notebook_stdout, run_notebook
 
 from purejaxppo.cli import main
 from purejaxppo.rlhf import pipeline, report
@@ -18,15 +18,24 @@ from purejaxppo.rlhf import pipeline, report
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("rlhf") / "study")
-    rc = main(["rlhf", "demo", "--tiny", "--out", out, "--compilation-cache", "off"])
-    assert rc == 0
-    records = {st: pipeline.read_stage(out, st) for st in pipeline.STAGES}
-    return out, records
+    cwd = tmp_path_factory.mktemp("rlhf")
+    out, nb = run_notebook("rlhf.ipynb", 'OUT = "study"\nLENGTH = 5\nSFT_STEPS = 500\nPAIRS = 2048\n'
+                           "PPO_ITERATIONS = 40\nPPO_BATCH = 128\nDPO_EPOCHS = 3", cwd)
+    study_dir = str(cwd / "study")
+    records = {st: pipeline.read_stage(study_dir, st) for st in pipeline.STAGES}
+    return study_dir, records, out, nb
+
+
+def test_notebook_prints_the_study(study):
+    _, records, out, nb = study
+    assert "7,776 responses per prompt" in notebook_stdout(nb)
+    assert out["reference"]["kl"] == 0.0 and abs(out["reference"]["win_rate"] - 0.5) < 1e-4
+    assert out["rm_accuracy"] == records["reward"]["heldout_accuracy"] and out["checks"] == 20
+    assert out["ppo_adaptive"]["kl"] == records["ppo"]["exact"]["kl"][0][-1]
 
 
 def test_every_file_is_written(study):
-    out, records = study
+    out, records = study[:2]
     for name in ("results.csv", "summary.md", "settings.json", "frontier.png", "ppo_curves.png", "overoptimisation.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == sorted(pipeline.STAGES[:-1])
@@ -42,7 +51,7 @@ def test_every_file_is_written(study):
 
 
 def test_sft_and_reward_model(study):
-    _, r = study
+    _, r = study[:2]
     # the issue's 0.05 nats/token holds at this budget too
     assert abs(r["sft"]["heldout_nll_per_token"] - r["sft"]["entropy_per_token"]) <= 0.05
     assert r["sft"]["exact_cross_entropy_per_token"] >= r["sft"]["entropy_per_token"] - 1e-4  # KL(G || ref) >= 0
@@ -53,7 +62,7 @@ def test_sft_and_reward_model(study):
 
 
 def test_ppo_with_adaptive_kl(study):
-    _, r = study
+    _, r = study[:2]
     p = r["ppo"]
     ref = p["reference"]
     a = p["variants"].index("adaptive")
@@ -84,7 +93,7 @@ def test_ppo_with_adaptive_kl(study):
 
 
 def test_reward_hacking_with_beta_near_zero(study):
-    _, r = study
+    _, r = study[:2]
     p = r["ppo"]
     h = p["variants"].index("beta~0")
     gold, proxy, kl = (np.asarray(p["exact"][f][h]) for f in ("gold", "proxy", "kl"))
@@ -96,7 +105,7 @@ def test_reward_hacking_with_beta_near_zero(study):
 
 
 def test_dpo(study):
-    _, r = study
+    _, r = study[:2]
     d = r["dpo"]
     i = d["betas"].index(0.1)
     assert d["exact"]["gold"][i] >= d["reference"]["gold"] + 0.2
@@ -106,7 +115,7 @@ def test_dpo(study):
 
 
 def test_best_of_n(study):
-    _, r = study
+    _, r = study[:2]
     b = r["bon"]
     kl, bound = np.asarray(b["exact"]["kl"]), np.asarray(b["kl_bound"])
     assert np.all(kl <= bound + 1e-4)
@@ -115,7 +124,7 @@ def test_best_of_n(study):
 
 
 def test_one_stage_reruns_from_the_checkpoints(study):
-    out, records = study
+    out, records = study[:2]
     before = records["bon"]
     assert main(["rlhf", "bon", "--out", out, "--compilation-cache", "off"]) == 0
     after = pipeline.read_stage(out, "bon")
@@ -129,14 +138,14 @@ def test_one_stage_reruns_from_the_checkpoints(study):
 
 
 def test_checks_table_matches_the_records(study):
-    _, records = study
+    _, records = study[:2]
     rows = {w: holds for w, _, holds in report.checks(records)}
     assert rows["best-of-n: exact KL <= log n - (n-1)/n for every n"]
     assert rows["DPO: exact KL decreases as beta grows"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys, study):
-    out, _ = study
+    out = study[0]
     empty = str(tmp_path / "empty")
     cases = [
         (["rlhf", "ppo", "--out", empty], "no sft stage"),

@@ -221,49 +221,41 @@ def micro():
     return spec, model, sft_params, frozen, settings
 
 
-def test_one_compilation_across_iterations_and_betas_and_same_bits(micro):
+def test_one_compilation_same_bits_and_vmap_over_seeds_and_betas(micro):
     spec, model, sft_params, frozen, settings = micro
     traces = []
 
     def chunk(f, state, hparams):
         traces.append(1)
-        return ppo.run(model, settings, spec, f, state, hparams, 2)
+        return ppo.run(model, settings, spec, f, state, hparams, settings.iterations)
 
     chunk = jax.jit(chunk)
-    results = []
-    for beta in (0.05, 0.5):
+
+    def one(key, beta):
         h = ppo.RLHFHParams(kl_coef=jnp.float32(beta))
-        state = ppo.init(model, sft_params, jax.random.key(3), h)
-        for _ in range(2):
-            state, metrics = chunk(frozen, state, h)
-        results.append((state, metrics))
-    assert len(traces) == 1
-    # Same seed, same bits.
-    h = ppo.RLHFHParams(kl_coef=jnp.float32(0.05))
-    state = ppo.init(model, sft_params, jax.random.key(3), h)
-    for _ in range(2):
-        state, metrics = chunk(frozen, state, h)
-    for a, b in zip(jax.tree_util.tree_leaves((state.params, metrics)),
-                    jax.tree_util.tree_leaves((results[0][0].params, results[0][1])), strict=True):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
-    # Different betas gave different runs; the first minibatch's ratio is 1, the first KL 0.
-    assert not np.array_equal(np.asarray(results[0][1].kl_coef), np.asarray(results[1][1].kl_coef))
-    assert float(jnp.max(results[0][1].first_ratio_dev)) < 1e-5
+        return chunk(frozen, ppo.init(model, sft_params, key, h), h)
 
-
-def test_train_vmaps_over_seeds_and_betas(micro):
-    spec, model, sft_params, frozen, settings = micro
-    train = ppo.make_train(model, settings, spec, frozen, sft_params)
     keys = jax.random.split(jax.random.key(0), 2)
-    betas = jnp.array([0.0, 1.0])
+    runs = {(k, b): one(keys[k], b) for k in (0, 1) for b in (0.0, 1.0)}
+    again = one(keys[0], 0.0)
+    assert len(traces) == 1  # seeds and betas (and a rerun) share one compilation
+    # Same seed, same bits.
+    for a, b in zip(jax.tree_util.tree_leaves((again[0].params, again[1])),
+                    jax.tree_util.tree_leaves((runs[0, 0.0][0].params, runs[0, 0.0][1])), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # The whole run as one function, vmapped over seeds x betas, equals the separate runs.
+    train = ppo.make_train(model, settings, spec, frozen, sft_params)
     grid = jax.jit(jax.vmap(jax.vmap(lambda k, b: train(k, ppo.RLHFHParams(kl_coef=b)), (None, 0)), (0, None)))
-    state, metrics = grid(keys, betas)
+    _, metrics = grid(keys, jnp.array([0.0, 1.0]))
     assert metrics.kl.shape == (2, 2, settings.iterations)
-    assert float(metrics.kl[0, 0, 0]) == pytest.approx(0.0, abs=1e-5)  # the policy starts as the reference
-    # beta enters the rewards: with the same seed the two betas give different rewards after the first step.
+    for k in (0, 1):
+        for j, b in enumerate((0.0, 1.0)):
+            for f in ("proxy", "kl", "reward", "approx_kl"):
+                assert np.allclose(np.asarray(getattr(metrics, f)[k, j]), np.asarray(getattr(runs[k, b][1], f)), atol=1e-4), f
+    # The policy starts as the reference; beta enters the rewards; ratio 1 on each first minibatch.
+    assert float(metrics.kl[0, 0, 0]) == pytest.approx(0.0, abs=1e-5)
     assert not np.allclose(np.asarray(metrics.reward[0, 0]), np.asarray(metrics.reward[0, 1]))
-    single_state, single = jax.jit(train)(keys[1], ppo.RLHFHParams(kl_coef=jnp.float32(1.0)))
-    assert np.allclose(np.asarray(single.proxy), np.asarray(metrics.proxy[1, 1]), atol=1e-4)
+    assert float(jnp.max(metrics.first_ratio_dev)) < 1e-5
 
 
 def test_bad_ppo_settings_are_one_line_errors(micro):

@@ -87,6 +87,10 @@ def check_settings(s: DemoSettings) -> None:
 
     check_spec(s.task)
     ppo_mod.check_settings(s.ppo)
+    for name, value, least in (("sft.steps", s.sft.steps, 2), ("reward.epochs", s.reward.epochs, 1),
+                               ("dpo.epochs", s.dpo.epochs, 1)):
+        if value < least:
+            raise ConfigError(f"{name}={value} is too small; use at least {least}")
     if s.ppo.iterations % s.eval_every:
         raise ConfigError(f"iterations={s.ppo.iterations} is not a multiple of eval_every={s.eval_every}")
     if s.pairs < s.reward.batch or s.pairs < s.dpo.batch:
@@ -162,7 +166,7 @@ class Study:
         self.task = make_task(settings.task)
         self.model = seqmodel.make_model(settings.task.n_tokens, settings.task.n_prompts, settings.task.length, settings.model)
         self.keys = dict(zip(STAGES + ("eval",), jax.random.split(jax.random.key(settings.seed), len(STAGES) + 1)))
-        self._sft = self._rm = self._pairs = self._enum = None
+        self._sft = self._rm = self._pairs = self._enum = self._reference = self._frontier = None
 
     # products of earlier stages
     def params_like(self):
@@ -221,7 +225,8 @@ class Study:
     def run_sft(self) -> dict[str, Any]:
         m, task, spec = self.model, self.task, self.spec
         params, losses = jax.jit(lambda k: sft_mod.train_sft(m, task, spec, k, self.s.sft))(self.keys["sft"])
-        self._sft = params
+        self._sft, self._rm, self._pairs = params, None, None
+        self._enum = self._reference = self._frontier = None
         prompts, responses = sft_mod.g_batch(task, jax.random.fold_in(self.keys["eval"], 1), self.s.eval_samples, spec.length)
         heldout = float(jax.jit(lambda p, x, y: sft_mod.nll_per_token(m, p, x, y))(params, prompts, responses))
         # Exact cross-entropy per token: E_G[-log pi] / L, by enumeration.
@@ -249,7 +254,8 @@ class Study:
         params, losses = train(ref, pairs, ktrain)
         normalise = jax.jit(lambda p, r, k: reward_mod.normalise(m, p, r, k, spec.n_prompts, self.s.reward.normalise_samples))
         rm = normalise(params, ref, knorm)
-        self._rm, self._pairs, self._enum = rm, pairs, None
+        self._rm, self._pairs = rm, pairs
+        self._enum = self._reference = self._frontier = None  # they depend on the reward model
         gold_c = gold_reward(task, spec, pairs.prompts, pairs.chosen)
         gold_r = gold_reward(task, spec, pairs.prompts, pairs.rejected)
         # Held-out checks on fresh reference samples.
@@ -272,8 +278,10 @@ class Study:
         }
 
     def reference_point(self) -> dict[str, float]:
-        point = jax.jit(lambda e: exact.evaluate(e.ref_log_probs, e))(self.enumeration)
-        return {k: float(v) for k, v in point._asdict().items()}
+        if self._reference is None:
+            point = jax.jit(lambda e: exact.evaluate(e.ref_log_probs, e))(self.enumeration)
+            self._reference = {k: float(v) for k, v in point._asdict().items()}
+        return self._reference
 
     def evaluate_policies(self, params) -> exact.Point:
         """Exact figures of policies stacked on a leading axis: each field ``[policies]``."""
@@ -357,9 +365,39 @@ class Study:
         return {"n": list(ns), "exact": out, "kl_bound": exact.best_of_n_kl_bound(np.asarray(ns)).tolist()}
 
     def frontier(self, n: int = 80) -> dict[str, list[float]]:
-        betas = np.geomspace(0.005, 20.0, n).astype(np.float32)
-        front = jax.jit(exact.frontier)(self.enumeration, jnp.asarray(betas))
-        return {"beta": betas.tolist(), **{f: np.asarray(getattr(front, f)).tolist() for f in exact.Point._fields}}
+        if self._frontier is None:
+            betas = np.geomspace(0.005, 20.0, n).astype(np.float32)
+            front = jax.jit(exact.frontier)(self.enumeration, jnp.asarray(betas))
+            self._frontier = {"beta": betas.tolist(), **{f: np.asarray(getattr(front, f)).tolist() for f in exact.Point._fields}}
+        return self._frontier
+
+
+    def run_stage(self, stage: str, command: str | None = None, plots: bool = True) -> dict[str, Any]:
+        """Run one stage (its predecessors' products loaded or kept from this object), write its
+        record and checkpoint, rewrite the result files; returns the record."""
+        from purejaxppo.run.layout import write_json
+        from purejaxppo.run.reproduce import environment_info
+
+        if stage not in STAGES:
+            raise ConfigError(f"stage {stage!r} is not known; use one of {', '.join(STAGES)}")
+        out = self.out
+        t = time.time()
+        self.log(f"stage {stage} ...")
+        record = getattr(self, f"run_{stage}")()
+        record["seconds"] = round(time.time() - t, 1)
+        if stage in ("sft", "reward"):
+            for later in STAGES[STAGES.index(stage) + 1 :]:
+                # A later stage's records were made with the products this stage replaced.
+                if os.path.exists(_stage_file(out, later)):
+                    os.remove(_stage_file(out, later))
+        if stage != "sft":
+            record["reference"] = self.reference_point()
+            record["frontier"] = self.frontier()
+        record["environment"] = {**environment_info(), "command": command}
+        write_json(_stage_file(out, stage), record)
+        self.log(f"stage {stage} done in {record['seconds']} s")
+        write_results(out, plots=plots)
+        return record
 
 
 def _pairs_from(d):
@@ -431,7 +469,6 @@ def run_stages(
 ) -> dict[str, Any]:
     """Run ``stages`` in order into ``out``; rewrite the result files after each. Returns the
     stage records (those on disk included)."""
-    from purejaxppo.run.layout import write_json
 
     for stage in stages:
         if stage not in STAGES:
@@ -439,29 +476,12 @@ def run_stages(
     settings = prepare(out, settings, stages[0] if len(stages) == 1 else "demo")
     study = Study(settings, out, log)
     for stage in stages:
-        t = time.time()
-        log(f"stage {stage} ...")
-        record = getattr(study, f"run_{stage}")()
-        record["seconds"] = round(time.time() - t, 1)
-        if stage in ("sft", "reward"):
-            for later in STAGES[STAGES.index(stage) + 1 :]:
-                # A later stage's records were made with the products this stage replaced.
-                if os.path.exists(_stage_file(out, later)):
-                    os.remove(_stage_file(out, later))
-        if stage != "sft":
-            record["reference"] = study.reference_point()
-            record["frontier"] = study.frontier()
-        from purejaxppo.run.reproduce import environment_info
-
-        record["environment"] = {**environment_info(), "command": command}
-        write_json(_stage_file(out, stage), record)
-        log(f"stage {stage} done in {record['seconds']} s")
-        write_results(out)
+        study.run_stage(stage, command=command, plots=stage == stages[-1])
     return {st: read_stage(out, st) for st in STAGES}
 
 
-def write_results(out: str) -> None:
-    """``results.csv``, ``summary.md`` and the plots from the stage records present."""
+def write_results(out: str, plots: bool = True) -> None:
+    """``results.csv``, ``summary.md`` and (with ``plots``) the plots from the stage records present."""
     from purejaxppo.rlhf import report
 
     records = {st: read_stage(out, st) for st in STAGES}
@@ -473,4 +493,5 @@ def write_results(out: str) -> None:
             w.writerow([r[c] if isinstance(r[c], str) else f"{r[c]:.4f}" for c in RESULT_COLUMNS])
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(report.summary_markdown(records))
-    report.plots(out, records)
+    if plots:
+        report.plots(out, records)

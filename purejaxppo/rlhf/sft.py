@@ -40,7 +40,10 @@ def train_sft(model, task: Task, spec: TaskSpec, key: jax.Array, settings: SFTSe
     settings = settings or SFTSettings()
     k_init, k_data = jax.random.split(key)
     params = seqmodel.init_params(model, k_init)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, settings.learning_rate, 100, settings.steps, 0.02 * settings.learning_rate)
+    warmup = min(100, settings.steps // 10)
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, settings.learning_rate, warmup, settings.steps, 0.02 * settings.learning_rate
+    )
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
     opt_state = opt.init(params)
 
