@@ -126,15 +126,13 @@ def test_best_of_n(study):
 def test_one_stage_reruns_from_the_checkpoints(study):
     out, records = study[:2]
     before = records["bon"]
+    path = os.path.join(out, "stages", "bon.json")
+    os.utime(path, (0, 0))
     assert main(["rlhf", "bon", "--out", out, "--compilation-cache", "off"]) == 0
+    assert os.path.getmtime(path) > 0  # rewritten by the rerun
     after = pipeline.read_stage(out, "bon")
     assert after["exact"] == before["exact"]  # same reference and proxy, restored from Orbax
-    # the SFT checkpoint restores to the parameters that gave the recorded reference
-    study_obj = pipeline.Study(pipeline.prepare(out, None, "bon"), out, log=lambda m: None)
-    params = study_obj.sft_params
-    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(study_obj.params_like())
-    point = study_obj.reference_point()
-    assert point["proxy"] == pytest.approx(before["reference"]["proxy"], abs=1e-6)
+    assert after["reference"] == before["reference"]
 
 
 def test_checks_table_matches_the_records(study):
