@@ -7,7 +7,6 @@ import csv
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 from helpers import notebook_stdout, run_notebook
