@@ -250,8 +250,11 @@ def _commit() -> str:
     try:
         out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              timeout=10, check=False)
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        # The result folders being written are not changes to the code that wrote them.
+        top = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout.strip() or here
+        dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         return (out.stdout.strip() + ("+changes" if dirty else "")) or "unknown"
     except OSError:
         return "unknown"
