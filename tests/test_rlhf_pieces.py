@@ -201,6 +201,14 @@ def test_bradley_terry_and_dpo_losses_hand_worked():
                               jnp.array([-2.0, -0.5]), 0.1)) == pytest.approx(math.log(2))
 
 
+def test_reward_whitening():
+    x = jnp.array([[1.0, 2.0], [3.0, 6.0]])
+    w = np.asarray(ppo.whiten(x))
+    assert w.mean() == pytest.approx(0.0, abs=1e-6) and w.std() == pytest.approx(1.0, rel=1e-5)
+    kept = np.asarray(ppo.whiten(x, shift_mean=False))
+    assert kept.mean() == pytest.approx(3.0, rel=1e-6) and kept.std() == pytest.approx(1.0, rel=1e-5)
+
+
 def test_token_rewards_put_the_score_on_the_last_token():
     lp = jnp.array([[-1.0, -2.0, -0.5]])
     ref = jnp.array([[-1.5, -1.0, -0.5]])
@@ -277,3 +285,11 @@ def test_grid_log_probs_by_prefix_equal_one_pass_per_response():
     assert fast.shape == direct.shape == (2, 81)
     assert np.allclose(np.asarray(fast), np.asarray(direct), atol=1e-5)
     assert np.allclose(np.exp(np.asarray(fast)).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_whitened_rewards_train(micro):
+    spec, model, sft_params, frozen, settings = micro
+    train = ppo.make_train(model, settings._replace(iterations=2, whiten_rewards=True), spec, frozen, sft_params)
+    _, metrics = jax.jit(train)(jax.random.key(0), ppo.RLHFHParams())
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in metrics)
+    assert float(metrics.approx_kl[0]) > 0  # the policy moved on the whitened rewards
