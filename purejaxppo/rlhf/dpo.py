@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from purejaxppo.rlhf import model as seqmodel
+from purejaxppo.rlhf.fit import minibatch_epochs
 from purejaxppo.rlhf.task import Preferences
 
 
@@ -52,22 +53,10 @@ def train_dpo(model, ref_params, pairs: Preferences, key: jax.Array, beta, setti
     ref_c = seqmodel.sequence_log_probs(model, ref_params, pairs.prompts, pairs.chosen)
     ref_r = seqmodel.sequence_log_probs(model, ref_params, pairs.prompts, pairs.rejected)
     params = ref_params
-    opt_state = opt.init(params)
 
     def loss_fn(p, idx):
         pc = seqmodel.sequence_log_probs(model, p, pairs.prompts[idx], pairs.chosen[idx])
         pr = seqmodel.sequence_log_probs(model, p, pairs.prompts[idx], pairs.rejected[idx])
         return dpo_loss(pc, pr, ref_c[idx], ref_r[idx], beta)
 
-    def epoch(carry, k):
-        def minibatch(carry, idx):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(params, idx)
-            updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        order = jax.random.permutation(k, n)[: batches * settings.batch].reshape(batches, settings.batch)
-        return jax.lax.scan(minibatch, carry, order)
-
-    (params, _), losses = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, settings.epochs))
-    return params, losses.reshape(-1)
+    return minibatch_epochs(loss_fn, opt, params, n, settings.batch, settings.epochs, key)

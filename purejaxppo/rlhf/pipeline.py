@@ -454,14 +454,9 @@ STUDY_FILES = ("settings.json", "stages", "checkpoints", "results.csv", "summary
 
 def clear_study(out: str) -> None:
     """Remove a study's files from ``out`` (and nothing else)."""
-    import shutil
+    from purejaxppo.run.layout import remove_named
 
-    for name in STUDY_FILES:
-        path = os.path.join(out, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+    remove_named(out, STUDY_FILES)
 
 
 def run_stages(

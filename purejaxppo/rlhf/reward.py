@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from purejaxppo.rlhf import model as seqmodel
+from purejaxppo.rlhf.fit import minibatch_epochs
 from purejaxppo.rlhf.task import Preferences
 
 
@@ -59,25 +60,13 @@ def train_reward_model(model, sft_params, pairs: Preferences, key: jax.Array, se
         optax.adamw(optax.cosine_decay_schedule(settings.learning_rate, steps), weight_decay=settings.weight_decay),
     )
     params = sft_params
-    opt_state = opt.init(params)
 
     def loss_fn(p, idx):
         s_c = seqmodel.scores(model, p, pairs.prompts[idx], pairs.chosen[idx])
         s_r = seqmodel.scores(model, p, pairs.prompts[idx], pairs.rejected[idx])
         return bradley_terry_loss(s_c, s_r)
 
-    def epoch(carry, k):
-        def minibatch(carry, idx):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(params, idx)
-            updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        order = jax.random.permutation(k, n)[: batches * settings.batch].reshape(batches, settings.batch)
-        return jax.lax.scan(minibatch, carry, order)
-
-    (params, _), losses = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, settings.epochs))
-    return params, losses.reshape(-1)
+    return minibatch_epochs(loss_fn, opt, params, n, settings.batch, settings.epochs, key)
 
 
 def normalise(model, params, ref_params, key: jax.Array, n_prompts: int, samples: int) -> RewardModel:

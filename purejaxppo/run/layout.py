@@ -190,7 +190,12 @@ def check_out_dir(out: str, overwrite: bool) -> None:
 
 def clear_run(out: str) -> None:
     """Remove a previous run's outputs (and only those) from ``out``."""
-    for name in RUN_FILES:
+    remove_named(out, RUN_FILES)
+
+
+def remove_named(out: str, names) -> None:
+    """Remove the files and folders ``names`` from ``out`` (those present; nothing else)."""
+    for name in names:
         path = os.path.join(out, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
