@@ -18,7 +18,7 @@ import time
 from typing import Any, NoReturn
 
 from purejaxppo.core.config import ACTIVATIONS, HPARAM_FIELDS, KL_PENALTIES, PPOConfig, field_docs
-from purejaxppo.core.presets import PRESETS, preset
+from purejaxppo.core.presets import PRESETS, preset, preset_name_for
 from purejaxppo.errors import CheckpointError, ConfigError, PurejaxppoError, UsageError
 
 PROG = "purejaxppo"
@@ -281,6 +281,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
     )
     parser.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out})")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    parser.add_argument("--brax-backend", default=None, metavar="NAME",
+                        help="physics backend of a Brax environment (--env brax/<task>): generalized, positional, "
+                        "spring or mjx (default: positional; the same as --env brax/<task>-<backend>)")
 
 
 def _add_cache_flag(parser: argparse.ArgumentParser) -> None:
@@ -333,12 +336,16 @@ def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
     overrides = _explicit_overrides(args)
     preset_name = args.preset
     if preset_name is None:
-        env = overrides.get("env", PPOConfig().env)
-        preset_name = env if env in PRESETS else None
+        preset_name = preset_name_for(overrides.get("env", PPOConfig().env))
     elif preset_name.lower() == "none":
         preset_name = None
     base = preset(preset_name) if preset_name else PPOConfig()
-    return base.replace(**overrides), preset_name
+    config = base.replace(**overrides)
+    if getattr(args, "brax_backend", None):
+        from purejaxppo.envs.brax_envs import with_backend
+
+        config = config.replace(env=with_backend(config.env, args.brax_backend))
+    return config, preset_name
 
 
 def resolve_resume(args: argparse.Namespace, out: str):
@@ -395,7 +402,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, preset_name = resolve_config(args)
         trainer = build_trainer(config, args.data_parallel)  # validates the settings
         out = args.out if args.out is not None else os.path.join(
-            "runs", f"{config.env}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
+            "runs", f"{config.env.replace('/', '_')}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
         layout.check_out_dir(out, args.overwrite)  # checked again under the folder's lock
     _setup_cache(args)
     print(f"preset: {preset_name or 'none'}", flush=True)
@@ -459,7 +466,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     trainer = make_trainer(config)  # validates the settings
     plan = sweep_plan.make_plan(config, args.num_seeds, grid, samples, args.num_samples)
     out = args.out if args.out is not None else os.path.join(
-        "runs", f"sweep_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}")
+        "runs", f"sweep_{config.env.replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}")
     layout.check_out_dir(out, args.overwrite)
     with contextlib.ExitStack() as stack:
         if jax.process_index() == 0:  # the process that writes holds the folder's lock

@@ -24,6 +24,14 @@ from purejaxppo.core.normalize import RunningMeanStd, rms_normalize
 Act = Callable[..., tuple[jax.Array, jax.Array]]
 
 
+def action_mapping(config: PPOConfig) -> str:
+    """How a continuous action reaches the environment (``EnvAdapter.env_action``): squashed by
+    tanh (``action_dist`` tanh), clipped (``clip_actions``), or unchanged."""
+    if config.action_dist == "tanh":
+        return "tanh"
+    return "clip" if config.clip_actions else "none"
+
+
 def observe(config: PPOConfig, obs_rms: RunningMeanStd, obs: jax.Array) -> jax.Array:
     """What the networks see: ``obs`` normalised by the run's statistics when ``normalize_obs`` is on."""
     return rms_normalize(obs_rms, obs, config.clip_obs) if config.normalize_obs else obs

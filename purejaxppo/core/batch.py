@@ -29,11 +29,13 @@ class Batch(NamedTuple):
     target: jax.Array  # [B] return targets A + V_old
 
 
-def scale_rewards(parts: Parts, state: RunnerState, traj: Transition, gamma: jax.Array):
-    """Rewards divided by the running std of the discounted return (when ``normalize_reward``), clipped."""
-    config = parts.config
+def scale_rewards(parts: Parts, state: RunnerState, traj: Transition, hparams: HParams):
+    """Rewards times ``reward_scale``, then divided by the running std of the discounted return
+    (when ``normalize_reward``) and clipped."""
+    config, gamma = parts.config, hparams.gamma
+    reward = traj.reward * hparams.reward_scale
     if not config.normalize_reward:
-        return state, traj.reward
+        return state, reward
     done = traj.terminated | traj.truncated
 
     def step(g, inputs):
@@ -41,9 +43,9 @@ def scale_rewards(parts: Parts, state: RunnerState, traj: Transition, gamma: jax
         g = g * gamma + r_t
         return jnp.where(done_t, 0.0, g), g
 
-    disc_return, returns_t = jax.lax.scan(step, state.disc_return, (traj.reward, done))
+    disc_return, returns_t = jax.lax.scan(step, state.disc_return, (reward, done))
     ret_rms = rms_update(state.ret_rms, parts.comm.gather(returns_t, axis=1))
-    rewards = jnp.clip(traj.reward / jnp.sqrt(ret_rms.var + 1e-8), -config.clip_reward, config.clip_reward)
+    rewards = jnp.clip(reward / jnp.sqrt(ret_rms.var + 1e-8), -config.clip_reward, config.clip_reward)
     return state.replace(disc_return=disc_return, ret_rms=ret_rms), rewards
 
 
@@ -70,7 +72,7 @@ def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HPar
     The batch is normalised with the statistics the rollout used; they are then updated.
     """
     config, network, comm = parts.config, parts.network, parts.comm
-    state, rewards = scale_rewards(parts, state, traj, hparams.gamma)
+    state, rewards = scale_rewards(parts, state, traj, hparams)
     obs = observe(config, state.obs_rms, traj.obs)  # [T, N, D]
     values = network.apply(state.params, obs, method=ActorCritic.value)  # [T, N]
     last_value = network.apply(state.params, observe(config, state.obs_rms, state.obs), method=ActorCritic.value)

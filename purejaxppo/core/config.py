@@ -29,6 +29,7 @@ from purejaxppo.errors import ConfigError
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 KL_PENALTIES = ("off", "fixed", "adaptive")
 POLICIES = ("mlp", "gru")
+ACTION_DISTS = ("gaussian", "tanh")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class PPOConfig:
     """Initial log standard deviation of the Gaussian policy (continuous actions only)."""
     clip_actions: bool = True
     """Clip continuous actions to the action space bounds when stepping the environment (continuous actions only)."""
+    action_dist: str = "gaussian"
+    """Continuous actions: gaussian (a diagonal Gaussian, clipped per clip_actions) or tanh (squashed by tanh into the bounds; log-prob with the tanh Jacobian)."""
+    state_dependent_std: bool = False
+    """Continuous actions: the policy's standard deviation is an output of the actor (softplus, floor 1e-3) instead of a learned vector."""
 
     normalize_obs: bool = False
     """Normalise observations with running mean and variance carried in the training state."""
@@ -112,6 +117,8 @@ class PPOConfig:
     """Clip normalised observations to [-clip_obs, clip_obs]."""
     clip_reward: float = 10.0
     """Clip scaled rewards to [-clip_reward, clip_reward]."""
+    reward_scale: float = 1.0
+    """Constant factor on every reward before learning (Brax's reward_scaling; applied before normalize_reward) (traced)."""
 
     # ---- derived values: computed, never stored -------------------------------------
     @property
@@ -165,6 +172,7 @@ HPARAM_FIELDS = (
     "kl_coef",
     "kl_target",
     "target_kl",
+    "reward_scale",
 )
 
 
@@ -184,6 +192,7 @@ class HParams:
     kl_coef: jnp.ndarray
     kl_target: jnp.ndarray
     target_kl: jnp.ndarray
+    reward_scale: jnp.ndarray
 
     @classmethod
     def from_config(cls, config: PPOConfig) -> HParams:
@@ -243,18 +252,20 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "seed": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
     else "an integer from 0 to 2**63 - 1",
     **{n: _positive_int for n in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs")},
-    **{n: _POSITIVE for n in ("lr", "adam_eps", "max_grad_norm", "kl_target", "clip_obs", "clip_reward")},
+    **{n: _POSITIVE for n in ("lr", "adam_eps", "max_grad_norm", "kl_target", "clip_obs", "clip_reward",
+                              "reward_scale")},
     **{n: _NON_NEGATIVE for n in ("clip_eps", "vf_clip_eps", "ent_coef", "vf_coef", "kl_coef", "target_kl")},
     **{n: _UNIT for n in ("gamma", "gae_lambda")},
     "activation": _choice(ACTIVATIONS),
     "policy": _choice(POLICIES),
+    "action_dist": _choice(ACTION_DISTS),
     "gru_hidden": _positive_int,
     "kl_penalty": _choice(KL_PENALTIES),
     "actor_hidden": _widths,
     "critic_hidden": _widths,
     "log_std_init": _number(lambda v: True, "a number"),
     **{n: _flag for n in ("anneal_lr", "clip_vloss", "norm_adv", "bootstrap_truncation", "shared_torso",
-                          "clip_actions", "normalize_obs", "normalize_reward")},
+                          "clip_actions", "state_dependent_std", "normalize_obs", "normalize_reward")},
 }
 
 
@@ -314,11 +325,12 @@ def validate_for_env(config: PPOConfig, env: Any) -> None:
             f"log_std_init: got {config.log_std_init!r}, but {config.env} has a discrete action space "
             f"({env.num_actions} actions); accepted: only for continuous action spaces"
         )
-    if config.clip_actions != default.clip_actions:
-        raise ConfigError(
-            f"clip_actions: got {config.clip_actions!r}, but {config.env} has a discrete action space; "
-            "accepted: only for continuous action spaces"
-        )
+    for name in ("clip_actions", "action_dist", "state_dependent_std"):
+        if getattr(config, name) != getattr(default, name):
+            raise ConfigError(
+                f"{name}: got {getattr(config, name)!r}, but {config.env} has a discrete action space; "
+                "accepted: only for continuous action spaces"
+            )
 
 
 def check_sweepable(name: str, where: str = "grid") -> None:

@@ -1,7 +1,11 @@
-"""The two action distributions, as small pure functions of their parameters.
+"""The action distributions, as small pure functions of their parameters.
 
 Nothing but arrays crosses ``jit``/``vmap`` boundaries: a policy's output (logits, or a
 Gaussian's mean and log standard deviation) is the distribution.
+
+``entropy(params, action)`` takes the sampled action too: the categorical and Gaussian
+entropies are exact and ignore it; the tanh-squashed Gaussian has no closed form and
+estimates it from the action (see :class:`TanhGaussian`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class Categorical(NamedTuple):
         return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
     @staticmethod
-    def entropy(logits: jax.Array) -> jax.Array:
+    def entropy(logits: jax.Array, action: jax.Array | None = None) -> jax.Array:
         logp = jax.nn.log_softmax(logits)
         return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
@@ -57,12 +61,61 @@ class DiagGaussian(NamedTuple):
         return jnp.sum(-0.5 * z * z - log_std - 0.5 * _LOG_2PI, axis=-1)
 
     @staticmethod
-    def entropy(params) -> jax.Array:
+    def entropy(params, action: jax.Array | None = None) -> jax.Array:
         """sum_d [ log sigma_d + (1 + log(2 pi)) / 2 ]."""
         _, log_std = params
         return jnp.sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
 
 
-def distribution(continuous: bool):
-    """The distribution class of a continuous (diagonal Gaussian) or discrete (categorical) action space."""
-    return DiagGaussian if continuous else Categorical
+def tanh_log_det(u: jax.Array) -> jax.Array:
+    """``sum_d log(1 - tanh(u_d)^2)``, computed as ``2 (log 2 - u - softplus(-2u))`` (exact, stable for large |u|)."""
+    return jnp.sum(2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+
+
+class TanhGaussian(NamedTuple):
+    """A diagonal Gaussian squashed by tanh into the action bounds: ``a = tanh(u)`` in ``[-1, 1]^D``,
+    then scaled to ``[low, high]`` on the way into the environment (``EnvAdapter.env_action``).
+
+    The action a rollout stores is the *unsquashed* draw ``u``: the squashed action is a
+    function of it, so nothing is lost, and no ``atanh`` of a value rounded to +-1 is ever
+    taken. ``log_prob`` is the density of the squashed action,
+    ``log N(u; mu, sigma) - sum_d log(1 - tanh(u_d)^2)`` (the affine scaling to the bounds adds
+    a constant, left out). The Jacobian term depends on ``u`` only, so it cancels in PPO's
+    ratio, which equals the Gaussian one exactly; it matters for the entropy.
+
+    The entropy has no closed form. ``entropy(params, u)`` is ``H[N(mu, sigma)] + E[sum_d
+    log(1 - tanh(u_d)^2)]`` with the expectation estimated at one reparameterised draw
+    ``u = mu + sigma * eps``, ``eps`` being the stored draw standardised (held constant):
+    gradients reach ``mu`` and ``sigma`` through the squashing term, as with Brax's estimate
+    from a fresh draw, and no key is needed in the loss. (``-log_prob`` at a fixed ``u`` would
+    not do: its gradient is a score, zero in expectation.)
+    """
+
+    @staticmethod
+    def sample(key: jax.Array, params) -> jax.Array:
+        return DiagGaussian.sample(key, params)
+
+    @staticmethod
+    def mode(params) -> jax.Array:
+        """The Gaussian mean: its tanh is the squashed distribution's median."""
+        return params[0]
+
+    @staticmethod
+    def log_prob(params, action: jax.Array) -> jax.Array:
+        return DiagGaussian.log_prob(params, action) - tanh_log_det(action)
+
+    @staticmethod
+    def entropy(params, action: jax.Array | None = None) -> jax.Array:
+        mean, log_std = params
+        if action is None:
+            raise ValueError("TanhGaussian.entropy estimates from a sampled (unsquashed) action; pass it")
+        eps = jax.lax.stop_gradient((action - mean) * jnp.exp(-log_std))
+        return DiagGaussian.entropy(params) + tanh_log_det(mean + jnp.exp(log_std) * eps)
+
+
+def distribution(continuous: bool, squash: bool = False):
+    """The distribution of a continuous (diagonal Gaussian, tanh-squashed with ``squash``) or
+    discrete (categorical) action space."""
+    if not continuous:
+        return Categorical
+    return TanhGaussian if squash else DiagGaussian

@@ -121,7 +121,7 @@ def ppo_loss(
     if kl_penalty:
         policy_loss = policy_loss + kl_coef * approx_kl
     v_loss = value_loss(values, batch.value, batch.target, hparams.vf_clip_eps, clip_vloss)
-    entropy = jnp.mean(dist.entropy(pi))
+    entropy = jnp.mean(dist.entropy(pi, batch.action))
     total = policy_loss - hparams.ent_coef * entropy + hparams.vf_coef * v_loss
     return total, LossInfo(policy_loss, v_loss, entropy, approx_kl, clipfrac)
 

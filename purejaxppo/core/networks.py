@@ -68,11 +68,36 @@ class MLP(nn.Module):
         return x
 
 
+MIN_STD = 1e-3  # floor of a state-dependent standard deviation (Brax's NormalTanhDistribution uses the same)
+
+
+def policy_head_width(action_dim: int, continuous: bool, state_dependent_std: bool) -> int:
+    """Outputs of the policy head: logits, a Gaussian's means, or its means and scales."""
+    return action_dim * 2 if continuous and state_dependent_std else action_dim
+
+
+def gaussian_params(out: jax.Array, log_std: jax.Array | None, log_std_init: float) -> tuple[jax.Array, jax.Array]:
+    """``(mean, log_std)`` of a Gaussian policy from its head's output.
+
+    With a learned vector ``log_std`` (state-independent) the head gives the means. Without
+    one (``state_dependent_std``) it gives means and raw scales, ``sigma = softplus(raw + c) +
+    MIN_STD``, with ``c`` chosen so that a zero output (the head starts near zero) gives
+    ``sigma = exp(log_std_init)``: the softplus keeps sigma positive and smooth, the floor
+    keeps the log-probability finite.
+    """
+    if log_std is not None:
+        return out, jnp.broadcast_to(log_std, out.shape)
+    mean, raw = jnp.split(out, 2, axis=-1)
+    shift = math.log(math.expm1(max(math.exp(log_std_init) - MIN_STD, 1e-6)))
+    return mean, jnp.log(jax.nn.softplus(raw + shift) + MIN_STD)
+
+
 class ActorCritic(nn.Module):
     """Policy and value function.
 
     ``policy(obs)`` returns the distribution parameters: logits ``[..., A]`` for discrete
-    actions, or ``(mean [..., D], log_std [..., D])`` for a diagonal Gaussian.
+    actions, or ``(mean [..., D], log_std [..., D])`` for a diagonal Gaussian (its log-std a
+    learned vector, or a function of the observation with ``state_dependent_std``).
     ``value(obs)`` returns ``[...]``.
     """
 
@@ -83,20 +108,22 @@ class ActorCritic(nn.Module):
     activation: str = "tanh"
     shared_torso: bool = False
     log_std_init: float = 0.0
+    state_dependent_std: bool = False
 
     def setup(self):
         self.actor_torso = MLP(tuple(self.actor_hidden), self.activation)
         if not self.shared_torso:
             self.critic_torso = MLP(tuple(self.critic_hidden), self.activation)
-        self.policy_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=constant(0.0))
+        width = policy_head_width(self.action_dim, self.continuous, self.state_dependent_std)
+        self.policy_head = nn.Dense(width, kernel_init=orthogonal(0.01), bias_init=constant(0.0))
         self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0))
-        if self.continuous:
+        if self.continuous and not self.state_dependent_std:
             self.log_std = self.param("log_std", constant(self.log_std_init), (self.action_dim,))
 
     def policy(self, obs: jax.Array):
         out = self.policy_head(self.actor_torso(obs))
         if self.continuous:
-            return out, jnp.broadcast_to(self.log_std, out.shape)
+            return gaussian_params(out, None if self.state_dependent_std else self.log_std, self.log_std_init)
         return out
 
     def value(self, obs: jax.Array) -> jax.Array:
@@ -118,4 +145,5 @@ def make_network(config, env) -> ActorCritic:
         activation=config.activation,
         shared_torso=config.shared_torso,
         log_std_init=config.log_std_init,
+        state_dependent_std=config.state_dependent_std,
     )

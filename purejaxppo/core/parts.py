@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from purejaxppo.core.act import Act, make_act
+from purejaxppo.core.act import Act, action_mapping, make_act
 from purejaxppo.core.collectives import LOCAL, Collectives
 from purejaxppo.core.config import PPOConfig, validate_for_env
 from purejaxppo.core.distributions import distribution
@@ -25,7 +25,7 @@ class Parts(NamedTuple):
     dist: Any  # Categorical or DiagGaussian
     comm: Collectives
     act: Act
-    vstep: Callable  # env.step over this device's environments, clipping per config.clip_actions
+    vstep: Callable  # env.step over this device's environments, actions mapped per act.action_mapping
     tuning: Tuning  # how the program is laid out on this backend (same algorithm)
 
     @property
@@ -46,7 +46,8 @@ def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | No
         network = make_recurrent_network(config, env)
     else:
         network = make_network(config, env)
-    dist = distribution(env.action_kind == "continuous")
-    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, clip=config.clip_actions))
+    dist = distribution(env.action_kind == "continuous", squash=config.action_dist == "tanh")
+    how = action_mapping(config)
+    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
     tuning = tuning_for() if tuning is None else tuning
     return Parts(config, env, network, dist, comm, make_act(config, network, dist, comm), vstep, tuning)

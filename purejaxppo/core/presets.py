@@ -99,6 +99,62 @@ for _name in ("Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar"):
     PRESETS[_name] = dict(_MINATAR, env=_name)
 
 
+# Brax (``brax/<task>``): the PPO settings of Brax's training notebook (google/brax,
+# notebooks/training.ipynb, "We determined some reasonable hyperparameters offline"), translated.
+# Brax collects batch_size * num_minibatches unrolls of unroll_length steps per update from
+# num_envs environments, so num_steps = batch_size * num_minibatches * unroll_length / num_envs;
+# Brax's num_updates_per_batch is update_epochs, its reward_scaling reward_scale, its
+# discounting gamma, its entropy_cost ent_coef. Its PPO defaults (brax/training/agents/ppo) give
+# the rest: clip 0.3, GAE lambda 0.95, no value clipping, no gradient clipping (a norm of 1e6
+# here), a constant learning rate, observation normalisation, a tanh-squashed Gaussian with a
+# state-dependent scale (softplus, floor 1e-3: sigma = 0.694 at a zero output), policy MLP
+# 4 x 32 and value MLP 5 x 256 with swish (silu). One difference stays: GAE runs over the whole
+# num_steps rollout, where Brax bootstraps at the end of every unroll.
+# hopper, walker2d and swimmer have no PPO row there (Brax trains hopper and walker2d with SAC):
+# theirs are the inverted-pendulum / ant row with reward_scale 1 and 20M steps, our choice.
+_BRAX = dict(num_envs=2048, num_minibatches=32, update_epochs=4, lr=3e-4, anneal_lr=False, gamma=0.97,
+             gae_lambda=0.95, clip_eps=0.3, clip_vloss=False, max_grad_norm=1e6, ent_coef=1e-2, vf_coef=0.5,
+             normalize_obs=True, actor_hidden=(32, 32, 32, 32), critic_hidden=(256, 256, 256, 256, 256),
+             activation="silu", action_dist="tanh", state_dependent_std=True, log_std_init=-0.366)
+
+
+def _brax_row(num_envs: int, batch_size: int, unroll: int, **row: Any) -> dict[str, Any]:
+    steps = batch_size * row.get("num_minibatches", 32) * unroll // num_envs
+    return dict(_BRAX, num_envs=num_envs, num_steps=steps, **row)
+
+
+BRAX_PRESETS: dict[str, dict[str, Any]] = {
+    "inverted_pendulum": _brax_row(2048, 1024, 5, total_timesteps=2_000_000, reward_scale=10.0),
+    "inverted_double_pendulum": _brax_row(2048, 1024, 5, total_timesteps=20_000_000, reward_scale=10.0),
+    "ant": _brax_row(4096, 2048, 5, total_timesteps=50_000_000, reward_scale=10.0),
+    "humanoid": _brax_row(2048, 1024, 10, total_timesteps=50_000_000, reward_scale=0.1, update_epochs=8,
+                          ent_coef=1e-3),
+    "humanoidstandup": _brax_row(2048, 1024, 15, total_timesteps=100_000_000, reward_scale=0.1, update_epochs=8,
+                                 lr=6e-4),
+    "reacher": _brax_row(2048, 256, 50, total_timesteps=50_000_000, reward_scale=5.0, update_epochs=8, gamma=0.95,
+                         ent_coef=1e-3),  # Brax uses action_repeat 4 here; the environment does too
+    "halfcheetah": _brax_row(2048, 512, 20, total_timesteps=50_000_000, reward_scale=1.0, update_epochs=8,
+                             gamma=0.95, ent_coef=1e-3),
+    "pusher": _brax_row(2048, 512, 30, total_timesteps=50_000_000, reward_scale=5.0, num_minibatches=16,
+                        update_epochs=8, gamma=0.95),
+    **{task: _brax_row(2048, 1024, 5, total_timesteps=20_000_000, reward_scale=1.0)
+       for task in ("hopper", "walker2d", "swimmer")},
+}
+for _task, _row in BRAX_PRESETS.items():
+    PRESETS[f"brax/{_task}"] = dict(_row, env=f"brax/{_task}")
+
+
+def preset_name_for(env: str) -> str | None:
+    """The preset that applies to ``env`` by default: its own, or for ``brax/<task>-<backend>`` the
+    task's (the physics backend does not change the settings); None when there is none."""
+    if env in PRESETS:
+        return env
+    if env.startswith("brax/"):
+        base = env.rsplit("-", 1)[0]
+        return base if base in PRESETS else None
+    return None
+
+
 def preset(name: str) -> PPOConfig:
     """The tuned configuration of ``name`` (an environment name)."""
     if name not in PRESETS:

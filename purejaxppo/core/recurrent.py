@@ -30,7 +30,7 @@ from flax.linen.initializers import constant
 from purejaxppo.core import losses
 from purejaxppo.core.act import observe
 from purejaxppo.core.config import HParams
-from purejaxppo.core.networks import _ACTIVATIONS, MLP, orthogonal
+from purejaxppo.core.networks import _ACTIVATIONS, MLP, gaussian_params, orthogonal, policy_head_width
 from purejaxppo.core.rollout import EpisodeStats, StepCarry, track_episodes
 
 
@@ -44,15 +44,17 @@ class RecurrentActorCritic(nn.Module):
     critic_hidden: tuple[int, ...] = (64,)
     activation: str = "tanh"
     log_std_init: float = 0.0
+    state_dependent_std: bool = False
 
     def setup(self):
         self.embed = nn.Dense(self.hidden_size, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0))
         self.cell = nn.GRUCell(features=self.hidden_size)
         self.actor_torso = MLP(tuple(self.actor_hidden), self.activation)
         self.critic_torso = MLP(tuple(self.critic_hidden), self.activation)
-        self.policy_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=constant(0.0))
+        width = policy_head_width(self.action_dim, self.continuous, self.state_dependent_std)
+        self.policy_head = nn.Dense(width, kernel_init=orthogonal(0.01), bias_init=constant(0.0))
         self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0))
-        if self.continuous:
+        if self.continuous and not self.state_dependent_std:
             self.log_std = self.param("log_std", constant(self.log_std_init), (self.action_dim,))
 
     def core(self, h: jax.Array, obs: jax.Array, start: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -63,7 +65,7 @@ class RecurrentActorCritic(nn.Module):
     def policy(self, y: jax.Array):
         out = self.policy_head(self.actor_torso(y))
         if self.continuous:
-            return out, jnp.broadcast_to(self.log_std, out.shape)
+            return gaussian_params(out, None if self.state_dependent_std else self.log_std, self.log_std_init)
         return out
 
     def value(self, y: jax.Array) -> jax.Array:
@@ -84,6 +86,7 @@ def make_recurrent_network(config, env) -> RecurrentActorCritic:
         critic_hidden=tuple(config.critic_hidden),
         activation=config.activation,
         log_std_init=config.log_std_init,
+        state_dependent_std=config.state_dependent_std,
     )
 
 
@@ -187,7 +190,7 @@ def make_batch(parts, state, rollout, hparams: HParams):
 
     traj, h0 = rollout
     config, network = parts.config, parts.network
-    state, rewards = scale_rewards(parts, state, traj, hparams.gamma)
+    state, rewards = scale_rewards(parts, state, traj, hparams)
     seq = Sequences(observe(config, state.obs_rms, traj.obs), traj.start, h0)
     ys, hs = unroll(network, state.params, seq)
     values = network.apply(state.params, ys, method=RecurrentActorCritic.value)  # [T, N]

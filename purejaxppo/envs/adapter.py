@@ -1,5 +1,7 @@
 """The adapter: any gymnax environment by name, seen as flat observations and one action space.
 
+Brax's tasks are named ``brax/<task>`` or ``brax/<task>-<backend>`` (:mod:`purejaxppo.envs.brax_envs`).
+
 ``make_env(name)`` returns ``(env, env_params)`` where ``env`` is an :class:`EnvAdapter`
 over a gymnax 1.0 ``Environment``: observations are flattened to ``float32`` vectors,
 actions are cast (discrete) or clipped to the space's bounds (continuous), and the
@@ -40,8 +42,10 @@ def register_env(name: str, factory: Callable[..., Any]) -> None:
 
 
 def known_envs() -> list[str]:
-    """Every environment name ``make_env`` accepts."""
-    return list(gymnax.registered_envs)
+    """Every environment name ``make_env`` accepts (the Brax ones need the ``brax`` extra)."""
+    from purejaxppo.envs import brax_envs
+
+    return list(gymnax.registered_envs) + brax_envs.names()
 
 
 class EnvAdapter:
@@ -89,15 +93,18 @@ class EnvAdapter:
         obs, state = self.env.reset(key, self.params)
         return self._flat(obs), state
 
-    def step(self, key: jax.Array, state: Any, action: jax.Array, clip: bool = True):
+    def step(self, key: jax.Array, state: Any, action: jax.Array, how: str | bool = "clip"):
         """One environment step with automatic reset.
+
+        ``how`` maps a continuous policy's action to the one the environment receives
+        (:meth:`env_action`): ``"clip"`` (or True), ``"none"`` (or False), or ``"tanh"``.
 
         Returns:
             ``(obs, state, reward, terminated, truncated, final_obs)``: ``obs`` is the next
             observation (already reset when the episode ended), ``final_obs`` the one the
             step reached before any reset.
         """
-        action = self._env_action(self.clip_action(action) if clip else action)
+        action = self._env_action(self.env_action(action, how))
         obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, self.params)
         final_obs = info.get("final_observation", obs) if isinstance(info, dict) else obs
         return (
@@ -114,9 +121,20 @@ class EnvAdapter:
 
     def clip_action(self, action: jax.Array) -> jax.Array:
         """Continuous actions clipped to the space's bounds; discrete actions unchanged."""
-        if self.action_kind == "discrete":
+        return self.env_action(action, "clip")
+
+    def env_action(self, action: jax.Array, how: str | bool = "clip") -> jax.Array:
+        """The action the environment receives for a policy's continuous ``action``: clipped to
+        the bounds (``"clip"``), unchanged (``"none"``), or squashed into them,
+        ``low + (tanh(u) + 1) (high - low) / 2`` (``"tanh"``). Discrete actions are unchanged."""
+        how = {True: "clip", False: "none"}.get(how, how)
+        if self.action_kind == "discrete" or how == "none":
             return action
-        return jnp.clip(action, self.action_low, self.action_high)
+        if how == "tanh":
+            return self.action_low + (jnp.tanh(action) + 1.0) * (0.5 * (self.action_high - self.action_low))
+        if how == "clip":
+            return jnp.clip(action, self.action_low, self.action_high)
+        raise ValueError(f"action mapping {how!r}; accepted: clip, none, tanh")
 
     def _env_action(self, action: jax.Array) -> jax.Array:
         if self.action_kind == "discrete":
@@ -126,6 +144,11 @@ class EnvAdapter:
 
 def make_env(name: str) -> tuple[EnvAdapter, Any]:
     """``(env, env_params)`` for a registered environment name (cached per name)."""
+    if name not in _ADAPTERS and name.startswith("brax/"):
+        from purejaxppo.envs import brax_envs
+
+        env = brax_envs.make(name)
+        _ADAPTERS[name] = EnvAdapter(name, env, env.default_params)
     if name not in _ADAPTERS:
         if name not in gymnax.registered_envs:
             raise ConfigError(

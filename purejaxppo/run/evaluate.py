@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purejaxppo.core.act import action_mapping
 from purejaxppo.core.train import Trainer
 
 
@@ -24,13 +25,14 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
     finished one episode (or ``max_steps`` steps, by default the environment's time limit);
     the loop ends as soon as the last episode does, and step ``t`` draws its randomness from a
     key folded with ``t``. Actions come from the trainer's ``act``, as in training (clipped to
-    the action bounds on the way into the environment when ``clip_actions`` is on);
+    the action bounds on the way into the environment when ``clip_actions`` is on, or squashed
+    into them with ``action_dist`` tanh);
     ``deterministic`` takes the mode of the policy instead of sampling.
     """
     env, act = trainer.env, trainer.act
-    clip = trainer.config.clip_actions
+    how = action_mapping(trainer.config)
     limit = _episode_limit(trainer, max_steps)
-    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, clip=clip))
+    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
     recurrent = trainer.config.policy == "gru"
 
     def evaluate(state: Any, key: jax.Array) -> jax.Array:
@@ -70,11 +72,13 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
     """One episode as ``(observations [T+1, obs_dim], rewards [T])``, compiled as one scan.
 
     The observations run from the first one to the one the last step reached, so an
-    episode of T steps gives T + 1 frames.
+    episode of T steps gives T + 1 frames. For a Brax environment the frames are the bodies'
+    world positions ``[T+1, bodies, 3]`` instead (its observations do not carry them all).
     """
-    env, act, clip = trainer.env, trainer.act, trainer.config.clip_actions
+    env, act, how = trainer.env, trainer.act, action_mapping(trainer.config)
     limit = _episode_limit(trainer, max_steps)
     recurrent = trainer.config.policy == "gru"
+    positions = getattr(env.env, "body_positions", None)  # Brax: draw the bodies, not the observation
 
     @jax.jit
     def run(state, key):
@@ -89,14 +93,17 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
                 h, action, _ = act(state.params, state.obs_rms, h, obs, jnp.zeros((), bool), act_key, deterministic)
             else:
                 action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
-            next_obs, env_state, reward, terminated, truncated, final_obs = env.step(env_key, env_state, action, clip)
+            next_obs, next_state, reward, terminated, truncated, final_obs = env.step(env_key, env_state, action, how)
             done = terminated | truncated
-            return (next_obs, env_state, alive & ~done, h), (final_obs, reward * alive, alive)
+            if positions is not None:  # the step before any reset: the physics state it reached
+                final_obs = positions(env.env.step_env(env_key, env_state, env._env_action(env.env_action(action, how)),
+                                                       env.params)[1])
+            return (next_obs, next_state, alive & ~done, h), (final_obs, reward * alive, alive)
 
         _, (final_obs, rewards, alive) = jax.lax.scan(
             step, (obs, env_state, jnp.ones((), bool), h0), jax.random.split(key, limit)
         )
-        return obs, final_obs, rewards, alive
+        return (obs if positions is None else positions(env_state)), final_obs, rewards, alive
 
     first, reached, rewards, alive = jax.device_get(run(state, jax.random.key(seed)))
     length = int(alive.sum())
@@ -141,7 +148,7 @@ def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log) -> 
 
         frames, rewards = record_episode(policy.trainer, policy.params, deterministic, seed)
         ret = float(rewards.sum())
-        n = write_gif(render, env.name, env.obs_shape, frames, rewards)
+        n = write_gif(render, env.name, env.obs_shape, frames, rewards, parents=getattr(env.env, "body_parents", None))
         record["render"] = {"path": os.path.abspath(render), "frames": n, "return": ret}
         log(f"recorded one episode ({n - 1} steps, return {ret:.2f}) in {render}")
     path = os.path.join(run_dir, layout.EVAL)

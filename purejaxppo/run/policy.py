@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from purejaxppo.core.act import action_mapping
 from purejaxppo.core.config import HParams, PPOConfig
 from purejaxppo.core.normalize import RunningMeanStd
 from purejaxppo.core.train import Trainer, make_trainer
@@ -30,7 +31,8 @@ class Policy(NamedTuple):
 
     ``act(params, obs, key) -> action`` is pure and jittable; ``obs`` is one flat observation
     ``[obs_dim]`` or a batch ``[B, obs_dim]``. The action is the one the environment receives
-    in training (clipped to the action bounds when the run's ``clip_actions`` is on).
+    in training (clipped to the action bounds when the run's ``clip_actions`` is on, squashed into
+    them with ``action_dist`` tanh).
     """
 
     act: Callable[[PolicyParams, jax.Array, jax.Array], jax.Array]
@@ -58,7 +60,7 @@ def load_state(run_dir: str, step: int | None = None, log: Callable[[str], None]
 
 def policy_act(trainer: Trainer, deterministic: bool = False):
     """``act(PolicyParams, obs, key) -> action`` from the trainer's ``act``, as the environment receives it."""
-    env, clip = trainer.env, trainer.config.clip_actions
+    env, how = trainer.env, action_mapping(trainer.config)
     if trainer.config.policy == "gru":
         def stateful(params, obs, key):
             raise ConfigError("policy.act: a recurrent (policy gru) agent's action depends on its hidden state; "
@@ -68,7 +70,7 @@ def policy_act(trainer: Trainer, deterministic: bool = False):
 
     def act(params: PolicyParams, obs: jax.Array, key: jax.Array) -> jax.Array:
         action, _ = trainer.act(params.params, params.obs_rms, jnp.asarray(obs, jnp.float32), key, deterministic)
-        return env.clip_action(action) if clip else action
+        return env.env_action(action, how)
 
     return act
 

@@ -2,7 +2,8 @@
 
 Frames are drawn from observations, which for the supported environments carry the whole
 visible state: CartPole, Acrobot, Pendulum, MountainCar (discrete and continuous) and the
-MinAtar games. Each frame carries, in its top-left corner, the step and the return so far
+MinAtar games. Brax tasks are drawn from their bodies' world positions, as a side view of the
+skeleton following the first body. Each frame carries, in its top-left corner, the step and the return so far
 (the step number also keeps consecutive frames distinct, so no GIF writer merges two steps).
 """
 
@@ -80,8 +81,34 @@ def _minatar(shape: tuple[int, ...]) -> Callable[[ImageDraw.ImageDraw, np.ndarra
     return draw_grid
 
 
-def renderer(env_name: str, obs_shape: tuple[int, ...]):
-    """The frame drawer for ``env_name``; raises ``ValueError`` naming the supported ones."""
+def _brax_side_view(parents: list[int]) -> Callable[[ImageDraw.ImageDraw, np.ndarray], None]:
+    """A side view (x right, z up) of a Brax task's bodies ``[bodies, 3]``: a line from each body
+    to its parent, a dot per body, the ground, and the camera following the first body."""
+
+    def draw_bodies(draw: ImageDraw.ImageDraw, pos: np.ndarray) -> None:
+        pos = np.asarray(pos, np.float64).reshape(-1, 3)
+        scale = H / 3.0  # 3 m of height in view
+        cx, ground = float(pos[0, 0]), H * 0.85
+        px = lambda p: (W / 2 + (p[0] - cx) * scale, ground - p[2] * scale)  # noqa: E731
+        draw.line([(0, ground), (W, ground)], fill=FG, width=1)
+        for mark in np.arange(np.floor(cx - 2), cx + 2, 0.5):  # ground ticks show the motion
+            x = W / 2 + (mark - cx) * scale
+            draw.line([(x, ground), (x - 6, ground + 6)], fill=BAR, width=1)
+        for i, parent in enumerate(parents):
+            if 0 <= parent < len(pos):
+                draw.line([px(pos[parent]), px(pos[i])], fill=ACCENT, width=5)
+        for p in pos:
+            x, y = px(p)
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=FG)
+
+    return draw_bodies
+
+
+def renderer(env_name: str, obs_shape: tuple[int, ...], parents: list[int] | None = None):
+    """The frame drawer for ``env_name``; raises ``ValueError`` naming the supported ones.
+    Brax environments (``brax/...``) are drawn from body positions, with ``parents`` their skeleton."""
+    if env_name.startswith("brax/"):
+        return _brax_side_view(parents or [])
     if env_name == "CartPole-v1":
         return _cartpole
     if env_name == "Pendulum-v1":
@@ -94,7 +121,7 @@ def renderer(env_name: str, obs_shape: tuple[int, ...]):
         return _minatar(obs_shape)
     raise ValueError(
         f"cannot draw {env_name}; accepted: CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0, "
-        "MountainCarContinuous-v0 and the MinAtar games"
+        "MountainCarContinuous-v0, the MinAtar games and the Brax tasks (brax/...)"
     )
 
 
@@ -116,13 +143,13 @@ def check_renderable(env_name: str, obs_shape: tuple[int, ...], path: str) -> No
 
 
 def write_gif(path: str, env_name: str, obs_shape: tuple[int, ...], observations: np.ndarray,
-              rewards: np.ndarray | None = None, fps: int = 25) -> int:
+              rewards: np.ndarray | None = None, fps: int = 25, parents: list[int] | None = None) -> int:
     """Draw every observation as one frame of an animated GIF; returns the number of frames.
 
     ``observations [T+1]`` from the first to the last reached; ``rewards [T]`` (optional) give
     the return so far shown on each frame.
     """
-    draw_frame = renderer(env_name, obs_shape)
+    draw_frame = renderer(env_name, obs_shape, parents)
     n = len(observations)
     so_far = np.concatenate([[0.0], np.cumsum(rewards)]) if rewards is not None else None
     frames = []

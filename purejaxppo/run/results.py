@@ -25,10 +25,13 @@ CSV_COLUMNS = ("env_steps", *METRIC_NAMES)
 _PACKAGES = ("purejaxppo", "jax", "jaxlib", "flax", "optax", "gymnax", "orbax-checkpoint", "numpy")
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a result depends on."""
+_BRAX_PACKAGES = ("brax", "mujoco", "mujoco-mjx")
+
+
+def package_versions(env: str | None = None) -> dict[str, str]:
+    """Installed versions of the packages a result depends on (Brax's too for a ``brax/`` environment)."""
     out = {}
-    for name in _PACKAGES:
+    for name in _PACKAGES + (_BRAX_PACKAGES if env and env.startswith("brax/") else ()):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

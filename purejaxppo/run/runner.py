@@ -387,7 +387,7 @@ def _finish(config, out_dir, state, metrics, step, start_step, train_seconds, ch
         "resumed_from_update": summary["resumed_from_update"], "total_train_seconds": summary["total_train_seconds"],
         "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
         "data_parallel_devices": summary["data_parallel_devices"], "diverged": summary["diverged"],
-        "versions": results.package_versions(),
+        "versions": results.package_versions(config.env),
     }
     if out_dir is not None:
         diverged = summary["diverged"]

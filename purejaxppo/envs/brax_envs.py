@@ -1,0 +1,177 @@
+"""Brax's MuJoCo-class locomotion and control tasks on gymnax 1.0's semantics.
+
+``make_env("brax/hopper")`` (or ``"brax/hopper-spring"``, naming the physics backend) builds
+Brax's task through ``brax.envs.get_environment`` and wraps it in :class:`BraxEnv`, a gymnax
+``Environment``, so it runs in the same compiled program as every other task:
+
+* a time limit (``max_steps_in_episode``, 1000 physics steps by default, as Brax's own
+  ``EpisodeWrapper`` counts them), reported as ``truncated``, apart from ``terminated`` (the
+  task's own end, e.g. the hopper falling);
+* the observation the last step reached is kept (gymnax's ``info["final_observation"]``)
+  before the automatic reset, so a truncated episode is bootstrapped from its true last
+  state. Brax's ``AutoResetWrapper`` overwrites it with the cached first state of the
+  episode, and training that bootstraps from its observation values the wrong state;
+* automatic reset from a fresh random initial state drawn each time (gymnax resets with the
+  step's key; Brax's wrapper replays one cached initial state per environment);
+* action repeat: the action is applied ``action_repeat`` physics steps, rewards summed,
+  stopping at termination; each repeated step counts towards the time limit.
+
+Install with ``pip install -e ".[brax]"``; the base install does not import Brax. The
+backends (``generalized``, ``positional``, ``spring``, ``mjx``) trade fidelity for speed;
+``README.md`` has the measured table and the reason for the default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from purejaxppo.errors import ConfigError
+
+PREFIX = "brax/"
+TASKS = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
+         "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d")
+BACKENDS = ("generalized", "positional", "spring", "mjx")
+DEFAULT_BACKEND = "positional"
+EXTRA = 'pip install -e ".[brax]"'
+# Brax's training notebook steps reacher with action repeat 4; every other task with 1.
+ACTION_REPEAT = {"reacher": 4}
+
+
+def names() -> list[str]:
+    """Every accepted name: ``brax/<task>`` and ``brax/<task>-<backend>``."""
+    return [PREFIX + t for t in TASKS] + [f"{PREFIX}{t}-{b}" for t in TASKS for b in BACKENDS]
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """``"brax/hopper-spring" -> ("hopper", "spring")``; the backend defaults to DEFAULT_BACKEND.
+
+    Raises:
+        ConfigError: an unknown task or backend, naming what is accepted.
+    """
+    rest = name[len(PREFIX):]
+    task, backend = rest, DEFAULT_BACKEND
+    for b in BACKENDS:
+        if rest.endswith("-" + b):
+            task, backend = rest[: -len(b) - 1], b
+    if task not in TASKS:
+        from purejaxppo.core.config import suggest
+
+        raise ConfigError(f"env: unknown Brax task {task!r} in {name!r}{suggest(task, TASKS)}; accepted: "
+                          f"brax/<task> or brax/<task>-<backend> with task one of {', '.join(TASKS)} and backend "
+                          f"one of {', '.join(BACKENDS)}")
+    return task, backend
+
+
+def with_backend(name: str, backend: str) -> str:
+    """``name`` with its physics backend replaced (``--brax-backend``)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--brax-backend: got {backend!r}; accepted: {', '.join(BACKENDS)}")
+    if not name.startswith(PREFIX):
+        raise ConfigError(f"--brax-backend: {name} is not a Brax environment; accepted: with --env brax/<task>")
+    task, _ = parse_name(name)
+    return f"{PREFIX}{task}-{backend}"
+
+
+def import_brax():
+    """``brax.envs``, or a one-line error saying how to install it. Brax's optional-backend
+    probes (warp) print to stdout on import; they are silenced."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from brax import envs
+    except ImportError as e:
+        raise ConfigError(f"env: Brax environments need the brax extra ({e.name or e} is missing); "
+                          f"accepted: install it with {EXTRA}") from None
+    return envs
+
+
+@struct.dataclass
+class BraxParams(environment.EnvParams):
+    max_steps_in_episode: int = 1000  # physics steps, as Brax's EpisodeWrapper counts them
+
+
+@struct.dataclass
+class BraxState(environment.EnvState):
+    """``time``: physics steps since the episode began; ``brax``: Brax's own ``State``."""
+
+    brax: Any
+
+
+def _strong(tree: Any) -> Any:
+    """Every leaf as a strongly typed array: Brax's reset returns some Python-scalar-derived
+    (weakly typed) leaves that its step returns strongly typed, and the auto-reset selects
+    between the two."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
+
+
+class BraxEnv(environment.Environment):
+    """A Brax task as a gymnax 1.0 environment (see the module's description)."""
+
+    def __init__(self, task: str, backend: str = DEFAULT_BACKEND, max_steps: int = 1000, action_repeat: int = 1):
+        super().__init__()
+        envs = import_brax()
+        self.task, self.backend = task, backend
+        self.brax_env = envs.get_environment(task, backend=backend)
+        self.action_repeat = action_repeat  # static: the number of physics steps per action
+        self._params = BraxParams(max_steps_in_episode=max_steps)
+
+    @property
+    def name(self) -> str:
+        return f"{PREFIX}{self.task}-{self.backend}"
+
+    @property
+    def default_params(self) -> BraxParams:
+        return self._params
+
+    def reset_env(self, key: jax.Array, params: BraxParams) -> tuple[jax.Array, BraxState]:
+        s = _strong(self.brax_env.reset(key))
+        return s.obs, BraxState(time=jnp.zeros((), jnp.int32), brax=s)
+
+    def step_env(self, key: jax.Array, state: BraxState, action: jax.Array, params: BraxParams):
+        def physics_step(carry, _):
+            s, reward, done, steps = carry
+            nxt = _strong(self.brax_env.step(s, action))
+            s = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), s, nxt)  # frozen once terminated
+            return (s, reward + jnp.where(done, 0.0, nxt.reward), done | (nxt.done > 0),
+                    steps + jnp.where(done, 0, 1)), None
+
+        start = (state.brax, jnp.zeros((), jnp.float32), jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+        if self.action_repeat == 1:
+            (s, reward, terminated, steps), _ = physics_step(start, None)
+        else:
+            (s, reward, terminated, steps), _ = jax.lax.scan(physics_step, start, None, self.action_repeat)
+        state = BraxState(time=state.time + steps, brax=s)
+        # the truncation flag comes from gymnax's is_truncated: time >= max_steps_in_episode
+        return s.obs, state, reward, terminated, {}
+
+    def is_terminal(self, state: BraxState, params: BraxParams) -> jax.Array:
+        return (state.brax.done > 0) | (state.time >= params.max_steps_in_episode)
+
+    def action_space(self, params: BraxParams | None = None) -> spaces.Box:
+        n = self.brax_env.action_size
+        return spaces.Box(-jnp.ones(n), jnp.ones(n), (n,), jnp.float32)
+
+    def observation_space(self, params: BraxParams) -> spaces.Box:
+        n = self.brax_env.observation_size
+        return spaces.Box(-jnp.inf * jnp.ones(n), jnp.inf * jnp.ones(n), (n,), jnp.float32)
+
+    def body_positions(self, state: BraxState) -> jax.Array:
+        """``[bodies, 3]`` world positions of the bodies (for drawing)."""
+        return state.brax.pipeline_state.x.pos
+
+    @property
+    def body_parents(self) -> list[int]:
+        """Parent body of each body (-1 for a root), to draw the skeleton."""
+        return [int(p) for p in self.brax_env.sys.link_parents]
+
+
+def make(name: str) -> BraxEnv:
+    """The :class:`BraxEnv` of ``brax/<task>[-<backend>]``."""
+    task, backend = parse_name(name)
+    return BraxEnv(task, backend, action_repeat=ACTION_REPEAT.get(task, 1))

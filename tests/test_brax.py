@@ -1,0 +1,163 @@
+"""Brax tasks on gymnax 1.0 semantics: the final observation kept for the truncation bootstrap (a
+check Brax's own AutoResetWrapper fails), termination apart from truncation, action repeat, the
+presets and backend names, the CLI end to end (train, summary versions, eval with a GIF)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("brax")
+
+from brax.envs.wrappers.training import AutoResetWrapper, EpisodeWrapper  # noqa: E402
+from helpers import run_main  # noqa: E402
+
+from purejaxppo import PPOConfig, preset  # noqa: E402
+from purejaxppo.core.presets import preset_name_for  # noqa: E402
+from purejaxppo.envs import brax_envs, make_env  # noqa: E402
+from purejaxppo.envs.brax_envs import BraxEnv  # noqa: E402
+from purejaxppo.errors import ConfigError  # noqa: E402
+
+LIMIT = 12  # a short time limit: the pendulum is still up when it is reached
+TASK, BACKEND = "inverted_pendulum", "spring"  # the fastest backend to compile and step
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    return BraxEnv(TASK, BACKEND, max_steps=LIMIT)
+
+
+def _actions(n):
+    return 0.3 * jnp.sin(jnp.arange(n, dtype=jnp.float32))[:, None]  # small pushes: no fall within LIMIT steps
+
+
+def _true_observations(env, key):
+    """Brax's task stepped by hand, no wrapper: the observations an episode really goes through."""
+    raw = env.brax_env
+    s = raw.reset(jax.random.split(key)[0])  # gymnax resets with the first half of the split
+    obs = [s.obs]
+    for a in _actions(LIMIT):
+        s = raw.step(s, a)
+        obs.append(s.obs)
+    return np.stack(obs)
+
+
+def _ours(env):
+    """(final observations, observations after the step, truncated, terminated) of LIMIT steps."""
+    key = jax.random.key(3)
+    obs, state = env.reset(jax.random.split(key)[0], env.default_params)
+
+    def step(state, xs):
+        k, a = xs
+        obs, state, r, te, tr, info = env.step(k, state, a, env.default_params)
+        return state, (info["final_observation"], obs, tr, te)
+
+    keys = jax.random.split(jax.random.key(4), LIMIT)
+    return jax.lax.scan(step, state, (keys, _actions(LIMIT)))[1]
+
+
+def _brax_autoreset(env):
+    """The same episode through Brax's EpisodeWrapper + AutoResetWrapper: what a learner reading its
+    state.obs at the end of an episode gets (its info keeps no other observation)."""
+    wrapped = AutoResetWrapper(EpisodeWrapper(env.brax_env, episode_length=LIMIT, action_repeat=1))
+    s = wrapped.reset(jax.random.split(jax.random.key(3))[0])
+
+    def step(s, a):
+        s = wrapped.step(s, a)
+        return s, (s.obs, s.obs, s.info["truncation"] > 0, (s.done > 0) & (s.info["truncation"] == 0))
+
+    return jax.lax.scan(step, s, _actions(LIMIT))[1]
+
+
+def check_bootstrap_observation(true_obs, final_obs, truncated):
+    """The observation a truncated step is bootstrapped from is the one the episode really reached."""
+    truncated = np.asarray(truncated)
+    assert truncated.sum() == 1 and truncated[-1], "one truncation, at the time limit"
+    np.testing.assert_allclose(np.asarray(final_obs)[-1], true_obs[LIMIT], rtol=1e-5, atol=1e-5)
+
+
+def test_the_bootstrap_reads_the_true_last_observation_and_brax_autoreset_does_not(pendulum):
+    true_obs = _true_observations(pendulum, jax.random.key(3))
+    final_obs, next_obs, truncated, terminated = _ours(pendulum)
+    assert not np.asarray(terminated).any()
+    check_bootstrap_observation(true_obs, final_obs, truncated)
+    np.testing.assert_allclose(np.asarray(final_obs)[:-1], true_obs[1:LIMIT], rtol=1e-5, atol=1e-5)
+    # after the limit the environment restarted: a fresh initial state, not the one reached
+    assert not np.allclose(np.asarray(next_obs)[-1], true_obs[LIMIT], atol=1e-3)
+    assert np.abs(np.asarray(next_obs)[-1]).max() < 0.02  # Brax's reset noise is within +-0.01
+
+    b_obs, _, b_truncated, _ = _brax_autoreset(pendulum)
+    with pytest.raises(AssertionError):  # Brax's wrapper hands back the cached first state instead
+        check_bootstrap_observation(true_obs, b_obs, b_truncated)
+    np.testing.assert_allclose(np.asarray(b_obs)[-1], true_obs[0], atol=1e-6)
+
+
+def test_termination_is_kept_apart_from_truncation():
+    env = BraxEnv(TASK, BACKEND, max_steps=1000)
+    obs, state = env.reset(jax.random.key(0), env.default_params)
+    step = jax.jit(lambda k, s, a: env.step(k, s, a, env.default_params))
+    for t in range(200):  # pushing one way topples the pole well before the limit
+        obs, state, r, te, tr, info = step(jax.random.key(t), state, jnp.ones(1))
+        if te:
+            break
+    assert bool(te) and not bool(tr) and 5 < t < 200
+    assert int(state.time) == 0  # and the episode restarted
+
+
+def test_action_repeat_sums_rewards_and_counts_physics_steps():
+    env = BraxEnv(TASK, BACKEND, max_steps=1000, action_repeat=3)
+    _, state = env.reset(jax.random.key(0), env.default_params)
+    a = jnp.full((1,), 0.2)
+    _, after, reward, te, tr, _ = env.step(jax.random.key(1), state, a, env.default_params)
+    s, total = state.brax, 0.0
+    for _ in range(3):
+        s = env.brax_env.step(s, a)
+        total += float(s.reward)
+    assert int(after.time) == 3 and float(reward) == pytest.approx(total)
+    np.testing.assert_allclose(np.asarray(after.brax.obs), np.asarray(s.obs), rtol=1e-5, atol=1e-6)
+
+
+def test_names_backends_and_presets():
+    assert brax_envs.parse_name("brax/hopper") == ("hopper", brax_envs.DEFAULT_BACKEND)
+    assert brax_envs.parse_name("brax/inverted_double_pendulum-mjx") == ("inverted_double_pendulum", "mjx")
+    with pytest.raises(ConfigError, match="did you mean hopper"):
+        brax_envs.parse_name("brax/hoper")
+    assert brax_envs.with_backend("brax/ant-spring", "generalized") == "brax/ant-generalized"
+    with pytest.raises(ConfigError, match="accepted: generalized, positional, spring, mjx"):
+        brax_envs.with_backend("brax/ant", "euler")
+    with pytest.raises(ConfigError, match="not a Brax environment"):
+        brax_envs.with_backend("CartPole-v1", "spring")
+    assert preset_name_for("brax/hopper-spring") == "brax/hopper" and preset_name_for("Pong") is None
+    # Brax's notebook row for inverted_pendulum, translated: 1024 x 32 unrolls of 5 steps from 2048 envs
+    c = preset("brax/inverted_pendulum")
+    assert (c.num_envs, c.num_steps, c.num_minibatches, c.update_epochs) == (2048, 80, 32, 4)
+    assert (c.reward_scale, c.gamma, c.action_dist, c.state_dependent_std) == (10.0, 0.97, "tanh", True)
+    assert preset("brax/humanoid").num_steps == 160 and preset("brax/reacher").num_steps == 200
+    env, _ = make_env("brax/reacher-spring")
+    assert env.env.action_repeat == 4 and env.action_kind == "continuous"
+    assert "brax/ant-mjx" in brax_envs.names()
+
+
+def test_cli_trains_records_versions_and_renders_a_brax_task(tmp_path):
+    out = tmp_path / "run"
+    r = run_main("train", "--env", "brax/inverted_pendulum", "--brax-backend", "spring", "--total-timesteps", "1024",
+                 "--num-envs", "8", "--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "1",
+                 "--actor-hidden", "16", "--critic-hidden", "16", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "preset: brax/inverted_pendulum" in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env"] == "brax/inverted_pendulum-spring"
+    assert {"brax", "mujoco", "mujoco-mjx"} <= set(summary["versions"])
+    assert np.isfinite(summary["final_return"])
+    gif = tmp_path / "episode.gif"
+    r = run_main("eval", "--run", str(out), "--episodes", "2", "--render", str(gif))
+    assert r.returncode == 0, r.stderr
+    with Image.open(gif) as im:
+        assert im.n_frames >= 5 and im.size == (320, 240)
+    r = run_main("train", "--env", "brax/inverted_pendulum", "--brax-backend", "euler", "--out", str(tmp_path / "x"))
+    assert r.returncode != 0 and "--brax-backend: got 'euler'; accepted" in r.stderr
+    r = run_main("train", "--env", "CartPole-v1", "--brax-backend", "spring", "--out", str(tmp_path / "y"))
+    assert r.returncode != 0 and "not a Brax environment" in r.stderr
