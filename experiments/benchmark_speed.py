@@ -76,6 +76,7 @@ WORKLOADS = {
         Workload("CartPole-v1", 2048, 10),
         Workload("Breakout-MinAtar", 128, 10),
         Workload("Breakout-MinAtar", 128, 10, preset=True, peers=False),
+        Workload("brax/inverted_pendulum", 256, 3, preset=True, peers=False),  # needs the [brax] extra
     ],
     "gpu": [
         Workload("CartPole-v1", 2048, 40),
@@ -83,6 +84,9 @@ WORKLOADS = {
         Workload("CartPole-v1", 64, 122, seeds=256),
         Workload("CartPole-v1", 64, 256),
         Workload("CartPole-v1", 16384, 20),
+        # Brax tasks with Brax's settings (the [brax] extra; PureJaxRL's Brax path is not run)
+        Workload("brax/hopper", 2048, 10, preset=True, peers=False),
+        Workload("brax/ant", 4096, 10, preset=True, peers=False),
     ],
 }
 WORKLOADS["tpu"] = WORKLOADS["gpu"]

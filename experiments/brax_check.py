@@ -7,7 +7,8 @@ Speed: ``--envs`` environments stepped with random actions through purejaxppo's 
 wrapper (auto-reset, time limit) in one compiled scan, per task and backend; compile time
 apart. Learning: ``brax/inverted_pendulum`` with its Brax preset at a CPU-sized batch (256
 environments x 40 steps, 8 minibatches), the mean return of the last episodes against the
-task's maximum of 1000. Writes ``OUT/brax_check.json`` after every row.
+task's maximum of 1000. Writes ``OUT/brax_check.json`` after every row (with ``--only``, the
+other part's earlier rows are kept).
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def main() -> None:
     record = {"device": str(jax.devices()[0]), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "versions": package_versions("brax/"), "speed": [], "learning": []}
     path = os.path.join(args.out, "brax_check.json")
+    if os.path.exists(path):  # keep the part not run this time
+        with open(path) as f:
+            old = json.load(f)
+        for part in ("speed", "learning"):
+            if args.only not in (None, part):
+                record[part] = old.get(part, [])
 
     def save():
         with open(path, "w") as f:

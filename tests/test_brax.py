@@ -15,7 +15,7 @@ pytest.importorskip("brax")
 from brax.envs.wrappers.training import AutoResetWrapper, EpisodeWrapper  # noqa: E402
 from helpers import run_main  # noqa: E402
 
-from purejaxppo import PPOConfig, preset  # noqa: E402
+from purejaxppo import preset  # noqa: E402
 from purejaxppo.core.presets import preset_name_for  # noqa: E402
 from purejaxppo.envs import brax_envs, make_env  # noqa: E402
 from purejaxppo.envs.brax_envs import BraxEnv  # noqa: E402
