@@ -84,8 +84,8 @@ def test_state_dependent_std_starts_at_log_std_init_and_depends_on_the_observati
 
 def test_reward_scale_multiplies_before_normalisation():
     config = PPOConfig(env="Pendulum-v1", num_envs=2, num_steps=4, num_minibatches=1, total_timesteps=8)
-    parts = make_parts(config)
-    hp = HParams.from_config(config.replace(reward_scale=0.25))
+    parts = make_parts(config.replace(reward_scale=0.25))
+    hp = HParams.from_config(config)
     state = init_state(parts, jax.random.key(0), hp)
 
     class Traj:

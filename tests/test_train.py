@@ -48,7 +48,7 @@ def test_vmap_over_keys_equals_separate_runs(small_train):
 # A configuration in which every float hyperparameter changes the run's numbers.
 EVERY_FIELD = SMALL.replace(kl_penalty="adaptive", target_kl=0.5, total_timesteps=8 * 32 * 6)
 CHANGED = dict(lr=1e-3, adam_eps=1e-2, gamma=0.9, gae_lambda=0.8, clip_eps=0.1, vf_clip_eps=0.05, ent_coef=0.05,
-               vf_coef=1.0, max_grad_norm=0.05, kl_coef=0.3, kl_target=1e-6, target_kl=1e-9, reward_scale=3.0)
+               vf_coef=1.0, max_grad_norm=0.05, kl_coef=0.3, kl_target=1e-6, target_kl=1e-9)
 
 
 def counted_jit(config):

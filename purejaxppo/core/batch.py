@@ -31,9 +31,13 @@ class Batch(NamedTuple):
 
 def scale_rewards(parts: Parts, state: RunnerState, traj: Transition, hparams: HParams):
     """Rewards times ``reward_scale``, then divided by the running std of the discounted return
-    (when ``normalize_reward``) and clipped."""
+    (when ``normalize_reward``) and clipped.
+
+    ``reward_scale`` is a static setting, and a scale of 1 leaves the program without the
+    multiplication: programs built for the same run (fused, chunked, resumed) then fuse alike,
+    which keeps them bit-identical."""
     config, gamma = parts.config, hparams.gamma
-    reward = traj.reward * hparams.reward_scale
+    reward = traj.reward * config.reward_scale if config.reward_scale != 1.0 else traj.reward
     if not config.normalize_reward:
         return state, reward
     done = traj.terminated | traj.truncated

@@ -118,7 +118,7 @@ class PPOConfig:
     clip_reward: float = 10.0
     """Clip scaled rewards to [-clip_reward, clip_reward]."""
     reward_scale: float = 1.0
-    """Constant factor on every reward before learning (Brax's reward_scaling; applied before normalize_reward) (traced)."""
+    """Constant factor on every reward before learning (Brax's reward_scaling; applied before normalize_reward)."""
 
     # ---- derived values: computed, never stored -------------------------------------
     @property
@@ -172,7 +172,6 @@ HPARAM_FIELDS = (
     "kl_coef",
     "kl_target",
     "target_kl",
-    "reward_scale",
 )
 
 
@@ -192,7 +191,6 @@ class HParams:
     kl_coef: jnp.ndarray
     kl_target: jnp.ndarray
     target_kl: jnp.ndarray
-    reward_scale: jnp.ndarray
 
     @classmethod
     def from_config(cls, config: PPOConfig) -> HParams:
