@@ -2,13 +2,15 @@
 
     python experiments/brax_check.py --out results/brax            # both parts
     python experiments/brax_check.py --only speed --tasks hopper
+    python experiments/brax_check.py --only learning --learning-task hopper --learning-steps 3000000
 
 Speed: ``--envs`` environments stepped with random actions through purejaxppo's episode
 wrapper (auto-reset, time limit) in one compiled scan, per task and backend; compile time
-apart. Learning: ``brax/inverted_pendulum`` with its Brax preset at a CPU-sized batch (256
-environments x 40 steps, 8 minibatches), the mean return of the last episodes against the
-task's maximum of 1000. Writes ``OUT/brax_check.json`` after every row (with ``--only``, the
-other part's earlier rows are kept).
+apart. Learning: a task (``--learning-task``, default inverted_pendulum) with its Brax preset at
+a CPU-sized batch (256 environments x 40 steps, 8 minibatches), the mean return of the last
+episodes against the return of uniformly random actions (and inverted_pendulum's maximum of
+1000). Writes ``OUT/brax_check.json`` after every row: with ``--only learning`` the speed rows
+are kept, and learning rows of other tasks always are.
 """
 
 from __future__ import annotations
@@ -55,8 +57,35 @@ def physics_speed(name: str, num_envs: int, steps: int) -> dict:
     return {"env": name, "num_envs": num_envs, "steps_per_s": num_envs * steps / best, "first_call_s": compile_s}
 
 
+def random_return(name: str, num_envs: int = 256, steps: int = 1000) -> float:
+    """Mean return of the episodes that end within ``steps`` steps of ``num_envs`` environments
+    under uniformly random actions in [-1, 1] (episodes still running at the end are left out)."""
+    env, _ = make_env(name)
+    vstep = jax.vmap(env.step)
+
+    @jax.jit
+    def run(key):
+        _, state = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+
+        def body(carry, k):
+            state, running, total, count = carry
+            ka, ks = jax.random.split(k)
+            a = jax.random.uniform(ka, (num_envs, env.action_dim), minval=-1.0, maxval=1.0)
+            _, state, r, te, tr, _ = vstep(jax.random.split(ks, num_envs), state, a)
+            running = running + r
+            done = te | tr
+            total = total + jax.numpy.where(done, running, 0.0).sum()
+            return (state, jax.numpy.where(done, 0.0, running), total, count + done.sum()), None
+
+        zeros = jax.numpy.zeros(num_envs)
+        (_, _, total, count), _ = jax.lax.scan(body, (state, zeros, 0.0, 0), jax.random.split(key, steps))
+        return total / count
+
+    return float(run(jax.random.key(123)))
+
+
 def learning(name: str, total: int) -> dict:
-    config = preset("brax/inverted_pendulum").replace(env=name, total_timesteps=total, num_envs=256, num_steps=40,
+    config = preset(name.rsplit("-", 1)[0]).replace(env=name, total_timesteps=total, num_envs=256, num_steps=40,
                                                       num_minibatches=8)
     t = time.perf_counter()
     train = jax.jit(make_train(config)).lower(jax.random.key(0)).compile()
@@ -68,6 +97,7 @@ def learning(name: str, total: int) -> dict:
     return {"env": name, "env_steps": config.num_updates * config.batch_size, "compile_s": compile_s,
             "train_s": train_s, "steps_per_s": config.num_updates * config.batch_size / train_s,
             "final_return": float(np.nanmean(returns[-5:])), "best_return": float(np.nanmax(returns)),
+            "random_return": random_return(name),
             "returns": [None if np.isnan(r) else round(float(r), 1) for r in returns],
             "config": config.to_dict()}
 
@@ -82,6 +112,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--learning-steps", type=int, default=2_000_000)
     p.add_argument("--learning-backend", default="positional")
+    p.add_argument("--learning-task", default="inverted_pendulum")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     record = {"device": str(jax.devices()[0]), "machine": platform.processor() or platform.machine(),
@@ -90,9 +121,9 @@ def main() -> None:
     if os.path.exists(path):  # keep the part not run this time
         with open(path) as f:
             old = json.load(f)
-        for part in ("speed", "learning"):
-            if args.only not in (None, part):
-                record[part] = old.get(part, [])
+        if args.only == "learning":
+            record["speed"] = old.get("speed", [])
+        record["learning"] = old.get("learning", [])  # one row per task, replaced when rerun
 
     def save():
         with open(path, "w") as f:
@@ -107,10 +138,11 @@ def main() -> None:
                 record["speed"].append(row)
                 save()
     if args.only in (None, "learning"):
-        row = learning(f"brax/inverted_pendulum-{args.learning_backend}", args.learning_steps)
+        row = learning(f"brax/{args.learning_task}-{args.learning_backend}", args.learning_steps)
         print(f"{row['env']}: {row['env_steps']:,} steps in {row['train_s']:.0f} s (+{row['compile_s']:.0f} s compile), "
-              f"final return {row['final_return']:.1f}, best {row['best_return']:.1f} of 1000", flush=True)
-        record["learning"].append(row)
+              f"final return {row['final_return']:.1f}, best {row['best_return']:.1f}, "
+              f"random actions {row['random_return']:.1f}", flush=True)
+        record["learning"] = [r for r in record["learning"] if r["env"] != row["env"]] + [row]
         save()
 
 

@@ -1,5 +1,5 @@
 """Runs on 4 fake CPU devices: data parallelism and a sharded sweep against one device, and the
-data-parallel command line with a resume. All of it runs in one child process
+data-parallel command line with a resume (a recurrent policy). All of it runs in one child process
 (``tests/four_devices.py``); the tests read what it wrote."""
 
 import csv
@@ -20,8 +20,10 @@ PENDULUM = PPOConfig(env="Pendulum-v1", num_envs=8, num_steps=32, num_minibatche
                      kl_penalty="adaptive", target_kl=0.05)
 SWEEP = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2,
                   total_timesteps=4 * 32 * 6)
+# a recurrent policy re-running chunks of 8 steps: its hidden state is sharded with the environments
 DP_ARGS = ["--env", "CartPole-v1", "--preset", "none", "--num-envs", "8", "--num-steps", "32",
-           "--num-minibatches", "2", "--update-epochs", "2", "--data-parallel", "--chunk-updates", "5"]
+           "--num-minibatches", "2", "--update-epochs", "2", "--data-parallel", "--chunk-updates", "5",
+           "--policy", "gru", "--gru-hidden", "16", "--seq-len", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,8 @@ def test_data_parallel_cli_run_and_resume(child):
     run = child / "dp_run"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["data_parallel_devices"] == 4 and summary["env_steps"] == 8 * 32 * 15
+    config = json.loads((run / "config.json").read_text())
+    assert (config["policy"], config["seq_len"]) == ("gru", 8)
     full = read_csv(child / "first_metrics.csv")
     assert len(full) == 15
     # resumed from the checkpoint at update 10: the same program continues to the same result

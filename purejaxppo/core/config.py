@@ -100,6 +100,8 @@ class PPOConfig:
     """mlp (feed-forward), or gru: a recurrent actor-critic whose hidden state is carried across steps and reset at episode starts."""
     gru_hidden: int = 128
     """Width of the GRU's hidden state (policy gru only)."""
+    seq_len: int = 0
+    """Policy gru: the update re-runs chunks of this many consecutive steps, each from the hidden state at its start (0: each environment's whole rollout)."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (continuous actions only)."""
     clip_actions: bool = True
@@ -129,6 +131,11 @@ class PPOConfig:
     @property
     def minibatch_size(self) -> int:
         return self.batch_size // self.num_minibatches
+
+    @property
+    def num_sequences(self) -> int:
+        """Policy gru: sequences per batch, num_envs * num_steps / seq_len (num_envs for whole rollouts)."""
+        return self.num_envs * (self.num_steps // (self.seq_len or self.num_steps))
 
     @property
     def num_updates(self) -> int:
@@ -258,6 +265,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "policy": _choice(POLICIES),
     "action_dist": _choice(ACTION_DISTS),
     "gru_hidden": _positive_int,
+    "seq_len": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "an integer >= 0",
     "kl_penalty": _choice(KL_PENALTIES),
     "actor_hidden": _widths,
     "critic_hidden": _widths,
@@ -295,12 +303,21 @@ def validate(config: PPOConfig) -> PPOConfig:
             f"num_minibatches: {c.num_minibatches} does not divide the batch num_envs * num_steps = "
             f"{c.num_envs} * {c.num_steps} = {c.batch_size}; accepted: a divisor such as {', '.join(map(str, divisors))}"
         )
-    if c.policy == "gru" and c.num_envs % c.num_minibatches:
-        divisors = [d for d in range(1, c.num_envs + 1) if c.num_envs % d == 0]
+    if c.seq_len and c.policy != "gru":
+        raise ConfigError(f"seq_len: got {c.seq_len}, but policy {c.policy} has no sequences; accepted: 0, or "
+                          "policy gru")
+    if c.policy == "gru" and c.seq_len and c.num_steps % c.seq_len:
+        divisors = [d for d in range(1, c.num_steps + 1) if c.num_steps % d == 0]
         raise ConfigError(
-            f"num_minibatches: {c.num_minibatches} does not divide num_envs = {c.num_envs}, and a recurrent policy's "
-            f"minibatches are whole sequences of environments; accepted: a divisor of num_envs such as "
-            f"{', '.join(map(str, divisors[:8]))}"
+            f"seq_len: {c.seq_len} does not divide num_steps = {c.num_steps}; accepted: 0 (whole rollouts) or a "
+            f"divisor of num_steps such as {', '.join(map(str, divisors[:8]))}"
+        )
+    if c.policy == "gru" and c.num_sequences % c.num_minibatches:
+        divisors = [d for d in range(1, c.num_sequences + 1) if c.num_sequences % d == 0]
+        raise ConfigError(
+            f"num_minibatches: {c.num_minibatches} does not divide the {c.num_sequences} sequences (num_envs = "
+            f"{c.num_envs} x num_steps / seq_len = {c.num_steps // (c.seq_len or c.num_steps)}), and a recurrent "
+            f"policy's minibatches are whole sequences; accepted: a divisor such as {', '.join(map(str, divisors[:8]))}"
         )
     if c.policy == "gru" and c.shared_torso:
         raise ConfigError("shared_torso: got True, but policy gru already shares its GRU between actor and critic; "

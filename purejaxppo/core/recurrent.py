@@ -10,8 +10,13 @@ hidden state is zeroed where ``start`` is true, then the GRU reads the observati
     pi[t], V[t]  = heads(y[t])
 
 The rollout keeps the hidden state it started from (``h[0]`` per environment), so the update
-re-runs whole sequences from it with the current parameters: minibatches are sets of
-environments (``num_envs / num_minibatches`` complete sequences of ``num_steps`` steps each).
+re-runs sequences from it with the current parameters. By default a sequence is one
+environment's whole rollout of ``num_steps`` steps; with ``seq_len`` = L > 0 the rollout is cut
+into ``num_steps / L`` chunks of L consecutive steps, each re-run from the hidden state the
+batch pass computed at its first step (``h[0]`` for the first chunk, ``h[cL]`` for chunk c).
+Minibatches are sets of sequences (``num_envs * num_steps / L / num_minibatches`` each),
+shuffled every epoch; a sequence is never cut or reordered in time. With data parallelism
+every device holds the whole batch and re-runs its share of each minibatch's sequences.
 The truncation bootstrap values the final observation with the hidden state of the episode
 it ends (``h[t+1]``, not reset), in the batched pass: no branch in the rollout.
 """
@@ -29,6 +34,7 @@ from flax.linen.initializers import constant
 
 from purejaxppo.core import losses
 from purejaxppo.core.act import observe
+from purejaxppo.core.collectives import LOCAL, Collectives
 from purejaxppo.core.config import HParams
 from purejaxppo.core.networks import _ACTIVATIONS, MLP, gaussian_params, orthogonal, policy_head_width
 from purejaxppo.core.rollout import EpisodeStats, StepCarry, track_episodes
@@ -132,6 +138,14 @@ def flat(x: jax.Array) -> jax.Array:
     return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
+def chunk(x: jax.Array, length: int) -> jax.Array:
+    """``[T, N, ...] -> [L, (T / L) * N, ...]``: each environment's steps cut into chunks of ``length``
+    consecutive steps; sequence ``c * N + n`` is environment n's steps ``c * L`` to ``(c + 1) * L - 1``."""
+    t, n = x.shape[:2]
+    x = x.reshape((t // length, length, n) + x.shape[2:])
+    return jnp.swapaxes(x, 0, 1).reshape((length, (t // length) * n) + x.shape[3:])
+
+
 class RecurrentTransition(NamedTuple):
     obs: jax.Array  # [N, D] raw
     start: jax.Array  # [N]
@@ -144,23 +158,23 @@ class RecurrentTransition(NamedTuple):
 
 
 def collect(parts, state, key):
-    """``num_steps`` steps of every environment with the recurrent policy; the trajectory ``[T, N, ...]``
-    and the hidden state the rollout started from."""
-    n_envs, tuning = parts.config.num_envs, parts.tuning
-    act = make_recurrent_act(parts.config, parts.network, parts.dist)
+    """``num_steps`` steps of this device's environments with the recurrent policy; the trajectory
+    ``[T, N, ...]`` and the hidden state the rollout started from."""
+    n_envs, tuning, comm = parts.config.num_envs, parts.tuning, parts.comm
+    act = make_recurrent_act(parts.config, parts.network, parts.dist, comm)
 
     def step(carry, key_t):
         base, h, start = carry
         act_key_t, env_key_t = jax.random.split(key_t)
         h, action, log_prob = act(state.params, state.obs_rms, h, base.obs, start, act_key_t)
         next_obs, env_state, reward, terminated, truncated, final_obs = parts.vstep(
-            jax.random.split(env_key_t, n_envs), base.env_state, action)
+            comm.own(jax.random.split(env_key_t, n_envs)), base.env_state, action)
         done = terminated | truncated
         ep_ret, ep_len, stats = track_episodes(base, reward, done)
         t = RecurrentTransition(base.obs, start, action, log_prob, reward, terminated, truncated, final_obs)
         return (StepCarry(env_state, next_obs, ep_ret, ep_len, stats), h, done), t
 
-    stats = jax.tree_util.tree_map(lambda x: jnp.zeros((n_envs,), x.dtype), EpisodeStats.zeros())
+    stats = jax.tree_util.tree_map(lambda x: jnp.zeros((parts.num_local_envs,), x.dtype), EpisodeStats.zeros())
     base = StepCarry(state.env_state, state.obs, state.episode_return, state.episode_length, stats)
     (end, h, start), traj = jax.lax.scan(step, (base, state.hidden, state.starts),
                                          jax.random.split(key, parts.config.num_steps),
@@ -168,12 +182,12 @@ def collect(parts, state, key):
     h0 = state.hidden
     state = state.replace(env_state=end.env_state, obs=end.obs, episode_return=end.episode_return,
                           episode_length=end.episode_length, hidden=h, starts=start)
-    return state, (traj, h0), jax.tree_util.tree_map(jnp.sum, end.stats)
+    return state, (traj, h0), jax.tree_util.tree_map(lambda x: comm.sum(jnp.sum(x)), end.stats)
 
 
 class RecurrentBatch(NamedTuple):
-    """A training batch kept as sequences: every field ``[T, N, ...]`` except ``obs.h0 [N, H]``
-    (in a minibatch the fields other than ``obs`` are flattened to ``[T * n, ...]``)."""
+    """A training batch kept as sequences: every field ``[L, S, ...]`` (L steps of S sequences) except
+    ``obs.h0 [S, H]``; a minibatch has the same layout with fewer sequences."""
 
     obs: Sequences
     action: jax.Array
@@ -184,12 +198,13 @@ class RecurrentBatch(NamedTuple):
 
 
 def make_batch(parts, state, rollout, hparams: HParams):
-    """Values of the sequences (re-run from their first hidden state), truncation values, GAE."""
+    """Values of this device's sequences (re-run from their first hidden state), truncation values,
+    GAE; then every device's environments, cut into sequences of ``seq_len`` steps."""
     from purejaxppo.core.batch import advantages_and_targets, scale_rewards
     from purejaxppo.core.normalize import rms_update
 
     traj, h0 = rollout
-    config, network = parts.config, parts.network
+    config, network, comm = parts.config, parts.network, parts.comm
     state, rewards = scale_rewards(parts, state, traj, hparams)
     seq = Sequences(observe(config, state.obs_rms, traj.obs), traj.start, h0)
     ys, hs = unroll(network, state.params, seq)
@@ -205,31 +220,49 @@ def make_batch(parts, state, rollout, hparams: HParams):
         return network.apply(state.params, y_final, method=RecurrentActorCritic.value)
 
     advantages, targets = advantages_and_targets(parts, traj, rewards, values, last_value, final_value, hparams)
-    batch = RecurrentBatch(seq, traj.action, traj.log_prob, values, advantages, targets)
+    length = config.seq_len or config.num_steps
+    # each chunk starts from the hidden state before its first step: h[0], then h after step c * L - 1
+    chunk_h0 = jnp.concatenate([h0[None], hs[length - 1:-1:length]], axis=0)  # [T / L, N, H]
+
+    def sequences(x):  # [T, N, ...] of this device -> [L, S, ...] of every device's environments
+        return chunk(comm.gather(x, axis=1), length)
+
+    h0 = comm.gather(chunk_h0, axis=1)
+    batch = RecurrentBatch(
+        Sequences(sequences(seq.obs), sequences(seq.start), h0.reshape((-1,) + h0.shape[2:])),
+        *[sequences(x) for x in (traj.action, traj.log_prob, values, advantages, targets)])
     if config.normalize_obs:
-        state = state.replace(obs_rms=rms_update(state.obs_rms, traj.obs))
+        state = state.replace(obs_rms=rms_update(state.obs_rms, comm.gather(traj.obs, axis=1)))
     return state, batch
 
 
 def split_sequences(x: jax.Array, perm: jax.Array, m: int) -> jax.Array:
-    """``[T, N, ...] -> [m, T, N / m, ...]``: the environments in the order ``perm``, cut into ``m`` groups,
-    each keeping its environments' whole sequences in time order."""
+    """``[L, S, ...] -> [m, L, S / m, ...]``: the sequences in the order ``perm``, cut into ``m`` groups,
+    each sequence kept whole and in time order."""
     t, n = x.shape[:2]
     x = x[:, perm].reshape((t, m, n // m) + x.shape[2:])
     return jnp.swapaxes(x, 0, 1)
 
 
+def own(comm, batch: RecurrentBatch) -> RecurrentBatch:
+    """This device's share of a batch's sequences (the sequence axis is 1, and 0 for ``h0``), the
+    fields other than ``obs`` flattened to ``[L * n, ...]`` in the order of :func:`sequence_apply`."""
+    seq, mine = batch.obs, functools.partial(comm.own, axis=1)
+    return RecurrentBatch(Sequences(mine(seq.obs), mine(seq.start), comm.own(seq.h0)),
+                          *[flat(mine(x)) for x in batch[1:]])
+
+
 def run_epoch(parts, opt, batch: RecurrentBatch, params, opt_state, key):
-    """Shuffle the environments, cut them into minibatches of whole sequences, a step on each."""
+    """Shuffle the sequences, cut them into minibatches, a step on each."""
     from purejaxppo.core.update import MinibatchCarry, minibatch_step
 
-    m, n = parts.config.num_minibatches, parts.config.num_envs
+    m, seq = parts.config.num_minibatches, batch.obs
+    n = seq.h0.shape[0]
     perm = jax.random.permutation(key, n)
-    seq = batch.obs
     shuffled = RecurrentBatch(
         Sequences(split_sequences(seq.obs, perm, m), split_sequences(seq.start, perm, m),
                   seq.h0[perm].reshape((m, n // m) + seq.h0.shape[1:])),
-        *[jax.vmap(flat)(split_sequences(x, perm, m)) for x in batch[1:]],  # [m, T * n / m, ...]
+        *[split_sequences(x, perm, m) for x in batch[1:]],  # [m, L, S / m, ...]
     )
     step = functools.partial(minibatch_step, parts, opt)
     end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), shuffled)
@@ -239,18 +272,25 @@ def run_epoch(parts, opt, batch: RecurrentBatch, params, opt_state, key):
 def adapt_kl(parts, kl, params, batch: RecurrentBatch, hparams):
     if parts.config.kl_penalty != "adaptive":
         return kl, jnp.asarray(jnp.nan, jnp.float32)
-    pi, _ = sequence_apply(parts.network)(params, batch.obs)
-    measured = losses.kl_estimate(parts.dist.log_prob(pi, flat(batch.action)) - flat(batch.log_prob))
+    mine = own(parts.comm, batch)
+    pi, _ = sequence_apply(parts.network)(params, mine.obs)
+    measured = parts.comm.mean(losses.kl_estimate(parts.dist.log_prob(pi, mine.action) - mine.log_prob))
     return losses.adaptive_kl_update(kl, measured, hparams.kl_target), measured
 
 
-def make_recurrent_act(config, network: RecurrentActorCritic, dist):
-    """``act(params, obs_rms, h, obs, start, key, deterministic=False) -> (next h, action, log_prob)``."""
+def make_recurrent_act(config, network: RecurrentActorCritic, dist, comm: Collectives = LOCAL):
+    """``act(params, obs_rms, h, obs, start, key, deterministic=False) -> (next h, action, log_prob)``.
+
+    With data parallelism (``comm``) the noise is drawn for all environments, as on one device,
+    and each device keeps its share."""
 
     def act_fn(params, obs_rms, h, obs, start, key, deterministic: bool = False):
         h, y = network.apply(params, h, observe(config, obs_rms, obs), start, method=RecurrentActorCritic.core)
         pi = network.apply(params, y, method=RecurrentActorCritic.policy)
-        action = dist.mode(pi) if deterministic else dist.sample(key, pi)
+        if deterministic:
+            action = dist.mode(pi)
+        else:
+            action = comm.own(dist.sample(key, jax.tree_util.tree_map(comm.gather, pi)))
         return h, action, dist.log_prob(pi, action)
 
     return act_fn

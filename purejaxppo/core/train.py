@@ -145,7 +145,7 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | 
     if config.policy == "gru":
         from purejaxppo.core.recurrent import make_recurrent_act
 
-        act = make_recurrent_act(config, parts.network, parts.dist)
+        act = make_recurrent_act(config, parts.network, parts.dist, parts.comm)
     else:
         act = parts.act
     return Trainer(config, parts.env, parts.network, init, update, train, act)

@@ -66,15 +66,15 @@ def minibatch_step(parts: Parts, opt: Optimiser, carry: MinibatchCarry, mb: Batc
     config, comm = parts.config, parts.comm
     if config.norm_adv:  # statistics of the whole minibatch (every device holds all of it)
         mb = mb._replace(advantage=losses.normalize_advantages(mb.advantage))
-    if config.policy == "gru":  # minibatches of whole sequences, re-run from their first hidden state
-        from purejaxppo.core.recurrent import sequence_apply
+    if config.policy == "gru":  # minibatches of sequences, re-run from their first hidden state
+        from purejaxppo.core import recurrent
 
-        apply_fn = sequence_apply(parts.network)
+        apply_fn, mine = recurrent.sequence_apply(parts.network), recurrent.own(comm, mb)
     else:
-        apply_fn = parts.network.apply
+        apply_fn, mine = parts.network.apply, jax.tree_util.tree_map(comm.own, mb)
     loss = functools.partial(losses.ppo_loss, apply_fn, parts.dist,
                              kl_penalty=config.kl_penalty != "off", clip_vloss=config.clip_vloss)
-    grads, info = jax.grad(loss, has_aux=True)(params, jax.tree_util.tree_map(comm.own, mb), opt.hparams, opt.kl_coef)
+    grads, info = jax.grad(loss, has_aux=True)(params, mine, opt.hparams, opt.kl_coef)
     grads, info = comm.mean(grads), comm.mean(info)
     updates, opt_state = opt.tx.update(grads, opt_state, params)
     params = jax.tree_util.tree_map(lambda p, u: p - opt.lr * u, params, updates)

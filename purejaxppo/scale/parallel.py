@@ -61,13 +61,16 @@ class MeshCollectives(Collectives):
 
 def check_shards(config: PPOConfig, num_shards: int) -> None:
     """A data-parallel run over ``num_shards`` devices needs equal shares of envs and minibatches."""
-    if config.policy != "mlp":
-        raise ConfigError(f"policy: {config.policy} is not supported with data parallelism yet; accepted: mlp with "
-                          "--data-parallel, or policy gru on one device (sweeps over devices work)")
     if config.num_envs % num_shards:
         raise ConfigError(
             f"num_envs: {config.num_envs} environments cannot be split evenly over {num_shards} devices; "
             f"accepted: a multiple of {num_shards}"
+        )
+    if config.policy == "gru" and (config.num_sequences // config.num_minibatches) % num_shards:
+        raise ConfigError(
+            f"num_minibatches: minibatches of {config.num_sequences // config.num_minibatches} sequences cannot be "
+            f"split evenly over {num_shards} devices; accepted: num_envs * num_steps / seq_len / num_minibatches a "
+            f"multiple of {num_shards}"
         )
     if config.minibatch_size % num_shards:
         raise ConfigError(
@@ -104,6 +107,8 @@ def state_specs() -> RunnerState:
         episode_length=split,
         kl=same,
         update_step=same,
+        hidden=split,
+        starts=split,
     )
 
 
