@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from purejaxppo.core.config import PPOConfig, suggest
+from purejaxppo.envs.brax_envs import PREFIX, is_brax
 from purejaxppo.errors import ConfigError
 
 # Tuned settings per environment. Sources: the PPO hyperparameters of CleanRL's
@@ -141,7 +142,7 @@ BRAX_PRESETS: dict[str, dict[str, Any]] = {
        for task in ("hopper", "walker2d", "swimmer")},
 }
 for _task, _row in BRAX_PRESETS.items():
-    PRESETS[f"brax/{_task}"] = dict(_row, env=f"brax/{_task}")
+    PRESETS[PREFIX + _task] = dict(_row, env=PREFIX + _task)
 
 
 def preset_name_for(env: str) -> str | None:
@@ -149,7 +150,7 @@ def preset_name_for(env: str) -> str | None:
     task's (the physics backend does not change the settings); None when there is none."""
     if env in PRESETS:
         return env
-    if env.startswith("brax/"):
+    if is_brax(env):
         base = env.rsplit("-", 1)[0]
         return base if base in PRESETS else None
     return None

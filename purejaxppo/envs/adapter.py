@@ -31,6 +31,7 @@ import numpy as np
 from gymnax.environments import spaces
 
 from purejaxppo.core.config import suggest
+from purejaxppo.envs import brax_envs
 from purejaxppo.errors import ConfigError
 
 _ADAPTERS: dict[str, EnvAdapter] = {}
@@ -43,8 +44,6 @@ def register_env(name: str, factory: Callable[..., Any]) -> None:
 
 def known_envs() -> list[str]:
     """Every environment name ``make_env`` accepts (the Brax ones need the ``brax`` extra)."""
-    from purejaxppo.envs import brax_envs
-
     return list(gymnax.registered_envs) + brax_envs.names()
 
 
@@ -104,16 +103,21 @@ class EnvAdapter:
             observation (already reset when the episode ended), ``final_obs`` the one the
             step reached before any reset.
         """
+        return self.step_with_info(key, state, action, how)[:6]
+
+    def step_with_info(self, key: jax.Array, state: Any, action: jax.Array, how: str | bool = "clip"):
+        """:meth:`step`, and the environment's ``info`` dict (from the step before any reset) last."""
         action = self._env_action(self.env_action(action, how))
         obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, self.params)
-        final_obs = info.get("final_observation", obs) if isinstance(info, dict) else obs
+        info = info if isinstance(info, dict) else {}
         return (
             self._flat(obs),
             state,
             jnp.asarray(reward, jnp.float32),
             jnp.asarray(terminated, bool),
             jnp.asarray(truncated, bool),
-            self._flat(final_obs),
+            self._flat(info.get("final_observation", obs)),
+            info,
         )
 
     def _flat(self, obs: Any) -> jax.Array:
@@ -144,9 +148,7 @@ class EnvAdapter:
 
 def make_env(name: str) -> tuple[EnvAdapter, Any]:
     """``(env, env_params)`` for a registered environment name (cached per name)."""
-    if name not in _ADAPTERS and name.startswith("brax/"):
-        from purejaxppo.envs import brax_envs
-
+    if name not in _ADAPTERS and brax_envs.is_brax(name):
         env = brax_envs.make(name)
         _ADAPTERS[name] = EnvAdapter(name, env, env.default_params)
     if name not in _ADAPTERS:

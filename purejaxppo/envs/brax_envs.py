@@ -35,6 +35,11 @@ from gymnax.environments import environment, spaces
 from purejaxppo.errors import ConfigError
 
 PREFIX = "brax/"
+
+
+def is_brax(name: str) -> bool:
+    """Whether ``name`` names a Brax task (``brax/...``), valid or not."""
+    return name.startswith(PREFIX)
 TASKS = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
          "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d")
 BACKENDS = ("generalized", "positional", "spring", "mjx")
@@ -147,8 +152,9 @@ class BraxEnv(environment.Environment):
         else:
             (s, reward, terminated, steps), _ = jax.lax.scan(physics_step, start, None, self.action_repeat)
         state = BraxState(time=state.time + steps, brax=s)
-        # the truncation flag comes from gymnax's is_truncated: time >= max_steps_in_episode
-        return s.obs, state, reward, terminated, {}
+        # the truncation flag comes from gymnax's is_truncated: time >= max_steps_in_episode; the bodies'
+        # positions reached, before any reset, are for drawing (unused values are compiled away)
+        return s.obs, state, reward, terminated, {"body_positions": self.body_positions(state)}
 
     def is_terminal(self, state: BraxState, params: BraxParams) -> jax.Array:
         return (state.brax.done > 0) | (state.time >= params.max_steps_in_episode)

@@ -93,11 +93,11 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
                 h, action, _ = act(state.params, state.obs_rms, h, obs, jnp.zeros((), bool), act_key, deterministic)
             else:
                 action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
-            next_obs, next_state, reward, terminated, truncated, final_obs = env.step(env_key, env_state, action, how)
+            next_obs, next_state, reward, terminated, truncated, final_obs, info = env.step_with_info(
+                env_key, env_state, action, how)
             done = terminated | truncated
-            if positions is not None:  # the step before any reset: the physics state it reached
-                final_obs = positions(env.env.step_env(env_key, env_state, env._env_action(env.env_action(action, how)),
-                                                       env.params)[1])
+            if positions is not None:  # the bodies where the step left them, before any reset
+                final_obs = info["body_positions"]
             return (next_obs, next_state, alive & ~done, h), (final_obs, reward * alive, alive)
 
         _, (final_obs, rewards, alive) = jax.lax.scan(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from purejaxppo.envs.brax_envs import is_brax
 from purejaxppo.errors import RunError
 
 W, H = 320, 240
@@ -107,7 +108,7 @@ def _brax_side_view(parents: list[int]) -> Callable[[ImageDraw.ImageDraw, np.nda
 def renderer(env_name: str, obs_shape: tuple[int, ...], parents: list[int] | None = None):
     """The frame drawer for ``env_name``; raises ``ValueError`` naming the supported ones.
     Brax environments (``brax/...``) are drawn from body positions, with ``parents`` their skeleton."""
-    if env_name.startswith("brax/"):
+    if is_brax(env_name):
         return _brax_side_view(parents or [])
     if env_name == "CartPole-v1":
         return _cartpole

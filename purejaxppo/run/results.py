@@ -17,6 +17,7 @@ import numpy as np
 
 from purejaxppo.core.config import PPOConfig
 from purejaxppo.core.metrics import METRIC_NAMES
+from purejaxppo.envs.brax_envs import is_brax
 from purejaxppo.errors import RunError
 from purejaxppo.run import layout
 
@@ -31,7 +32,7 @@ _BRAX_PACKAGES = ("brax", "mujoco", "mujoco-mjx")
 def package_versions(env: str | None = None) -> dict[str, str]:
     """Installed versions of the packages a result depends on (Brax's too for a ``brax/`` environment)."""
     out = {}
-    for name in _PACKAGES + (_BRAX_PACKAGES if env and env.startswith("brax/") else ()):
+    for name in _PACKAGES + (_BRAX_PACKAGES if env and is_brax(env) else ()):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
