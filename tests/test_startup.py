@@ -1,4 +1,5 @@
-"""Start-up: gymnax's plotting libraries are imported only when used."""
+"""Start-up: gymnax's plotting libraries are imported only when used; importing the command line leaves JAX
+uninitialised."""
 
 import subprocess
 import sys
@@ -27,4 +28,20 @@ print("ok")
 def test_plotting_libraries_load_at_first_use():
     done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+BACKEND = """
+from jax._src import xla_bridge
+import purejaxppo.cli, purejaxppo.core.presets, purejaxppo.run.results, purejaxppo.run.render
+assert not xla_bridge._backends, "a JAX backend was initialised at import"
+print("ok")
+"""
+
+
+def test_the_command_line_imports_without_initialising_jax():
+    """A multi-process run joins its coordinator after the command line is imported and parsed, and
+    jax.distributed.initialize() refuses once a backend exists (gymnax creates arrays at import)."""
+    done = subprocess.run([sys.executable, "-c", BACKEND], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"

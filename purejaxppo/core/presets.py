@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from purejaxppo.core.config import PPOConfig, suggest
-from purejaxppo.envs.brax_envs import PREFIX, is_brax
 from purejaxppo.errors import ConfigError
+from purejaxppo.naming import BRAX_PREFIX, is_brax
 
 # Tuned settings per environment. Sources: the PPO hyperparameters of CleanRL's
 # classic-control runs and of PureJaxRL / gymnax's published baselines, then
@@ -142,7 +142,7 @@ BRAX_PRESETS: dict[str, dict[str, Any]] = {
        for task in ("hopper", "walker2d", "swimmer")},
 }
 for _task, _row in BRAX_PRESETS.items():
-    PRESETS[PREFIX + _task] = dict(_row, env=PREFIX + _task)
+    PRESETS[BRAX_PREFIX + _task] = dict(_row, env=BRAX_PREFIX + _task)
 
 
 def preset_name_for(env: str) -> str | None:

@@ -33,6 +33,7 @@ from gymnax.environments import spaces
 from purejaxppo.core.config import suggest
 from purejaxppo.envs import brax_envs
 from purejaxppo.errors import ConfigError
+from purejaxppo.naming import is_brax
 
 _ADAPTERS: dict[str, EnvAdapter] = {}
 
@@ -148,7 +149,7 @@ class EnvAdapter:
 
 def make_env(name: str) -> tuple[EnvAdapter, Any]:
     """``(env, env_params)`` for a registered environment name (cached per name)."""
-    if name not in _ADAPTERS and brax_envs.is_brax(name):
+    if name not in _ADAPTERS and is_brax(name):
         env = brax_envs.make(name)
         _ADAPTERS[name] = EnvAdapter(name, env, env.default_params)
     if name not in _ADAPTERS:

@@ -33,13 +33,9 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from purejaxppo.errors import ConfigError
+from purejaxppo.naming import BRAX_PREFIX
 
-PREFIX = "brax/"
-
-
-def is_brax(name: str) -> bool:
-    """Whether ``name`` names a Brax task (``brax/...``), valid or not."""
-    return name.startswith(PREFIX)
+PREFIX = BRAX_PREFIX
 TASKS = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
          "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d")
 BACKENDS = ("generalized", "positional", "spring", "mjx")

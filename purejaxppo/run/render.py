@@ -16,8 +16,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from purejaxppo.envs.brax_envs import is_brax
 from purejaxppo.errors import RunError
+from purejaxppo.naming import is_brax
 
 W, H = 320, 240
 BG, FG, ACCENT, BAR = (255, 255, 255), (40, 40, 40), (200, 80, 40), (120, 160, 220)

@@ -17,8 +17,8 @@ import numpy as np
 
 from purejaxppo.core.config import PPOConfig
 from purejaxppo.core.metrics import METRIC_NAMES
-from purejaxppo.envs.brax_envs import is_brax
 from purejaxppo.errors import RunError
+from purejaxppo.naming import is_brax
 from purejaxppo.run import layout
 
 CSV_COLUMNS = ("env_steps", *METRIC_NAMES)
