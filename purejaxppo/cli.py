@@ -283,7 +283,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     parser.add_argument("--brax-backend", default=None, metavar="NAME",
                         help="physics backend of a Brax environment (--env brax/<task>): generalized, positional, "
-                        "spring or mjx (default: positional; the same as --env brax/<task>-<backend>)")
+                        "spring or mjx (default: mjx, MuJoCo's own physics; the same as --env brax/<task>-<backend>)")
 
 
 def _add_cache_flag(parser: argparse.ArgumentParser) -> None:

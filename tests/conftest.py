@@ -1,12 +1,22 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 # Tests run on the CPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The command line turns on JAX's persistent compilation cache; in tests it lives in a fresh
-# folder for the session (shared by the command-line runs the tests start), never in ~/.cache.
-os.environ["PUREJAXPPO_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="purejaxppo-test-cache-")
+# JAX's persistent compilation cache, in a fresh folder for the session (never ~/.cache), shared
+# by every pytest worker (they inherit the controller's environment) and the processes the tests
+# start: a program that several tests build (the same configuration through the library, the
+# command line or a child process) is compiled once. Cached executables are the compiled ones,
+# so bit-identity checks hold.
+if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller, or a run without workers; it exits last
+    os.environ["PUREJAXPPO_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="purejaxppo-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["PUREJAXPPO_COMPILATION_CACHE"], ignore_errors=True)
 
+from purejaxppo.run.cache import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()
 
 import pytest  # noqa: E402
 

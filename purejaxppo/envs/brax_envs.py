@@ -17,8 +17,9 @@ Brax's task through ``brax.envs.get_environment`` and wraps it in :class:`BraxEn
   stopping at termination; each repeated step counts towards the time limit.
 
 Install with ``pip install -e ".[brax]"``; the base install does not import Brax. The
-backends (``generalized``, ``positional``, ``spring``, ``mjx``) trade fidelity for speed;
-``README.md`` has the measured table and the reason for the default.
+backends (``generalized``, ``positional``, ``spring``, ``mjx``) differ in speed and in how
+closely they follow MuJoCo; ``README.md`` has the measured tables and the reason for the
+default (mjx: MuJoCo's own physics).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ PREFIX = BRAX_PREFIX
 TASKS = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
          "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d")
 BACKENDS = ("generalized", "positional", "spring", "mjx")
-DEFAULT_BACKEND = "positional"
+DEFAULT_BACKEND = "mjx"  # MuJoCo's own physics: the measured choice, see README.md
 EXTRA = 'pip install -e ".[brax]"'
 # Brax's training notebook steps reacher with action repeat 4; every other task with 1.
 ACTION_REPEAT = {"reacher": 4}
