@@ -2,15 +2,17 @@
 
     python experiments/brax_check.py --out results/brax            # every part
     python experiments/brax_check.py --only speed --tasks hopper
+    python experiments/brax_check.py --only training
     python experiments/brax_check.py --only fidelity
     python experiments/brax_check.py --only learning --learning-task hopper --learning-steps 3000000
 
 Speed: ``--envs`` environments stepped with random actions through purejaxppo's episode
 wrapper (auto-reset, time limit) in one compiled scan, per task and backend; compile time
-apart. Fidelity: each backend's body positions against MuJoCo's own physics (the mjx
-backend) under the same actions from the same states. Learning: a task (``--learning-task``,
-default inverted_pendulum) with its Brax preset at a CPU-sized batch (256 environments x 40
-steps, 8 minibatches), the mean return of the last episodes against the return of uniformly
+apart. Training: environment steps/s of whole PPO updates with each task's preset networks at
+a CPU-sized batch (256 environments x 40 steps, 8 minibatches). Fidelity: each backend's body
+positions against MuJoCo's own physics (the mjx backend) under the same actions from the same
+states. Learning: a task (``--learning-task``, default inverted_pendulum) with its Brax preset
+at the CPU-sized batch, the mean return of the last episodes against the return of uniformly
 random actions. Writes ``OUT/brax_check.json`` after every row: the parts not run are kept,
 and learning rows of other tasks always are.
 """
@@ -133,9 +135,30 @@ def random_return(name: str, num_envs: int = 256, steps: int = 1000) -> float:
     return float(run(jax.random.key(123)))
 
 
+def cpu_config(name: str, total: int):
+    """The task's Brax preset at a CPU-sized batch: 256 environments x 40 steps, 8 minibatches."""
+    return preset(name.rsplit("-", 1)[0]).replace(env=name, total_timesteps=total, num_envs=256, num_steps=40,
+                                                  num_minibatches=8)
+
+
+def training_speed(name: str, updates: int = 3) -> dict:
+    """Environment steps/s of whole training updates (rollout, GAE, 4 epochs of minibatches) with
+    the task's preset networks at the CPU-sized batch; compilation apart, best of two runs."""
+    config = cpu_config(name, 256 * 40 * updates)
+    t = time.perf_counter()
+    train = jax.jit(make_train(config)).lower(jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - t
+    best = float("inf")
+    for i in range(2):
+        t = time.perf_counter()
+        jax.block_until_ready(train(jax.random.key(i)))
+        best = min(best, time.perf_counter() - t)
+    return {"env": name, "env_steps": config.num_updates * config.batch_size, "steps_per_s":
+            config.num_updates * config.batch_size / best, "compile_s": compile_s}
+
+
 def learning(name: str, total: int) -> dict:
-    config = preset(name.rsplit("-", 1)[0]).replace(env=name, total_timesteps=total, num_envs=256, num_steps=40,
-                                                      num_minibatches=8)
+    config = cpu_config(name, total)
     t = time.perf_counter()
     train = jax.jit(make_train(config)).lower(jax.random.key(0)).compile()
     compile_s = time.perf_counter() - t
@@ -154,7 +177,7 @@ def learning(name: str, total: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="results/brax")
-    p.add_argument("--only", choices=("speed", "learning", "fidelity"), default=None)
+    p.add_argument("--only", choices=("speed", "training", "fidelity", "learning"), default=None)
     p.add_argument("--tasks", nargs="+", default=["inverted_pendulum", "hopper", "ant"])
     p.add_argument("--backends", nargs="+", default=list(BACKENDS))
     p.add_argument("--envs", type=int, default=64)
@@ -165,12 +188,12 @@ def main() -> None:
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     record = {"device": str(jax.devices()[0]), "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "versions": package_versions("brax/"), "speed": [], "learning": [], "fidelity": []}
+              "cpus": os.cpu_count(), "versions": package_versions("brax/"), "speed": [], "training": [], "learning": [], "fidelity": []}
     path = os.path.join(args.out, "brax_check.json")
     if os.path.exists(path):  # keep the part not run this time
         with open(path) as f:
             old = json.load(f)
-        for part in ("speed", "fidelity"):
+        for part in ("speed", "training", "fidelity"):
             if args.only not in (None, part):
                 record[part] = old.get(part, [])
         record["learning"] = old.get("learning", [])  # one row per task, replaced when rerun
@@ -186,6 +209,14 @@ def main() -> None:
                 print(f"{row['env']:34s} {row['steps_per_s']:>12,.0f} steps/s  (first call {row['first_call_s']:.1f} s)",
                       flush=True)
                 record["speed"].append(row)
+                save()
+    if args.only in (None, "training"):
+        for task in args.tasks:
+            for backend in args.backends:
+                row = training_speed(f"brax/{task}-{backend}")
+                print(f"{row['env']:34s} {row['steps_per_s']:>10,.0f} training steps/s  (compile {row['compile_s']:.0f} s)",
+                      flush=True)
+                record["training"].append(row)
                 save()
     if args.only in (None, "fidelity"):
         for task in args.tasks:
