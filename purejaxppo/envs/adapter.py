@@ -93,11 +93,11 @@ class EnvAdapter:
         obs, state = self.env.reset(key, self.params)
         return self._flat(obs), state
 
-    def step(self, key: jax.Array, state: Any, action: jax.Array, how: str | bool = "clip"):
+    def step(self, key: jax.Array, state: Any, action: jax.Array, how: str = "clip"):
         """One environment step with automatic reset.
 
         ``how`` maps a continuous policy's action to the one the environment receives
-        (:meth:`env_action`): ``"clip"`` (or True), ``"none"`` (or False), or ``"tanh"``.
+        (:meth:`env_action`): ``"clip"``, ``"none"`` or ``"tanh"``.
 
         Returns:
             ``(obs, state, reward, terminated, truncated, final_obs)``: ``obs`` is the next
@@ -106,7 +106,7 @@ class EnvAdapter:
         """
         return self.step_with_info(key, state, action, how)[:6]
 
-    def step_with_info(self, key: jax.Array, state: Any, action: jax.Array, how: str | bool = "clip"):
+    def step_with_info(self, key: jax.Array, state: Any, action: jax.Array, how: str = "clip"):
         """:meth:`step`, and the environment's ``info`` dict (from the step before any reset) last."""
         action = self._env_action(self.env_action(action, how))
         obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, self.params)
@@ -124,15 +124,10 @@ class EnvAdapter:
     def _flat(self, obs: Any) -> jax.Array:
         return jnp.reshape(jnp.asarray(obs, jnp.float32), (self.obs_dim,))
 
-    def clip_action(self, action: jax.Array) -> jax.Array:
-        """Continuous actions clipped to the space's bounds; discrete actions unchanged."""
-        return self.env_action(action, "clip")
-
-    def env_action(self, action: jax.Array, how: str | bool = "clip") -> jax.Array:
+    def env_action(self, action: jax.Array, how: str = "clip") -> jax.Array:
         """The action the environment receives for a policy's continuous ``action``: clipped to
         the bounds (``"clip"``), unchanged (``"none"``), or squashed into them,
         ``low + (tanh(u) + 1) (high - low) / 2`` (``"tanh"``). Discrete actions are unchanged."""
-        how = {True: "clip", False: "none"}.get(how, how)
         if self.action_kind == "discrete" or how == "none":
             return action
         if how == "tanh":
