@@ -8,7 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.core.shuffle import index_bits, packed_rounds, permutation, round_keys
+from purejaxppo.core.shuffle import (
+    FEISTEL_MIN_ROWS,
+    feistel_permutation,
+    index_bits,
+    packed_rounds,
+    permutation,
+    round_keys,
+)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 512, 1000, 8192, 10_000])
@@ -67,3 +74,52 @@ def test_positions_of_a_large_batch_are_uniform():
         assert chi2 < 40.0, counts  # 15 degrees of freedom
     fixed_points = float(np.mean(np.asarray(perms) == np.arange(n)))
     assert fixed_points < 5.0 / n
+
+
+# ---- the Feistel shuffle: a bijection, and PPO's statistics of a uniform shuffle ---------------
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 300, 512, 1000, 8192, 10_000, 2**16 + 3])
+def test_feistel_is_a_permutation(n):
+    perm = np.asarray(jax.jit(feistel_permutation, static_argnums=1)(jax.random.key(n), n))
+    assert perm.dtype == np.int32 and perm.shape == (n,)
+    np.testing.assert_array_equal(np.sort(perm), np.arange(n))
+
+
+def test_feistel_depends_on_the_key_only():
+    a, b = (np.asarray(feistel_permutation(jax.random.key(k), 8192)) for k in (1, 2))
+    np.testing.assert_array_equal(a, np.asarray(feistel_permutation(jax.random.key(1), 8192)))
+    assert np.mean(a == b) < 0.01
+    # below FEISTEL_MIN_ROWS it is the exactly uniform packed sort
+    np.testing.assert_array_equal(np.asarray(feistel_permutation(jax.random.key(3), FEISTEL_MIN_ROWS - 1)),
+                                  np.asarray(permutation(jax.random.key(3), FEISTEL_MIN_ROWS - 1)))
+
+
+@pytest.mark.parametrize("n", [512, 8192, 5000])  # 4 and 64 envs x 128 steps; and not a power of two
+def test_feistel_has_the_statistics_of_a_uniform_shuffle(n):
+    """Over 3,000 keys, against the exact values for a uniform random permutation: how often
+    rows d apart (d = 1, 2, 3, 64, n/2) fall in the same of 4 minibatches, how often the first
+    comes first, where row 0 lands (16 bins), and the mean number of fixed points (1)."""
+    draws, m = 3000, 4
+    gaps = (1, 2, 3, 64, n // 2)
+
+    def statistics(key):
+        perm = feistel_permutation(key, n)
+        place = jnp.zeros((n,), jnp.int32).at[perm].set(jnp.arange(n, dtype=jnp.int32))  # where each row went
+        minibatch = place * m // n
+        out = []
+        for d in gaps:
+            i = jnp.arange(n - d)
+            out += [jnp.mean(minibatch[i] == minibatch[i + d]), jnp.mean(place[i] < place[i + d])]
+        return jnp.stack(out), jnp.sum(perm == jnp.arange(n)), place[0] * 16 // n
+
+    stats, fixed, bins = (np.asarray(x) for x in jax.jit(lambda ks: jax.lax.map(statistics, ks))(
+        jax.random.split(jax.random.key(11), draws)))
+    same = sum(((n * k // m) - (n * (k - 1) // m)) * ((n * k // m) - (n * (k - 1) // m) - 1)
+               for k in range(1, m + 1)) / (n * (n - 1))  # chance two given rows share a minibatch
+    expected = np.array([same, 0.5] * len(gaps))
+    z = (stats.mean(0) - expected) / (stats.std(0) / np.sqrt(draws))
+    assert np.abs(z).max() < 4.5, z  # 10 statistics: a uniform shuffle fails this with chance < 1e-4
+    assert abs(fixed.mean() - 1.0) < 4.5 * fixed.std() / np.sqrt(draws), fixed.mean()
+    counts = np.bincount(bins, minlength=16)
+    assert float(np.sum((counts - draws / 16) ** 2 / (draws / 16))) < 40.0, counts  # 15 degrees of freedom

@@ -16,7 +16,7 @@ import pytest
 
 from purejaxppo import HParams, PPOConfig
 from purejaxppo.core import tuning as tuning_module
-from purejaxppo.core.batch import make_batch
+from purejaxppo.core.batch import make_batch, truncated_values
 from purejaxppo.core.parts import make_parts
 from purejaxppo.core.rollout import collect
 from purejaxppo.core.train import init_state, make_train
@@ -32,18 +32,18 @@ sys.path.remove(HERE)
 GPU = DEFAULTS["gpu"]
 
 
-def test_cpu_layout_is_the_recorded_one_and_gpu_differs_in_every_choice():
-    assert DEFAULTS["cpu"] == Tuning()
+def test_cpu_layout_is_the_recorded_one_but_the_shuffle_and_gpu_differs_in_every_choice():
+    assert DEFAULTS["cpu"] == Tuning(shuffle="feistel")  # Tuning(): the layout of the recorded runs
     assert all(getattr(GPU, f.name) != getattr(Tuning(), f.name)
                for f in dataclasses.fields(Tuning) if f.name != "minibatch_unroll")
 
 
 def test_environment_variable_overrides_the_backend_default(monkeypatch):
     monkeypatch.setenv(tuning_module.ENV_VAR, "truncation=batched, gae_unroll=8")
-    assert tuning_for("cpu") == Tuning(truncation="batched", gae_unroll=8)
-    assert tuning_for("gpu") == dataclasses.replace(GPU, gae_unroll=8)
+    assert tuning_for("cpu") == dataclasses.replace(DEFAULTS["cpu"], truncation="batched", gae_unroll=8)
+    assert tuning_for("gpu") == dataclasses.replace(GPU, truncation="batched", gae_unroll=8)
     monkeypatch.delenv(tuning_module.ENV_VAR)
-    assert tuning_for("cpu") == Tuning()
+    assert tuning_for("cpu") == DEFAULTS["cpu"]
     assert tuning_for("some-new-accelerator") == GPU
 
 
@@ -58,6 +58,28 @@ def test_bad_tuning_is_one_line(text, message):
     with pytest.raises(ConfigError, match=None) as e:
         parse(text, Tuning())
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 8, 13, 40, 48])
+def test_compact_truncation_values_every_truncated_row_and_nothing_else(count):
+    # [T=6, N=8] steps, `count` of them truncated at random: 0, less than one pass of N rows,
+    # exactly one, several passes (the last one partial), and every step
+    T, N, D = 6, 8, 3
+    rng = np.random.default_rng(count)
+    truncated = np.zeros(T * N, bool)
+    truncated[rng.choice(T * N, count, replace=False)] = True
+    truncated = truncated.reshape(T, N)
+    final_obs = rng.normal(size=(T, N, D)).astype(np.float32)
+    calls = []
+
+    def value(o):  # a stand-in critic; records the rows it was given
+        calls.append(o.shape)
+        return jnp.sum(o * jnp.array([1.0, -2.0, 0.5]), axis=-1)
+
+    got = np.asarray(jax.jit(lambda t, o: truncated_values(value, t, o))(truncated, final_obs))
+    expected = np.where(truncated, final_obs @ np.array([1.0, -2.0, 0.5], np.float32), 0.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert calls == [(N, D)]  # traced once, on N rows at a time
 
 
 def _rollout_batch(config, tuning, final_obs_override=None):
@@ -82,9 +104,11 @@ def test_batched_truncation_bootstraps_from_the_true_final_observation():
                        normalize_obs=True)
     traj_b, branch = _rollout_batch(config, Tuning())
     traj_g, batched = _rollout_batch(config, Tuning(truncation="batched"))
+    _, compact = _rollout_batch(config, Tuning(truncation="compact"))
     truncated = np.asarray(traj_b.truncated)
     assert truncated.sum() == 4 and traj_g.final_obs is not None and traj_b.final_obs is None
     np.testing.assert_allclose(np.asarray(batched.advantage), np.asarray(branch.advantage), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(compact.advantage), np.asarray(branch.advantage), rtol=1e-5, atol=1e-5)
 
     # the semantics of an auto-reset that loses the final observation (it keeps only the reset one)
     def reset_obs_instead(traj):

@@ -70,6 +70,30 @@ def advantages_and_targets(parts: Parts, traj, rewards: jax.Array, values: jax.A
                           unroll=parts.tuning.gae_unroll)
 
 
+def truncated_values(value: Callable[[jax.Array], jax.Array], truncated: jax.Array, final_obs: jax.Array) -> jax.Array:
+    """``value(final_obs)`` where ``truncated`` (``[T, N]``), 0 elsewhere, valuing only the truncated rows.
+
+    The truncated rows are listed first (``jnp.nonzero``) and valued ``N`` at a time, as many
+    times as there are truncations to value: with time limits longer than the rollout that is
+    once per update, ``N`` rows instead of ``T * N``, and any number of truncations stays exact.
+    Under ``vmap`` (sweeps) the loop runs as often as the most truncated member needs.
+    """
+    shape, rows = truncated.shape, truncated.size
+    width = shape[-1]  # rows valued per pass
+    flat_obs = final_obs.reshape((rows,) + final_obs.shape[len(shape):])
+    order = jnp.nonzero(truncated.reshape(-1), size=rows, fill_value=rows)[0]  # truncated rows first
+    count = jnp.sum(truncated)
+
+    def chunk(carry):
+        start, out = carry
+        picked = jax.lax.dynamic_slice_in_dim(order, start, width)
+        v = value(flat_obs[jnp.minimum(picked, rows - 1)])
+        return start + width, out.at[picked].set(v, mode="drop")  # the fill value (rows) is dropped
+
+    _, out = jax.lax.while_loop(lambda c: c[0] < count, chunk, (jnp.int32(0), jnp.zeros((rows,), jnp.float32)))
+    return out.reshape(shape)
+
+
 def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HParams) -> tuple[RunnerState, Batch]:
     """Advantages and targets of the trajectory, flattened to a batch of every device's environments.
 
@@ -81,11 +105,15 @@ def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HPar
     values = network.apply(state.params, obs, method=ActorCritic.value)  # [T, N]
     last_value = network.apply(state.params, observe(config, state.obs_rms, state.obs), method=ActorCritic.value)
 
+    def value(o):
+        return network.apply(state.params, observe(config, state.obs_rms, o), method=ActorCritic.value)
+
     def final_value():
         if traj.final_value is not None:  # computed in the rollout
             return traj.final_value
-        # tuning.truncation == "batched": value every final observation here
-        return network.apply(state.params, observe(config, state.obs_rms, traj.final_obs), method=ActorCritic.value)
+        if parts.tuning.truncation == "compact":  # only the truncated steps' final observations
+            return truncated_values(value, traj.truncated, traj.final_obs)
+        return value(traj.final_obs)  # "batched": every final observation
 
     advantages, targets = advantages_and_targets(parts, traj, rewards, values, last_value, final_value, hparams)
 

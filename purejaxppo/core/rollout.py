@@ -96,7 +96,7 @@ def collect(parts: Parts, state: RunnerState, key: jax.Array) -> tuple[RunnerSta
     n_envs, comm = parts.config.num_envs, parts.comm
 
     tuning = parts.tuning
-    batched_truncation = parts.config.bootstrap_truncation and tuning.truncation == "batched"
+    batched_truncation = parts.config.bootstrap_truncation and tuning.truncation != "branch"
 
     def step(carry: StepCarry, key_t: jax.Array):
         act_key_t, env_key_t = jax.random.split(key_t)

@@ -7,11 +7,17 @@ The same PPO can be written in ways that cost very differently on a CPU and on a
   environment was truncated (a ``lax.cond``; truncations are rare, so on a CPU it is nearly
   free). ``"batched"`` keeps the final observations in the trajectory and evaluates the
   critic on all of them in the batched value pass, with no branch: on a GPU a conditional
-  inside a loop stalls the device every step.
+  inside a loop stalls the device every step. ``"compact"`` keeps them too, and values only
+  the truncated steps' final observations after the rollout (a few passes of ``N`` rows
+  instead of one of ``T * N``).
 * ``early_stop``: how epochs after a ``target_kl`` stop are skipped. ``"branch"`` skips their
   work with a ``lax.cond``; ``"select"`` runs them and keeps the previous parameters.
 * ``shuffle``: ``"packed"`` sorts packed 32-bit words (:mod:`purejaxppo.core.shuffle`, several
-  times faster than a key-value sort on a CPU); ``"sort"`` is ``jax.random.permutation``.
+  times faster than a key-value sort on a CPU); ``"sort"`` is ``jax.random.permutation``;
+  ``"feistel"`` computes every row's place with a keyed bijection, no sort
+  (:func:`purejaxppo.core.shuffle.feistel_permutation`).
+* ``gather``: ``"epoch"`` gathers the whole shuffled batch before an epoch's minibatch steps;
+  ``"minibatch"`` lets each step gather its own rows (no shuffled copy of the batch).
 * ``rollout_unroll``, ``gae_unroll``, ``minibatch_unroll``: how many iterations of the
   rollout, advantage and minibatch loops one loop iteration of the program does.
 * ``episode_stats``: ``"step"`` sums the returns of the episodes that end at each step as the
@@ -38,9 +44,10 @@ ENV_VAR = "PUREJAXPPO_TUNING"
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-    truncation: str = "branch"  # branch | batched
+    truncation: str = "branch"  # branch | batched | compact
     early_stop: str = "branch"  # branch | select
-    shuffle: str = "packed"  # packed | sort
+    shuffle: str = "packed"  # packed | sort | feistel
+    gather: str = "epoch"  # epoch | minibatch
     rollout_unroll: int = 1
     gae_unroll: int = 1
     minibatch_unroll: int = 1
@@ -57,18 +64,20 @@ class Tuning:
 
 
 _CHOICES = {
-    "truncation": ("branch", "batched"),
+    "truncation": ("branch", "batched", "compact"),
     "early_stop": ("branch", "select"),
-    "shuffle": ("packed", "sort"),
+    "shuffle": ("packed", "sort", "feistel"),
+    "gather": ("epoch", "minibatch"),
     "episode_stats": ("step", "env"),
 }
 _INTS = ("rollout_unroll", "gae_unroll", "minibatch_unroll")
 
 # The fastest choices measured on each backend (README "Speed"). TPUs take the GPU's choices
 # (the same reasons hold: loops and conditionals are costly on the device), unmeasured so far.
-_ACCELERATOR = Tuning(truncation="batched", early_stop="select", shuffle="sort", rollout_unroll=4, gae_unroll=16,
-                      episode_stats="env")
-DEFAULTS = {"cpu": Tuning(), "gpu": _ACCELERATOR, "tpu": _ACCELERATOR}
+# ``Tuning()`` itself is the layout the reference runs were recorded with (tests/data).
+_ACCELERATOR = Tuning(truncation="compact", early_stop="select", shuffle="feistel", gather="minibatch",
+                      rollout_unroll=4, gae_unroll=16, episode_stats="env")
+DEFAULTS = {"cpu": Tuning(shuffle="feistel"), "gpu": _ACCELERATOR, "tpu": _ACCELERATOR}
 
 
 def parse(text: str, base: Tuning) -> Tuning:

@@ -14,7 +14,7 @@ from purejaxppo.core.batch import Batch
 from purejaxppo.core.config import HParams, PPOConfig
 from purejaxppo.core.networks import ActorCritic
 from purejaxppo.core.parts import Parts
-from purejaxppo.core.shuffle import permutation
+from purejaxppo.core.shuffle import feistel_permutation, permutation
 
 
 def make_optimizer(hparams: HParams) -> optax.GradientTransformation:
@@ -81,17 +81,34 @@ def minibatch_step(parts: Parts, opt: Optimiser, carry: MinibatchCarry, mb: Batc
     return MinibatchCarry(params, opt_state), info
 
 
+def epoch_order(parts: Parts, key: jax.Array) -> jax.Array:
+    """The order of the batch's rows for one epoch (``tuning.shuffle``): ``[batch_size]`` int32."""
+    n = parts.config.batch_size
+    if parts.tuning.shuffle == "packed":
+        return permutation(key, n)
+    if parts.tuning.shuffle == "feistel":
+        return feistel_permutation(key, n)
+    return jax.random.permutation(key, n)
+
+
 def run_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state: Any, key: jax.Array):
-    """Shuffle the batch, cut it into minibatches, take a step on each; mean of their LossInfo."""
+    """Shuffle the batch, cut it into minibatches, take a step on each; mean of their LossInfo.
+
+    ``tuning.gather``: the shuffled batch is made whole before the steps (``"epoch"``), or each
+    step gathers its own rows (``"minibatch"``); the minibatches are the same.
+    """
     config, tuning = parts.config, parts.tuning
-    if tuning.shuffle == "packed":
-        perm = permutation(key, config.batch_size)
-    else:
-        perm = jax.random.permutation(key, config.batch_size)
-    shape = (config.num_minibatches, config.minibatch_size)
-    shuffled = jax.tree_util.tree_map(lambda x: x[perm].reshape(shape + x.shape[1:]), batch)
+    order = epoch_order(parts, key).reshape(config.num_minibatches, config.minibatch_size)
     step = functools.partial(minibatch_step, parts, opt)
-    end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), shuffled, unroll=tuning.minibatch_unroll)
+    if tuning.gather == "epoch":
+        xs = jax.tree_util.tree_map(lambda x: x[order], batch)
+    else:
+        xs, inner = order, step
+
+        def step(carry, rows):
+            return inner(carry, jax.tree_util.tree_map(lambda x: x[rows], batch))
+
+    end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), xs, unroll=tuning.minibatch_unroll)
     return end.params, end.opt_state, jax.tree_util.tree_map(lambda x: x.mean(axis=0), info)
 
 
