@@ -73,22 +73,24 @@ def advantages_and_targets(parts: Parts, traj, rewards: jax.Array, values: jax.A
 def truncated_values(value: Callable[[jax.Array], jax.Array], truncated: jax.Array, final_obs: jax.Array) -> jax.Array:
     """``value(final_obs)`` where ``truncated`` (``[T, N]``), 0 elsewhere, valuing only the truncated rows.
 
-    The truncated rows are listed first (``jnp.nonzero``) and valued ``N`` at a time, as many
-    times as there are truncations to value: with time limits longer than the rollout that is
-    once per update, ``N`` rows instead of ``T * N``, and any number of truncations stays exact.
-    Under ``vmap`` (sweeps) the loop runs as often as the most truncated member needs.
+    The truncated rows are valued ``N`` at a time, as many times as there are truncations: with
+    time limits longer than the rollout that is once per update, ``N`` rows instead of
+    ``T * N``, and any number of truncations stays exact. The k-th truncated row is found by a
+    binary search in the running count of truncations (no scatter over the trajectory). Under
+    ``vmap`` (sweeps) the loop runs as often as the most truncated member needs.
     """
     shape, rows = truncated.shape, truncated.size
     width = shape[-1]  # rows valued per pass
     flat_obs = final_obs.reshape((rows,) + final_obs.shape[len(shape):])
-    order = jnp.nonzero(truncated.reshape(-1), size=rows, fill_value=rows)[0]  # truncated rows first
-    count = jnp.sum(truncated)
+    running = jnp.cumsum(truncated.reshape(-1).astype(jnp.int32))  # truncations up to and including each row
+    count = running[-1]
 
     def chunk(carry):
         start, out = carry
-        picked = jax.lax.dynamic_slice_in_dim(order, start, width)
+        wanted = start + 1 + jnp.arange(width, dtype=jnp.int32)  # the (start+1)-th ... truncations
+        picked = jnp.searchsorted(running, wanted, side="left", method="scan_unrolled").astype(jnp.int32)
         v = value(flat_obs[jnp.minimum(picked, rows - 1)])
-        return start + width, out.at[picked].set(v, mode="drop")  # the fill value (rows) is dropped
+        return start + width, out.at[picked].set(v, mode="drop")  # rows past the last truncation are dropped
 
     _, out = jax.lax.while_loop(lambda c: c[0] < count, chunk, (jnp.int32(0), jnp.zeros((rows,), jnp.float32)))
     return out.reshape(shape)
