@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import sys
 import time
@@ -312,6 +313,9 @@ def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data-parallel", action="store_true",
                    help="train one agent with its environments split over all local devices and the gradients "
                    "averaged (num-envs and the minibatch size must divide by the device count)")
+    g.add_argument("--stop-at-return", type=float, default=None, metavar="R",
+                   help="end the run once its final return (mean return over the last 10%% of the updates so far) "
+                   "is at least R (checked between chunks; saved for --resume)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: only on a terminal)")
     g.add_argument("--tensorboard", action="store_true",
@@ -382,6 +386,9 @@ def _check_flags(args: argparse.Namespace) -> None:
                              ("--keep-checkpoints", args.keep_checkpoints, 1)):
         if value is not None and value < low:
             raise UsageError(f"{flag}: {value} is out of range; accepted: an integer >= {low}")
+    if getattr(args, "stop_at_return", None) is not None and not math.isfinite(args.stop_at_return):
+        raise UsageError(f"--stop-at-return: {args.stop_at_return} is not a finite number; accepted: a return, "
+                         "e.g. 475")
     if args.resume and not args.out:
         raise UsageError("--resume: needs --out DIR, the folder of the run to continue")
     if args.resume and args.overwrite:
@@ -419,6 +426,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=args.progress,
         tensorboard=args.tensorboard,
         wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else None,
+        stop_at_return=args.stop_at_return,
     )
     return 0
 

@@ -8,6 +8,7 @@ import csv
 import glob
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -221,6 +222,40 @@ def test_resume_with_more_steps_continues(uninterrupted, tmp_path):
     rows = read_csv(out / "metrics.csv")
     assert len(rows) == 1 + 64
     assert rows[:61] == read_csv(uninterrupted / "metrics.csv")  # the first 60 updates are kept as they were
+
+
+def test_stop_at_return_ends_the_run_where_it_first_reaches_the_target(uninterrupted, tmp_path):
+    rows = read_csv(uninterrupted / "metrics.csv")
+    returns = np.array([float(r[rows[0].index("charts/episodic_return")] or "nan") for r in rows[1:]])
+    counts = np.array([float(r[rows[0].index("charts/episodes")]) for r in rows[1:]])
+
+    def final_return_after(u):  # the summary's final return of a run that stopped after update u
+        k = math.ceil(u / 10)
+        r, c = returns[u - k:u], counts[u - k:u]
+        return np.sum(np.where(c > 0, r * c, 0.0)) / c.sum() if c.sum() > 0 else np.nan
+
+    # a target the uninterrupted run reaches at a chunk end (chunks of 2 updates) by update 20
+    target = float(final_return_after(20)) - 1e-3
+    expected = next(u for u in range(2, 61, 2) if final_return_after(u) >= target)
+    out = tmp_path / "stopped"
+    done = run_main("train", *SMALL, *CHUNKS, "--stop-at-return", repr(target), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"reached the target return {target:g} after update {expected}" in done.stdout
+    summary = json.load(open(out / "summary.json"))
+    assert summary["stopped_at_return"] == {"target": target, "update": expected, "env_steps": expected * 4 * 32}
+    assert summary["env_steps"] == expected * 4 * 32 and summary["final_return"] >= target
+    assert read_csv(out / "metrics.csv") == rows[:expected + 1]  # the same run up to there
+    assert final_state(out)[0] == expected  # a checkpoint at the stop
+    again = run_main("train", "--resume", "--out", str(out))
+    assert again.returncode == 0 and "already complete (stopped at its target return" in again.stdout
+    # a target out of reach continues from the stop to the uninterrupted run's end, the same run
+    longer = run_main("train", "--resume", "--stop-at-return", "1e9", "--out", str(out))
+    assert longer.returncode == 0, longer.stderr
+    assert read_csv(out / "metrics.csv") == rows
+    assert json.load(open(out / "summary.json"))["stopped_at_return"] is None
+    bad = run_main("train", *SMALL, "--stop-at-return", "nan", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--stop-at-return: nan is not a finite number" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_resume_errors_are_one_line(tmp_path, capsys):

@@ -101,14 +101,14 @@ def run_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state
     order = epoch_order(parts, key).reshape(config.num_minibatches, config.minibatch_size)
     step = functools.partial(minibatch_step, parts, opt)
     if tuning.gather == "epoch":
-        xs = jax.tree_util.tree_map(lambda x: x[order], batch)
+        xs, body = jax.tree_util.tree_map(lambda x: x[order], batch), step
     else:
-        xs, inner = order, step
+        xs = order
 
-        def step(carry, rows):
-            return inner(carry, jax.tree_util.tree_map(lambda x: x[rows], batch))
+        def body(carry, rows):
+            return step(carry, jax.tree_util.tree_map(lambda x: x[rows], batch))
 
-    end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), xs, unroll=tuning.minibatch_unroll)
+    end, info = jax.lax.scan(body, MinibatchCarry(params, opt_state), xs, unroll=tuning.minibatch_unroll)
     return end.params, end.opt_state, jax.tree_util.tree_map(lambda x: x.mean(axis=0), info)
 
 

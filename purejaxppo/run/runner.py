@@ -136,7 +136,7 @@ def make_loggers(config: PPOConfig, out_dir: str | None, history: dict[str, np.n
 # How a run is managed; saved in run.json and reused by --resume unless given again.
 RUN_SETTING_DEFAULTS: dict[str, Any] = {
     "chunk_updates": None, "checkpoint_every": None, "keep_checkpoints": 3, "tensorboard": False, "wandb": None,
-    "data_parallel": False,
+    "data_parallel": False, "stop_at_return": None,
 }
 
 
@@ -155,6 +155,7 @@ def run(
     tensorboard: bool = False,
     wandb: dict[str, Any] | None = None,
     data_parallel: bool = False,
+    stop_at_return: float | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` (or a trainer already built) and write its results to ``out_dir``; returns the summary.
 
@@ -174,6 +175,11 @@ def run(
         wandb: also log to Weights & Biases: ``{"project": ..., "mode": "offline"|"online"}``.
         data_parallel: split the environments over all devices of this process and average
             the gradients (:mod:`purejaxppo.scale.parallel`); the same as the default on one device.
+        stop_at_return: end the run, as if it had reached its last update, at the end of the
+            first chunk after which its final return (the summary's: the episode-weighted mean
+            return of the last 10% of the updates so far) is at least this;
+            ``summary["stopped_at_return"]`` records where. The run up to there is the same as
+            without it.
 
     While it runs, ``out_dir`` is locked (a second writer is refused), and SIGINT or SIGTERM
     stop it at the end of the current chunk with a consistent checkpoint
@@ -188,12 +194,13 @@ def run(
         if resume:
             raise RunError("resume needs the folder of the run to continue (--out DIR)")
         trainer = config if isinstance(config, Trainer) else build_trainer(config, data_parallel)
-        settings = dict(RUN_SETTING_DEFAULTS, chunk_updates=chunk_updates, checkpoint_every=0)
+        settings = dict(RUN_SETTING_DEFAULTS, chunk_updates=chunk_updates, checkpoint_every=0,
+                        stop_at_return=stop_at_return)
         with StopSignals() as stop:
             return _run(trainer, None, preset_name, log, None, settings, False, progress, stop)
     given = {"chunk_updates": chunk_updates, "checkpoint_every": checkpoint_every,
              "keep_checkpoints": keep_checkpoints, "tensorboard": tensorboard or None, "wandb": wandb,
-             "data_parallel": data_parallel or None}
+             "data_parallel": data_parallel or None, "stop_at_return": stop_at_return}
     with layout.locked(out_dir):
         saved: dict[str, Any] = {}
         if resume:
@@ -205,7 +212,7 @@ def run(
                 layout.clear_run(out_dir)
         settings = {k: v if v is not None else saved.get(k, RUN_SETTING_DEFAULTS[k]) for k, v in given.items()}
         trainer = config if isinstance(config, Trainer) else build_trainer(config, settings["data_parallel"])
-        finished = _finished_summary(trainer.config, out_dir) if resume else None
+        finished = _finished_summary(trainer.config, out_dir, settings["stop_at_return"]) if resume else None
         if finished is not None:
             return _already_finished(trainer.config, out_dir, finished, log)
         checkpointer = None
@@ -226,20 +233,27 @@ def _checkpointer(out_dir: str, keep: int) -> Checkpointer:
         raise RunError(f"cannot make the checkpoint folder in {out_dir}: {e.strerror or e}") from None
 
 
-def _finished_summary(config: PPOConfig, out_dir: str) -> dict[str, Any] | None:
-    """The summary of a run in ``out_dir`` that completed ``config``'s updates without diverging, or None."""
+def _finished_summary(config: PPOConfig, out_dir: str, stop_at_return: float | None) -> dict[str, Any] | None:
+    """The summary of a run in ``out_dir`` that completed ``config``'s updates, or stopped at a
+    target return that ``stop_at_return`` still accepts, without diverging; else None."""
     path = os.path.join(out_dir, layout.SUMMARY)
     if not os.path.exists(path):
         return None
     summary = layout.read_json(path, "the run's summary")
-    done = summary.get("env_steps") == config.num_updates * config.batch_size and not summary.get("diverged")
-    return summary if done else None
+    final = summary.get("final_return")
+    at_target = (summary.get("stopped_at_return") and stop_at_return is not None
+                 and isinstance(final, (int, float)) and final >= stop_at_return)
+    done = summary.get("env_steps") == config.num_updates * config.batch_size or at_target
+    return summary if done and not summary.get("diverged") else None
 
 
 def _already_finished(config: PPOConfig, out_dir: str, summary: dict[str, Any], log: Log) -> dict[str, Any]:
     final = summary.get("final_return")
     shown = f"{final:.2f}" if isinstance(final, (int, float)) else "none"
-    log(f"the run in {out_dir} is already complete ({config.num_updates} updates, {summary['env_steps']:,} env "
+    target = summary.get("stopped_at_return")
+    updates = (f"stopped at its target return {target['target']:g} after update {target['update']}" if target
+               else f"{config.num_updates} updates")
+    log(f"the run in {out_dir} is already complete ({updates}, {summary['env_steps']:,} env "
         f"steps, final return {shown}); nothing to do (to train longer: --total-timesteps N --allow-safe-changes)")
     return summary
 
@@ -280,7 +294,8 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
     loggers = make_loggers(config, out_dir, _concat(history), step, progress, settings["tensorboard"],
                            settings["wandb"])
     start_step = step
-    loop = _Loop(trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop)
+    loop = _Loop(trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop,
+                 settings["stop_at_return"])
     try:
         step, state = loop.train(state, step)
     finally:
@@ -293,7 +308,7 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
                "resumed_from_update": start_step if resume else None,
                "total_train_seconds": round(loop.elapsed(), 3),
                "data_parallel_devices": trainer.mesh.devices.size if trainer.mesh is not None else 1,
-               "diverged": loop.diverged}
+               "diverged": loop.diverged, "stopped_at_return": loop.reached}
     if loop.stopped is not None and step < config.num_updates:  # a run that got to its end finishes
         _stopped(loop, step, saver)
     summary = _finish(config, out_dir, state, _concat(history), step, start_step, loop.train_seconds, chunk,
@@ -323,8 +338,11 @@ class _Loop:
     """The loop over chunks, between which it logs, checks for divergence, checkpoints and
     honours stop signals."""
 
-    def __init__(self, trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop):
+    def __init__(self, trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop,
+                 stop_at_return=None):
         self.trainer, self.hparams, self.chunk, self.compiled = trainer, hparams, chunk, compiled
+        self.stop_at_return = stop_at_return
+        self.reached: dict[str, Any] | None = None  # where the run reached stop_at_return
         self.history, self.loggers, self.saver, self.stop = history, loggers, saver, stop
         self.seconds_before = seconds_before
         self.extra_compile = 0.0
@@ -362,6 +380,9 @@ class _Loop:
                 at, metric = (step - k + bad[0] + 1, bad[1]) if bad is not None else (step, "the learned state")
                 self.diverged = {"update": at, "metric": metric, "env_steps": at * config.batch_size}
                 break
+            if self.stop_at_return is not None and reached(self.history, step, self.stop_at_return):
+                self.reached = {"target": self.stop_at_return, "update": step, "env_steps": step * config.batch_size}
+                break  # the final checkpoint below, as at the last update
             if self.saver is not None and self.saver.due(step, step - k, step == n_updates):
                 self.saver.save(step, state, _concat(self.history), self.elapsed())
         jax.block_until_ready(state)
@@ -372,12 +393,32 @@ class _Loop:
         return step, state
 
 
+def reached(history: dict[str, list[np.ndarray]], step: int, target: float) -> bool:
+    """Whether the run's final return so far (the summary's: the episode-weighted mean return of
+    the last 10% of its ``step`` updates) is at least ``target``."""
+    k = max(1, math.ceil(step * 0.1))
+
+    def tail(name):  # the last k values, from the per-chunk arrays
+        parts, have = [], 0
+        for values in reversed(history[name]):
+            parts.append(np.asarray(values))
+            have += len(values)
+            if have >= k:
+                break
+        return np.concatenate(parts[::-1])[-k:]
+
+    value = final_return({name: tail(name) for name in ("charts/episodic_return", "charts/episodes")}, fraction=1.0)
+    return bool(np.isfinite(value) and value >= target)
+
+
 def _finish(config, out_dir, state, metrics, step, start_step, train_seconds, chunk, summary, log) -> dict[str, Any]:
     """Print the result line; write summary.json and the learning curve; return the summary."""
     done_steps = (step - start_step) * config.batch_size
     sps = done_steps / train_seconds if done_steps and train_seconds > 0 else None
     final = float(final_return(metrics)) if step else float("nan")
     rate = f" ({sps:,.0f} steps/s)" if sps else ""
+    if summary.get("stopped_at_return"):
+        log(f"reached the target return {summary['stopped_at_return']['target']:g} after update {step}")
     log(f"trained {done_steps:,} env steps in {train_seconds:.1f} s{rate}; final return {final:.2f}")
     summary = {
         "env": summary["env"], "seed": summary["seed"], "preset": summary["preset"],
@@ -387,6 +428,7 @@ def _finish(config, out_dir, state, metrics, step, start_step, train_seconds, ch
         "resumed_from_update": summary["resumed_from_update"], "total_train_seconds": summary["total_train_seconds"],
         "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
         "data_parallel_devices": summary["data_parallel_devices"], "diverged": summary["diverged"],
+        "stopped_at_return": summary["stopped_at_return"],
         "versions": results.package_versions(config.env),
     }
     if out_dir is not None:
