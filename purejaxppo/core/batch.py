@@ -105,10 +105,11 @@ def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HPar
     state, rewards = scale_rewards(parts, state, traj, hparams)
     obs = observe(config, state.obs_rms, traj.obs)  # [T, N, D]
     values = network.apply(state.params, obs, method=ActorCritic.value)  # [T, N]
-    last_value = network.apply(state.params, observe(config, state.obs_rms, state.obs), method=ActorCritic.value)
 
-    def value(o):
+    def value(o):  # V of raw observations
         return network.apply(state.params, observe(config, state.obs_rms, o), method=ActorCritic.value)
+
+    last_value = value(state.obs)
 
     def final_value():
         if traj.final_value is not None:  # computed in the rollout

@@ -96,14 +96,14 @@ def collect(parts: Parts, state: RunnerState, key: jax.Array) -> tuple[RunnerSta
     n_envs, comm = parts.config.num_envs, parts.comm
 
     tuning = parts.tuning
-    batched_truncation = parts.config.bootstrap_truncation and tuning.truncation != "branch"
+    keep_final_obs = parts.config.bootstrap_truncation and tuning.truncation != "branch"  # valued in make_batch
 
     def step(carry: StepCarry, key_t: jax.Array):
         act_key_t, env_key_t = jax.random.split(key_t)
         env_keys_t = comm.own(jax.random.split(env_key_t, n_envs))
         action, log_prob = parts.act(state.params, state.obs_rms, carry.obs, act_key_t)
         next_obs, env_state, reward, terminated, truncated, final_obs = parts.vstep(env_keys_t, carry.env_state, action)
-        if batched_truncation:
+        if keep_final_obs:
             final_value = None
         else:
             final_value, final_obs = truncation_value(parts, state, truncated, final_obs), None

@@ -380,7 +380,7 @@ class _Loop:
                 at, metric = (step - k + bad[0] + 1, bad[1]) if bad is not None else (step, "the learned state")
                 self.diverged = {"update": at, "metric": metric, "env_steps": at * config.batch_size}
                 break
-            if self.stop_at_return is not None and reached(self.history, step, self.stop_at_return):
+            if self.stop_at_return is not None and _reached(self.history, self.stop_at_return):
                 self.reached = {"target": self.stop_at_return, "update": step, "env_steps": step * config.batch_size}
                 break  # the final checkpoint below, as at the last update
             if self.saver is not None and self.saver.due(step, step - k, step == n_updates):
@@ -393,21 +393,10 @@ class _Loop:
         return step, state
 
 
-def reached(history: dict[str, list[np.ndarray]], step: int, target: float) -> bool:
-    """Whether the run's final return so far (the summary's: the episode-weighted mean return of
-    the last 10% of its ``step`` updates) is at least ``target``."""
-    k = max(1, math.ceil(step * 0.1))
-
-    def tail(name):  # the last k values, from the per-chunk arrays
-        parts, have = [], 0
-        for values in reversed(history[name]):
-            parts.append(np.asarray(values))
-            have += len(values)
-            if have >= k:
-                break
-        return np.concatenate(parts[::-1])[-k:]
-
-    value = final_return({name: tail(name) for name in ("charts/episodic_return", "charts/episodes")}, fraction=1.0)
+def _reached(history: dict[str, list[np.ndarray]], target: float) -> bool:
+    """Whether the run's final return so far (the summary's, :func:`final_return`) is at least ``target``."""
+    names = ("charts/episodic_return", "charts/episodes")
+    value = final_return({name: np.concatenate(history[name]) for name in names})
     return bool(np.isfinite(value) and value >= target)
 
 
