@@ -1,10 +1,16 @@
 """Launch to result: how long ``purejaxppo train`` takes from the command to its final line,
 with a warm compilation cache, and where that time goes (start-up, compilation, training, writing).
 
-Runs the same command in fresh processes, side by side, in two variants:
+Runs the same command in fresh processes, side by side, in these variants:
 
-- ``now``: the command as shipped;
-- ``eager plotting imports``: the same command after importing ``matplotlib.pyplot`` and
+- ``now``: the command as shipped (``purejaxppo train``);
+- ``programs traced each launch``: without the saved traced programs
+  (:mod:`purejaxppo.run.programs`): the initial state's and the chunk's programs are traced and
+  lowered at every launch, as JAX's compilation cache alone needs;
+- ``imports after training, full exit``: Orbax and matplotlib imported when first used, after
+  training, instead of in the background while it runs, and the interpreter torn down at exit;
+- ``before these three``: both of the above, the command as it was before them;
+- ``eager plotting imports``: the command as shipped after importing ``matplotlib.pyplot`` and
   ``seaborn`` first, as gymnax does when it is imported (what start-up cost before
   :mod:`purejaxppo.envs.deferred`).
 
@@ -27,10 +33,17 @@ import sys
 import tempfile
 import time
 
+NOW = "from purejaxppo.cli import entry; entry()"
+TRACED = ("import purejaxppo.run.runner as r; from purejaxppo.run.programs import Programs; "
+          "r.make_programs = lambda trainer, folder: Programs(None); ")
+LATE = ("import sys, purejaxppo.run.runner as r; r._import_in_background = lambda *m: None; "
+        "from purejaxppo.cli import main; sys.exit(main(sys.argv[1:]))")
 VARIANTS = {
-    "now": "import sys; from purejaxppo.cli import main; sys.exit(main(sys.argv[1:]))",
-    "eager plotting imports": "import sys, matplotlib.pyplot, seaborn; from purejaxppo.cli import main; "
-    "sys.exit(main(sys.argv[1:]))",
+    "now": NOW,
+    "programs traced each launch": TRACED + NOW,
+    "imports after training, full exit": LATE,
+    "before these three": TRACED + LATE,
+    "eager plotting imports": "import matplotlib.pyplot, seaborn; " + NOW,
 }
 
 
@@ -63,16 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, code in VARIANTS.items():
             records[name].append(launch(code, args.train_args, os.path.join(work, "run"), env))
     print(f"purejaxppo train {' '.join(args.train_args)} (warm compilation cache; median of {args.repeats})")
-    print(f"{'variant':24s} {'launch to result':>16s} {'start-up+writing':>16s} {'compile':>8s} {'train':>7s} "
+    print(f"{'variant':34s} {'launch to result':>16s} {'start-up+writing':>16s} {'compile':>8s} {'train':>7s} "
           f"{'final return':>12s}")
     for name, rs in records.items():
         med = {k: statistics.median(r[k] for r in rs) for k in ("wall", "rest", "compile", "train")}
         finals = [r["final_return"] for r in rs]
-        print(f"{name:24s} {med['wall']:15.2f}s {med['rest']:15.2f}s {med['compile']:7.2f}s {med['train']:6.2f}s "
+        print(f"{name:34s} {med['wall']:15.2f}s {med['rest']:15.2f}s {med['compile']:7.2f}s {med['train']:6.2f}s "
               f"{min(finals):12.1f}")
-    ratio = statistics.median(r["wall"] for r in records["eager plotting imports"]) / statistics.median(
-        r["wall"] for r in records["now"])
-    print(f"launch to result, eager / now: {ratio:.2f}x")
+    now = statistics.median(r["wall"] for r in records["now"])
+    for name in list(VARIANTS)[1:]:
+        ratio = statistics.median(r["wall"] for r in records[name]) / now
+        print(f"launch to result, {name} / now: {ratio:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"train_args": args.train_args, "records": records}, f, indent=2)

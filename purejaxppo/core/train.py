@@ -56,6 +56,7 @@ class Trainer(NamedTuple):
     act: Act  # act(params, obs_rms, obs, key, deterministic=False) -> (action, log_prob); with policy gru,
     # act(params, obs_rms, h, obs, start, key, deterministic=False) -> (next h, action, log_prob)
     mesh: Any = None  # the device mesh of a data-parallel trainer (purejaxppo.scale.parallel)
+    tuning: Tuning | None = None  # the program layout it was built with (purejaxppo.core.tuning)
 
 
 def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
@@ -148,7 +149,7 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | 
         act = make_recurrent_act(config, parts.network, parts.dist, parts.comm)
     else:
         act = parts.act
-    return Trainer(config, parts.env, parts.network, init, update, train, act)
+    return Trainer(config, parts.env, parts.network, init, update, train, act, tuning=parts.tuning)
 
 
 def make_train(config: PPOConfig, tuning: Tuning | None = None) -> Callable[..., tuple[RunnerState, Metrics]]:

@@ -127,23 +127,37 @@ class Checkpointer:
     """Saves and restores training checkpoints in ``directory`` (keeps the last ``keep``)."""
 
     def __init__(self, directory: str, keep: int = 3):
-        import orbax.checkpoint as ocp
-
-        _quiet_orbax()
-        _ignore_closed_loop_errors()
-        self.ocp = ocp
         self.directory = os.path.abspath(directory)
+        os.makedirs(self.directory, exist_ok=True)  # OSError here, before any training
         self.keep = keep
         self.failed = False  # a save failed and was reported
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
-            item_handlers={
-                "state": ocp.StandardCheckpointHandler(),
-                "history": ocp.StandardCheckpointHandler(),
-                "meta": ocp.JsonCheckpointHandler(),
-            },
-        )
+        self._manager = None
+
+    @property
+    def ocp(self):
+        import orbax.checkpoint as ocp
+
+        return ocp
+
+    @property
+    def manager(self):
+        """Orbax's manager, made at its first use: a run imports Orbax (a third of a second)
+        only when it saves or restores, which lets the runner import it while training."""
+        if self._manager is None:
+            ocp = self.ocp
+            _quiet_orbax()
+            _ignore_closed_loop_errors()
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
+                                                     cleanup_tmp_directories=True),
+                item_handlers={
+                    "state": ocp.StandardCheckpointHandler(),
+                    "history": ocp.StandardCheckpointHandler(),
+                    "meta": ocp.JsonCheckpointHandler(),
+                },
+            )
+        return self._manager
 
     # ------------------------------------------------------------------ save
     def save(self, step: int, state: Any, metrics: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -185,6 +199,8 @@ class Checkpointer:
         Raises:
             CheckpointError: the last save failed (unless a failure was already reported).
         """
+        if self._manager is None:  # never used
+            return
         error = None
         try:
             self.manager.wait_until_finished()

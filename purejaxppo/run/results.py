@@ -80,6 +80,10 @@ def plot_learning_curve(path: str, env_steps: np.ndarray, returns: np.ndarray, t
         raise RunError(f"cannot write {path}: {e.strerror or e}") from None
 
 
+# What _figure imports (the runner imports them early, in the background).
+PLOT_MODULES = ("matplotlib.backends.backend_agg", "matplotlib.figure")
+
+
 def _figure(size: tuple[float, float]):
     """A figure and its axes drawn by Agg, without pyplot (no global state; its import costs a second)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

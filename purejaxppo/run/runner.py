@@ -8,9 +8,13 @@ and saves checkpoints. With K equal to the number of updates this is the fused p
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib
 import math
 import os
 import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -24,6 +28,7 @@ from purejaxppo.core.train import Trainer, make_trainer
 from purejaxppo.errors import CheckpointError, Diverged, Interrupted, RunError
 from purejaxppo.run import layout, results
 from purejaxppo.run.checkpoints import Checkpointer
+from purejaxppo.run.programs import Programs
 from purejaxppo.run.signals import StopSignals
 
 CHECKPOINT_SECONDS = 300.0
@@ -46,12 +51,22 @@ def auto_chunk(num_updates: int, chunks: int = 20) -> int:
 
 
 def make_chunk(trainer: Trainer, num_updates: int) -> Callable:
-    """``chunk(state, hparams) -> (state, metrics[num_updates])``, jitted with ``state`` donated."""
+    """``chunk(state, hparams) -> (state, metrics[num_updates])``; pure (the runner compiles it
+    with ``state`` donated)."""
 
     def chunk(state, hparams):
         return jax.lax.scan(lambda s, _: trainer.update(s, hparams), state, None, length=num_updates)
 
-    return jax.jit(chunk, donate_argnums=0)
+    return chunk
+
+
+def make_programs(trainer: Trainer, folder: str | None) -> Programs:
+    """How a run compiles its programs: through the saved programs in ``folder``
+    (:mod:`purejaxppo.run.programs`) for a one-device trainer in one process, else directly."""
+    if folder is None or trainer.mesh is not None or jax.process_count() > 1:
+        return Programs(None)
+    tuning = dataclasses.asdict(trainer.tuning) if trainer.tuning is not None else None
+    return Programs(folder, {"config": trainer.config.to_dict(), "tuning": tuning})
 
 
 def build_trainer(config: PPOConfig, data_parallel: bool = False) -> Trainer:
@@ -156,6 +171,7 @@ def run(
     wandb: dict[str, Any] | None = None,
     data_parallel: bool = False,
     stop_at_return: float | None = None,
+    program_cache: str | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` (or a trainer already built) and write its results to ``out_dir``; returns the summary.
 
@@ -180,6 +196,11 @@ def run(
             return of the last 10% of the updates so far) is at least this;
             ``summary["stopped_at_return"]`` records where. The run up to there is the same as
             without it.
+        program_cache: a folder of saved traced programs (:mod:`purejaxppo.run.programs`):
+            a later launch of the same run skips tracing and lowering. Only for trainers that
+            :func:`build_trainer` made from their config (the command line passes the
+            ``programs`` folder of its compilation cache); the key does not cover functions of
+            one's own.
 
     While it runs, ``out_dir`` is locked (a second writer is refused), and SIGINT or SIGTERM
     stop it at the end of the current chunk with a consistent checkpoint
@@ -197,7 +218,8 @@ def run(
         settings = dict(RUN_SETTING_DEFAULTS, chunk_updates=chunk_updates, checkpoint_every=0,
                         stop_at_return=stop_at_return)
         with StopSignals() as stop:
-            return _run(trainer, None, preset_name, log, None, settings, False, progress, stop)
+            return _run(trainer, None, preset_name, log, None, settings, False, progress, stop,
+                        make_programs(trainer, program_cache))
     given = {"chunk_updates": chunk_updates, "checkpoint_every": checkpoint_every,
              "keep_checkpoints": keep_checkpoints, "tensorboard": tensorboard or None, "wandb": wandb,
              "data_parallel": data_parallel or None, "stop_at_return": stop_at_return}
@@ -220,7 +242,8 @@ def run(
             checkpointer = _checkpointer(out_dir, settings["keep_checkpoints"])
         try:
             with StopSignals() as stop:
-                return _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, progress, stop)
+                return _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, progress, stop,
+                            make_programs(trainer, program_cache))
         finally:
             if checkpointer is not None:
                 checkpointer.close()
@@ -258,7 +281,8 @@ def _already_finished(config: PPOConfig, out_dir: str, summary: dict[str, Any], 
     return summary
 
 
-def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, progress, stop) -> dict[str, Any]:
+def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, progress, stop,
+         programs: Programs) -> dict[str, Any]:
     config, hparams = trainer.config, HParams.from_config(trainer.config)
     t0 = time.perf_counter()
     history: dict[str, list[np.ndarray]] = {}
@@ -271,7 +295,8 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
         # the same chunks as before, so that the resumed run repeats the same computation
         settings["chunk_updates"] = settings["chunk_updates"] or meta.get("chunk_updates")
     if state is None:
-        state = jax.jit(trainer.init)(jax.random.key(config.seed), hparams)
+        key = jax.random.key(config.seed)
+        state = programs.compile("init", trainer.init, (key, hparams))(key, hparams)
     chunk = min(settings["chunk_updates"] or auto_chunk(config.num_updates), config.num_updates)
     settings["chunk_updates"] = chunk
     if out_dir is not None:
@@ -282,9 +307,10 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
     log(f"training {config.env}: {config.num_updates} updates x {config.batch_size} env steps "
         f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}{split}, "
         f"{chunk} updates per chunk")
-    compiled = {chunk: make_chunk(trainer, chunk).lower(state, hparams).compile()}
+    compiled = {chunk: programs.compile(f"chunk{chunk}", make_chunk(trainer, chunk), (state, hparams), (0,))}
     compile_seconds = time.perf_counter() - t0
-    log(f"compiled in {compile_seconds:.1f} s")
+    loaded = f" ({programs.hits} saved program{'s' if programs.hits > 1 else ''} loaded)" if programs.hits else ""
+    log(f"compiled in {compile_seconds:.1f} s{loaded}")
 
     saver = None
     if checkpointer is not None and settings["checkpoint_every"] != 0:
@@ -294,8 +320,10 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
     loggers = make_loggers(config, out_dir, _concat(history), step, progress, settings["tensorboard"],
                            settings["wandb"])
     start_step = step
+    if out_dir is not None:  # what the writing after training needs, imported while the device trains
+        _import_in_background(*(["orbax.checkpoint"] if checkpointer is not None else []), *results.PLOT_MODULES)
     loop = _Loop(trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop,
-                 settings["stop_at_return"])
+                 settings["stop_at_return"], programs)
     try:
         step, state = loop.train(state, step)
     finally:
@@ -323,6 +351,20 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
     return summary
 
 
+def _import_in_background(*modules: str) -> None:
+    """Import ``modules`` in a daemon thread. Training releases Python's lock while the
+    compiled chunk runs, so imports that the run needs only after it (Orbax for the
+    checkpoints, matplotlib for the learning curve: most of a second together) cost a short
+    run nothing. A failed import is left for the main thread to raise where it is used."""
+
+    def work() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    threading.Thread(target=work, name="purejaxppo-imports", daemon=True).start()
+
+
 def _stopped(loop: "_Loop", step: int, saver: Saver | None) -> None:
     name = signal.Signals(loop.stopped).name
     if saver is None:
@@ -339,8 +381,9 @@ class _Loop:
     honours stop signals."""
 
     def __init__(self, trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop,
-                 stop_at_return=None):
+                 stop_at_return, programs):
         self.trainer, self.hparams, self.chunk, self.compiled = trainer, hparams, chunk, compiled
+        self.programs = programs
         self.stop_at_return = stop_at_return
         self.reached: dict[str, Any] | None = None  # where the run reached stop_at_return
         self.history, self.loggers, self.saver, self.stop = history, loggers, saver, stop
@@ -363,7 +406,8 @@ class _Loop:
             k = min(self.chunk, n_updates - step)
             if k not in self.compiled:  # the last, shorter chunk
                 tc = time.perf_counter()
-                self.compiled[k] = make_chunk(self.trainer, k).lower(state, self.hparams).compile()
+                self.compiled[k] = self.programs.compile(f"chunk{k}", make_chunk(self.trainer, k), (state, self.hparams),
+                                                         (0,))
                 self.extra_compile += time.perf_counter() - tc
                 self.t_train += time.perf_counter() - tc
             state, metrics = self.compiled[k](state, self.hparams)
