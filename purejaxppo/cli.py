@@ -498,7 +498,7 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
     from purejaxppo.scale.stats import format_table
     from purejaxppo.scale.sweep import run_plan
 
-    cache = _setup_cache(args)
+    _setup_cache(args)
     print(f"preset: {preset_name or 'none'}", flush=True)
     print(
         f"sweep on {config.env}: {len(plan.settings)} setting(s) x {args.num_seeds} seed(s) = {plan.num_agents} "

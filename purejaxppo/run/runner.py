@@ -406,8 +406,8 @@ class _Loop:
             k = min(self.chunk, n_updates - step)
             if k not in self.compiled:  # the last, shorter chunk
                 tc = time.perf_counter()
-                self.compiled[k] = self.programs.compile(f"chunk{k}", make_chunk(self.trainer, k), (state, self.hparams),
-                                                         (0,))
+                self.compiled[k] = self.programs.compile(f"chunk{k}", make_chunk(self.trainer, k),
+                                                         (state, self.hparams), (0,))
                 self.extra_compile += time.perf_counter() - tc
                 self.t_train += time.perf_counter() - tc
             state, metrics = self.compiled[k](state, self.hparams)
