@@ -87,6 +87,23 @@ def test_a_program_that_cannot_be_exported_is_compiled_directly(tmp_path):
     assert made.saved == 0 and _files(folder) == []
 
 
+def test_an_exported_module_that_does_not_compile_is_compiled_directly_and_not_saved(tmp_path, monkeypatch):
+    folder = str(tmp_path / "programs")
+    Programs(folder).compile("step", _step, _args())  # saved
+    (saved,) = _files(folder)
+
+    def refuse(self, *args):
+        raise RuntimeError("this backend does not compile the module")
+
+    monkeypatch.setattr(jax.export.Exported, "call", refuse)
+    for folder_now in (folder, str(tmp_path / "fresh")):  # loaded, and traced afresh
+        made = Programs(folder_now)
+        out = made.compile("step", _step, _args())(*_args())
+        _same(out, jax.jit(_step)(*_args()))
+        assert (made.saved, made.hits) == (0, 0)
+    assert _files(folder) == [saved] and _files(str(tmp_path / "fresh")) == []
+
+
 def test_the_key_covers_name_description_arguments_and_code(monkeypatch):
     state, x = _args()
     base = program_key("step", {"run": "a"}, (state, x))

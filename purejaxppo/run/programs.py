@@ -24,10 +24,10 @@ built in Python with functions of one's own (a network, an environment not regis
 the package) is not covered by the key, so :func:`purejaxppo.run.runner.run` does not cache
 it unless asked.
 
-A program that cannot be exported (a custom call outside JAX's stable set, an ordered
-effect) is compiled the usual way. The files are ``programs/<key>.jaxprog`` in the
-compilation cache folder (one per program and configuration, tens of KB for CartPole); a
-file that cannot be read is replaced.
+A program that cannot be exported (a custom call outside JAX's stable set, a host callback),
+or whose exported module does not compile, is compiled the usual way and not saved. The
+files are ``programs/<key>.jaxprog`` in the compilation cache folder (one per program and
+configuration, tens of KB for CartPole); a file that cannot be read is replaced.
 """
 
 from __future__ import annotations
@@ -140,7 +140,6 @@ class Programs:
         loaded = _read(path)
         if loaded is not None:
             exported, out_tree = loaded
-            self.hits += 1
         else:
             out_trees = []
 
@@ -157,13 +156,18 @@ class Programs:
             except Exception:  # not exportable (custom calls, effects), or no flatbuffers: the usual way
                 return None
             out_tree = out_trees[0]
-            if _write(path, exported, out_tree):
-                self.saved += 1
         # the donated arguments' leaves, in the flat argument list
         counts = [len(jax.tree.leaves(a)) for a in args]
         starts = [sum(counts[:i]) for i in range(len(args))]
         donated = tuple(j for i in donate_argnums for j in range(starts[i], starts[i] + counts[i]))
-        call = jax.jit(exported.call, donate_argnums=donated).lower(*leaves).compile()
+        try:
+            call = jax.jit(exported.call, donate_argnums=donated).lower(*leaves).compile()
+        except Exception:  # a module this backend will not compile: the usual way, nothing saved
+            return None
+        if loaded is not None:
+            self.hits += 1
+        elif _write(path, exported, out_tree):
+            self.saved += 1
 
         def run(*a):
             return jax.tree.unflatten(out_tree, call(*jax.tree.leaves(a)))
