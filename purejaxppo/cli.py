@@ -401,6 +401,7 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from purejaxppo.run import layout
+    from purejaxppo.run.programs import FOLDER as PROGRAMS
     from purejaxppo.run.runner import build_trainer, run
 
     _check_flags(args)
@@ -429,7 +430,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
         wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else None,
         stop_at_return=args.stop_at_return,
-        program_cache=os.path.join(cache, "programs") if cache is not None else None,
+        program_cache=os.path.join(cache, PROGRAMS) if cache is not None else None,
     )
     return 0
 
