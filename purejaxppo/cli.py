@@ -602,7 +602,9 @@ def entry() -> NoReturn:
         sys.exit(code)
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+            # Orbax's threads re-raise their failure in join(); the command has reported it already
+            with contextlib.suppress(Exception):
+                thread.join()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -18,6 +18,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -105,6 +106,25 @@ def test_checkpoint_holds_the_whole_state(fused, tmp_path):
     for name, values in history.items():
         np.testing.assert_array_equal(hist[name], values)
     assert_trees_equal(from_savable(to_savable(state), state), state)
+
+
+def test_arrays_with_no_elements_are_checkpointed(fused, tmp_path):
+    """Orbax refuses arrays with no elements; MJX's state has them (the activations of a model without
+    actuator states). They, and an empty key array, come back with their shapes and dtypes."""
+    config, state, metrics = fused
+    state = state.replace(env_state={"env": state.env_state, "act": jnp.zeros((config.num_envs, 0), jnp.float32),
+                                     "none": jnp.zeros((0,), jnp.int32), "keys": jax.random.split(state.key, 0)})
+    saver = Checkpointer(str(tmp_path))
+    saver.save(3, state, {"x": np.arange(3.0)}, {})
+    saver.close()
+    step, restored, _, _ = Checkpointer(str(tmp_path)).restore(jax.eval_shape(lambda: state))
+    assert step == 3
+    for name, dtype in (("act", np.float32), ("none", np.int32)):
+        assert restored.env_state[name].shape == state.env_state[name].shape and restored.env_state[name].dtype == dtype
+    assert restored.env_state["keys"].shape == (0,)
+    assert jax.dtypes.issubdtype(restored.env_state["keys"].dtype, jax.dtypes.prng_key)
+    assert_trees_equal(restored.env_state["env"], state.env_state["env"])
+    assert_trees_equal(restored.params, state.params)
 
 
 def test_auto_chunk_prefers_divisors():

@@ -46,15 +46,35 @@ def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _is_empty(x: Any) -> bool:
+    return hasattr(x, "shape") and 0 in x.shape
+
+
+def _key_data_shape(x: Any) -> tuple[int, ...]:
+    return jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape
+
+
 def to_savable(state: Any) -> Any:
-    """PRNG key arrays become their raw ``uint32`` key data (what Orbax can store)."""
-    return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
+    """PRNG key arrays become their raw ``uint32`` key data, and arrays with no elements (MJX's
+    activations of a model without actuator states) a one-element stand-in: what Orbax can
+    store. :func:`from_savable` gives both back from the state they are restored into."""
+
+    def savable(x):
+        if _is_empty(x):
+            return np.zeros((1,), np.uint32 if _is_key(x) else x.dtype)
+        return jax.random.key_data(x) if _is_key(x) else x
+
+    return jax.tree_util.tree_map(savable, state)
 
 
 def from_savable(tree: Any, like: Any) -> Any:
     """Inverse of :func:`to_savable`, given a state (or its ``eval_shape``) of the same structure."""
 
     def back(x, ref):
+        if _is_empty(ref):
+            if _is_key(ref):
+                return jax.random.wrap_key_data(np.zeros(_key_data_shape(ref), np.uint32))
+            return np.zeros(ref.shape, ref.dtype)
         # Runs use the default PRNG implementation (``jax.random.key``).
         return jax.random.wrap_key_data(x) if _is_key(ref) else x
 
@@ -63,9 +83,10 @@ def from_savable(tree: Any, like: Any) -> Any:
 
 def _abstract(like: Any) -> Any:
     def shape_of(x):
+        if _is_empty(x):
+            return jax.ShapeDtypeStruct((1,), np.uint32 if _is_key(x) else x.dtype)
         if _is_key(x):
-            data = jax.eval_shape(jax.random.key_data, x)
-            return jax.ShapeDtypeStruct(data.shape, data.dtype)
+            return jax.ShapeDtypeStruct(_key_data_shape(x), np.uint32)
         return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
     return jax.tree_util.tree_map(shape_of, like)
