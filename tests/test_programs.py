@@ -144,9 +144,24 @@ TINY = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "16", "--total
         "--chunk-updates", "4"]
 
 
-def _train(out, cache, capsys):
-    assert cli_main(["train", *TINY, "--out", str(out), "--compilation-cache", cache]) == 0
+def _train(out, cache, capsys, *flags):
+    assert cli_main(["train", *TINY, *flags, "--out", str(out), "--compilation-cache", cache]) == 0
     return capsys.readouterr().out
+
+
+def _cache_misses(call):
+    """``call()``'s result and how many programs it compiled that JAX's persistent cache did not hold."""
+    misses = []
+
+    def listen(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_misses":
+            misses.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    try:
+        return call(), len(misses)
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
 
 
 def test_the_command_line_loads_saved_programs_and_trains_the_same(tmp_path, capsys):
@@ -169,6 +184,47 @@ def test_the_command_line_loads_saved_programs_and_trains_the_same(tmp_path, cap
     metrics = [(tmp_path / run / "metrics.csv").read_bytes() for run in ("a", "b", "c")]
     assert metrics[0] == metrics[1] == metrics[2]
     assert len(metrics[0].splitlines()) == 1 + 16
+
+
+def test_a_resumed_run_loads_the_chunk_program_and_its_compilation(tmp_path, capsys):
+    """The restored state is placed as a fresh run's is, so the chunk is the same program: loaded from
+    the saved programs, and its compilation from JAX's cache (no new compiled program)."""
+    cache = str(tmp_path / "cache")
+    _train(tmp_path / "a", cache, capsys, "--checkpoint-every", "8")
+    rows = (tmp_path / "a" / "metrics.csv").read_text()
+    shutil.rmtree(tmp_path / "a" / "checkpoints" / "16")
+    (tmp_path / "a" / "summary.json").unlink()
+    code, misses = _cache_misses(
+        lambda: cli_main(["train", "--out", str(tmp_path / "a"), "--resume", "--compilation-cache", cache]))
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "resuming from the checkpoint at update 8" in out and "(1 saved program loaded)" in out, out
+    assert misses == 0
+    assert (tmp_path / "a" / "metrics.csv").read_text() == rows
+
+
+class _Static:
+    """Static data of a tree node whose repr holds its address, as MJX's model arrays do."""
+
+
+@jax.tree_util.register_pytree_node_class
+class _Node:
+    def __init__(self, x, static):
+        self.x, self.static = x, static
+
+    def tree_flatten(self):
+        return (self.x,), self.static
+
+    @classmethod
+    def tree_unflatten(cls, static, children):
+        return cls(children[0], static)
+
+
+def test_the_key_does_not_hold_addresses():
+    """A launch makes new objects at new addresses: the key must not change with them."""
+    first, second = _Node(jnp.zeros(3), _Static()), _Node(jnp.zeros(3), _Static())
+    assert "at 0x" in str(jax.tree.structure(first))
+    assert program_key("f", None, (first,)) == program_key("f", None, (second,))
 
 
 @pytest.mark.parametrize("override", ["shuffle=packed"])

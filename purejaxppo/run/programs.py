@@ -39,6 +39,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -91,6 +92,11 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
+# Static data in a tree's nodes can print as "<... object at 0x7f...>" (MJX's model arrays), which
+# differs between launches; the config in the key determines that data.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def _leaf(x: Any) -> str:
     aval = jax.typeof(x)
     return f"{aval.dtype}{list(aval.shape)}{'~' if getattr(aval, 'weak_type', False) else ''}"
@@ -106,7 +112,7 @@ def program_key(name: str, description: Any, args: Sequence[Any]) -> str:
         "format": FORMAT, "name": name, "description": description, "code": code_digest(),
         "jax_config": config, "backend": jax.default_backend(), "device": device.device_kind,
         "devices": jax.device_count(), "processes": jax.process_count(),
-        "tree": str(treedef), "leaves": [_leaf(x) for x in leaves],
+        "tree": _ADDRESS.sub("", str(treedef)), "leaves": [_leaf(x) for x in leaves],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:40]
 

@@ -124,6 +124,8 @@ def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log):
         from purejaxppo.scale import parallel
 
         state = jax.device_put(state, parallel.state_shardings(trainer.mesh, state))
+    else:  # placed on the device as a fresh run's state is: the same program, a hit in the compilation cache
+        state = jax.device_put(state, jax.local_devices()[0])
     log(f"resuming from the checkpoint at update {step} ({step * config.batch_size:,} env steps)")
     return step, state, history, meta
 
