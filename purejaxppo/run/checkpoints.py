@@ -50,6 +50,11 @@ def _is_empty(x: Any) -> bool:
     return hasattr(x, "shape") and 0 in x.shape
 
 
+def _stand_in(x: Any) -> np.ndarray:
+    """What an array with no elements is stored as (Orbax refuses those)."""
+    return np.zeros((1,), np.uint32 if _is_key(x) else x.dtype)
+
+
 def _key_data_shape(x: Any) -> tuple[int, ...]:
     return jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape
 
@@ -61,7 +66,7 @@ def to_savable(state: Any) -> Any:
 
     def savable(x):
         if _is_empty(x):
-            return np.zeros((1,), np.uint32 if _is_key(x) else x.dtype)
+            return _stand_in(x)
         return jax.random.key_data(x) if _is_key(x) else x
 
     return jax.tree_util.tree_map(savable, state)
@@ -84,7 +89,8 @@ def from_savable(tree: Any, like: Any) -> Any:
 def _abstract(like: Any) -> Any:
     def shape_of(x):
         if _is_empty(x):
-            return jax.ShapeDtypeStruct((1,), np.uint32 if _is_key(x) else x.dtype)
+            stand_in = _stand_in(x)
+            return jax.ShapeDtypeStruct(stand_in.shape, stand_in.dtype)
         if _is_key(x):
             return jax.ShapeDtypeStruct(_key_data_shape(x), np.uint32)
         return jax.ShapeDtypeStruct(x.shape, x.dtype)

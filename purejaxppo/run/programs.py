@@ -59,19 +59,24 @@ _IGNORED_CONFIG = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compil
                    "jax_persistent_cache_min_entry_size_bytes", "jax_enable_compilation_cache")
 
 
+def _python_files(root: str):
+    """The ``.py`` files under ``root``, in a fixed order."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                yield os.path.join(dirpath, name)
+
+
 @functools.cache
 def code_digest() -> str:
     """A hash of this package's source and the versions of the libraries and Python."""
     h = hashlib.sha256()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.endswith(".py"):
-                path = os.path.join(dirpath, name)
-                h.update(os.path.relpath(path, root).encode() + b"\0")
-                with open(path, "rb") as f:
-                    h.update(f.read())
+    for path in _python_files(root):
+        h.update(os.path.relpath(path, root).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read())
     for lib in LIBRARIES:
         try:
             version = importlib.metadata.version(lib)
@@ -82,12 +87,9 @@ def code_digest() -> str:
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
             continue
-        for dirpath, dirnames, filenames in os.walk(os.path.dirname(spec.origin)):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.endswith(".py"):
-                    stat = os.stat(os.path.join(dirpath, name))
-                    h.update(f"{dirpath}/{name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        for path in _python_files(os.path.dirname(spec.origin)):
+            stat = os.stat(path)
+            h.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     h.update(sys.version.encode())
     return h.hexdigest()
 
@@ -156,9 +158,9 @@ class Programs:
                 return out_leaves
 
             try:
-                exported = export.export(jax.jit(flat))(*leaves)
+                serialized = export.export(jax.jit(flat))(*leaves).serialize()
                 # run what a later launch loads (serialization drops the outputs' weak types)
-                exported = export.deserialize(exported.serialize())
+                exported = export.deserialize(serialized)
             except Exception:  # not exportable (custom calls, effects), or no flatbuffers: the usual way
                 return None
             out_tree = out_trees[0]
@@ -172,7 +174,7 @@ class Programs:
             return None
         if loaded is not None:
             self.hits += 1
-        elif _write(path, exported, out_tree):
+        elif _write(path, serialized, out_tree):
             self.saved += 1
 
         def run(*a):
@@ -197,11 +199,11 @@ def _read(path: str):
         return None
 
 
-def _write(path: str, exported, out_tree) -> bool:
+def _write(path: str, serialized: bytearray, out_tree) -> bool:
     """Save a program atomically (a reader never sees half a file); False when the folder is not writable."""
     tmp = None
     try:
-        data = pickle.dumps({"format": FORMAT, "exported": bytes(exported.serialize()), "out_tree": out_tree})
+        data = pickle.dumps({"format": FORMAT, "exported": bytes(serialized), "out_tree": out_tree})
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
