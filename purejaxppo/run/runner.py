@@ -124,7 +124,7 @@ def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log):
         from purejaxppo.scale import parallel
 
         state = jax.device_put(state, parallel.state_shardings(trainer.mesh, state))
-    else:  # placed on the device as a fresh run's state is: the same program, a hit in the compilation cache
+    else:  # committed to the device, as a fresh run's state is: the same chunk program, compiled once
         state = jax.device_put(state, jax.local_devices()[0])
     log(f"resuming from the checkpoint at update {step} ({step * config.batch_size:,} env steps)")
     return step, state, history, meta
@@ -299,6 +299,8 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
     if state is None:
         key = jax.random.key(config.seed)
         state = programs.compile("init", trainer.init, (key, hparams))(key, hparams)
+        if trainer.mesh is None:  # committed to its device, as a restored state is: one chunk program for both
+            state = jax.device_put(state, jax.local_devices()[0])
     chunk = min(settings["chunk_updates"] or auto_chunk(config.num_updates), config.num_updates)
     settings["chunk_updates"] = chunk
     if out_dir is not None:
