@@ -1,5 +1,7 @@
 """The compiled training program: learning, determinism, vmap, tracing, algorithm switches."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -52,11 +54,15 @@ CHANGED = dict(lr=1e-3, adam_eps=1e-2, gamma=0.9, gae_lambda=0.8, clip_eps=0.1, 
 
 
 def counted_jit(config):
+    """The jitted train function, counting its traces. It keeps the name ``train``, so its program is the
+    one ``jax.jit(make_train(config))`` lowers to and the session's compilation cache serves both."""
     traces = []
+    train = make_train(config)
 
+    @functools.wraps(train)
     def counted(key, hparams):
         traces.append(1)
-        return make_train(config)(key, hparams)
+        return train(key, hparams)
 
     return jax.jit(counted), traces
 
