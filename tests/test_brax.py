@@ -1,6 +1,7 @@
 """Brax tasks on gymnax 1.0 semantics: the final observation kept for the truncation bootstrap (a
 check Brax's own AutoResetWrapper fails), termination apart from truncation, action repeat, the
-presets and backend names, the CLI end to end (train, summary versions, eval with a GIF)."""
+presets and backend names, the CLI end to end on MJX (train, summary versions, checkpoint and resume,
+eval with a GIF)."""
 
 import json
 import shutil
@@ -17,6 +18,7 @@ from brax.envs.wrappers.training import AutoResetWrapper, EpisodeWrapper  # noqa
 from helpers import run_main  # noqa: E402
 
 from purejaxppo import preset  # noqa: E402
+from purejaxppo.cli import build_parser, resolve_config  # noqa: E402
 from purejaxppo.core.presets import preset_name_for  # noqa: E402
 from purejaxppo.envs import brax_envs, make_env  # noqa: E402
 from purejaxppo.envs.brax_envs import BraxEnv  # noqa: E402
@@ -140,41 +142,28 @@ def test_names_backends_and_presets():
     env, _ = make_env("brax/reacher-spring")
     assert env.env.action_repeat == 4 and env.action_kind == "continuous"
     assert "brax/ant-mjx" in brax_envs.names()
+    # the command line's --brax-backend names the environment's backend, after the preset
+    args = build_parser().parse_args(["train", "--env", "brax/inverted_pendulum", "--brax-backend", "spring"])
+    config, preset_used = resolve_config(args)
+    assert config.env == "brax/inverted_pendulum-spring" and preset_used == "brax/inverted_pendulum"
 
 
-def test_cli_trains_records_versions_and_renders_a_brax_task(tmp_path):
-    out = tmp_path / "run"
-    r = run_main("train", "--env", "brax/inverted_pendulum", "--brax-backend", "spring", "--total-timesteps", "1024",
-                 "--num-envs", "8", "--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "1",
-                 "--actor-hidden", "16", "--critic-hidden", "16", "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    assert "preset: brax/inverted_pendulum" in r.stdout
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["env"] == "brax/inverted_pendulum-spring"
-    assert {"brax", "mujoco", "mujoco-mjx"} <= set(summary["versions"])
-    assert np.isfinite(summary["final_return"])
-    gif = tmp_path / "episode.gif"
-    r = run_main("eval", "--run", str(out), "--episodes", "2", "--render", str(gif))
-    assert r.returncode == 0, r.stderr
-    with Image.open(gif) as im:
-        assert im.n_frames >= 5 and im.size == (320, 240)
-    r = run_main("train", "--env", "brax/inverted_pendulum", "--brax-backend", "euler", "--out", str(tmp_path / "x"))
-    assert r.returncode != 0 and "--brax-backend: got 'euler'; accepted" in r.stderr
-    r = run_main("train", "--env", "CartPole-v1", "--brax-backend", "spring", "--out", str(tmp_path / "y"))
-    assert r.returncode != 0 and "not a Brax environment" in r.stderr
-
-
-def test_the_default_mjx_backend_checkpoints_and_resumes_bit_identically(tmp_path):
-    """MJX's state holds arrays with no elements, which Orbax refuses to write: the checkpoint stores
-    stand-ins and the resume gives the arrays back. Stopped after update 2 of 4 and resumed, the run
-    writes the uninterrupted run's rows."""
+def test_cli_trains_the_default_mjx_backend_renders_and_resumes_bit_identically(tmp_path):
+    """The command line end to end on Brax's default backend (MJX): train with checkpoints, versions in
+    summary.json, an evaluation that renders a GIF, the backend flag's errors. MJX's state holds arrays
+    with no elements, which Orbax refuses to write: the checkpoint stores stand-ins and the resume gives
+    the arrays back. Stopped after update 2 of 4 and resumed, the run writes the uninterrupted run's rows."""
     flags = ["--env", "brax/inverted_pendulum", "--total-timesteps", "2048", "--num-envs", "8", "--num-steps", "64",
              "--num-minibatches", "4", "--update-epochs", "1", "--actor-hidden", "16", "--critic-hidden", "16",
              "--chunk-updates", "2", "--checkpoint-every", "2"]
     whole, part = tmp_path / "whole", tmp_path / "part"
     r = run_main("train", *flags, "--out", str(whole))
     assert r.returncode == 0, r.stderr
-    assert json.loads((whole / "summary.json").read_text())["env"] == "brax/inverted_pendulum"  # mjx: no suffix
+    assert "preset: brax/inverted_pendulum" in r.stdout
+    summary = json.loads((whole / "summary.json").read_text())
+    assert summary["env"] == "brax/inverted_pendulum"  # mjx: no suffix
+    assert {"brax", "mujoco", "mujoco-mjx"} <= set(summary["versions"])
+    assert np.isfinite(summary["final_return"])
     assert sorted(p.name for p in (whole / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
     part.mkdir()
     for name in ("config.json", "run.json"):
@@ -187,3 +176,13 @@ def test_the_default_mjx_backend_checkpoints_and_resumes_bit_identically(tmp_pat
     assert r.returncode == 0, r.stderr
     assert "resuming from the checkpoint at update 2" in r.stdout
     assert (part / "metrics.csv").read_text().splitlines() == rows
+
+    gif = tmp_path / "episode.gif"
+    r = run_main("eval", "--run", str(whole), "--episodes", "2", "--render", str(gif))
+    assert r.returncode == 0, r.stderr
+    with Image.open(gif) as im:
+        assert im.n_frames >= 5 and im.size == (320, 240)
+    r = run_main("train", "--env", "brax/inverted_pendulum", "--brax-backend", "euler", "--out", str(tmp_path / "x"))
+    assert r.returncode != 0 and "--brax-backend: got 'euler'; accepted" in r.stderr
+    r = run_main("train", "--env", "CartPole-v1", "--brax-backend", "spring", "--out", str(tmp_path / "y"))
+    assert r.returncode != 0 and "not a Brax environment" in r.stderr
