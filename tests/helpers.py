@@ -19,6 +19,23 @@ class Result(NamedTuple):
     stderr: str
 
 
+def cache_misses(call):
+    """``call()``'s result and how many programs it compiled that JAX's persistent cache did not hold."""
+    import jax
+
+    misses = []
+
+    def listen(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_misses":
+            misses.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    try:
+        return call(), len(misses)
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+
+
 def run_main(*args: str) -> Result:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

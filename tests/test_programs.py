@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cache_misses
 from jax.experimental import io_callback
 
 from purejaxppo.cli import main as cli_main
@@ -149,21 +150,6 @@ def _train(out, cache, capsys, *flags):
     return capsys.readouterr().out
 
 
-def _cache_misses(call):
-    """``call()``'s result and how many programs it compiled that JAX's persistent cache did not hold."""
-    misses = []
-
-    def listen(event, **kwargs):
-        if event == "/jax/compilation_cache/cache_misses":
-            misses.append(event)
-
-    jax.monitoring.register_event_listener(listen)
-    try:
-        return call(), len(misses)
-    finally:
-        jax.monitoring.unregister_event_listener(listen)
-
-
 def test_the_command_line_loads_saved_programs_and_trains_the_same(tmp_path, capsys):
     """The first launch saves the initial state's and the chunk's programs; the second loads
     both and trains bit-identically; so does a launch with the caches off."""
@@ -194,7 +180,7 @@ def test_a_resumed_run_loads_the_chunk_program_and_its_compilation(tmp_path, cap
     rows = (tmp_path / "a" / "metrics.csv").read_text()
     shutil.rmtree(tmp_path / "a" / "checkpoints" / "16")
     (tmp_path / "a" / "summary.json").unlink()
-    code, misses = _cache_misses(
+    code, misses = cache_misses(
         lambda: cli_main(["train", "--out", str(tmp_path / "a"), "--resume", "--compilation-cache", cache]))
     assert code == 0
     out = capsys.readouterr().out

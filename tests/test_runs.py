@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import run_main
+from helpers import cache_misses, run_main
 from purejaxppo import METRIC_NAMES, PPOConfig, make_train
 from purejaxppo.run.checkpoints import Checkpointer, checksum, from_savable, to_savable
 from purejaxppo.cli import main as cli_main
@@ -82,7 +82,9 @@ def test_resume_from_an_earlier_checkpoint_is_bit_identical(fused, tmp_path):
         shutil.rmtree(ckpt / step)
     (tmp_path / "summary.json").unlink()
     lines = []
-    out = run(config, str(tmp_path), resume=True, checkpoint_every=5, log=lines.append)
+    # the restored state is committed to the device as the fresh one was: the run's own programs, no new one
+    out, misses = cache_misses(lambda: run(config, str(tmp_path), resume=True, checkpoint_every=5, log=lines.append))
+    assert misses == 0
     assert any("resuming from the checkpoint at update 5" in m for m in lines)
     assert out["resumed_from_update"] == 5 and out["chunk_updates"] == 5
     assert_trees_equal(out["state"], state)

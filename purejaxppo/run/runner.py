@@ -69,6 +69,14 @@ def make_programs(trainer: Trainer, folder: str | None) -> Programs:
     return Programs(folder, {"config": trainer.config.to_dict(), "tuning": tuning})
 
 
+def strongly_typed(tree: Any) -> Any:
+    """``tree`` with its weakly typed arrays (a Python number's type, such as gymnax's ``time=0``) given
+    their dtype for good, as the arrays restored from a checkpoint have it: a program traced with either
+    is then the same program."""
+    return jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype) if getattr(x, "weak_type", False) else x,
+                        tree)
+
+
 def build_trainer(config: PPOConfig, data_parallel: bool = False) -> Trainer:
     """The trainer of a run: data-parallel over this process's devices when asked and there are several."""
     if data_parallel and len(jax.local_devices()) > 1:
@@ -298,8 +306,9 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
         settings["chunk_updates"] = settings["chunk_updates"] or meta.get("chunk_updates")
     if state is None:
         key = jax.random.key(config.seed)
-        state = programs.compile("init", trainer.init, (key, hparams))(key, hparams)
-        if trainer.mesh is None:  # committed to its device, as a restored state is: one chunk program for both
+        # typed and placed as a restored state is, so that a run and its resume share their chunk programs
+        state = strongly_typed(programs.compile("init", trainer.init, (key, hparams))(key, hparams))
+        if trainer.mesh is None:
             state = jax.device_put(state, jax.local_devices()[0])
     chunk = min(settings["chunk_updates"] or auto_chunk(config.num_updates), config.num_updates)
     settings["chunk_updates"] = chunk
