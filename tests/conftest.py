@@ -33,7 +33,7 @@ def cartpole_run(tmp_path_factory):
     return out
 
 
-# The test files that take longest (seconds on 2 CPU cores, measured with --durations), run first:
+# The test files that take longest run first (ordered by their seconds on 2 CPU cores, from --durations):
 # the two workers take whole files, and a long file started last would leave the other worker idle
 # at the end of the session. Files not listed follow, in their usual order.
 LONGEST_FIRST = ("test_brax.py", "test_recurrent.py", "test_rlhf.py", "test_sweep.py", "test_runs.py",

@@ -82,7 +82,7 @@ def test_resume_from_an_earlier_checkpoint_is_bit_identical(fused, tmp_path):
         shutil.rmtree(ckpt / step)
     (tmp_path / "summary.json").unlink()
     lines = []
-    # the restored state is committed to the device as the fresh one was: the run's own programs, no new one
+    # the fresh state was typed and placed as the restored one is: the resume runs the run's own programs
     out, misses = cache_misses(lambda: run(config, str(tmp_path), resume=True, checkpoint_every=5, log=lines.append))
     assert misses == 0
     assert any("resuming from the checkpoint at update 5" in m for m in lines)
