@@ -69,12 +69,17 @@ def make_programs(trainer: Trainer, folder: str | None) -> Programs:
     return Programs(folder, {"config": trainer.config.to_dict(), "tuning": tuning})
 
 
-def strongly_typed(tree: Any) -> Any:
-    """``tree`` with its weakly typed arrays (a Python number's type, such as gymnax's ``time=0``) given
-    their dtype for good, as the arrays restored from a checkpoint have it: a program traced with either
-    is then the same program."""
-    return jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype) if getattr(x, "weak_type", False) else x,
-                        tree)
+def placed(trainer: Trainer, state: Any) -> Any:
+    """``state``, fresh or restored, typed and placed one way, so that a run and its resume trace the same
+    chunk programs: weakly typed arrays (a Python number's type, such as gymnax's ``time=0``; a checkpoint
+    restores none) given their dtype, and every array committed to the trainer's device or mesh."""
+    state = jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype) if getattr(x, "weak_type", False) else x,
+                         state)
+    if trainer.mesh is not None:
+        from purejaxppo.scale import parallel
+
+        return jax.device_put(state, parallel.state_shardings(trainer.mesh, state))
+    return jax.device_put(state, jax.local_devices()[0])
 
 
 def build_trainer(config: PPOConfig, data_parallel: bool = False) -> Trainer:
@@ -128,12 +133,7 @@ def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log):
             f"the run is already at update {step}, past the {config.num_updates} updates of total_timesteps="
             f"{config.total_timesteps}; accepted: total_timesteps >= {step * config.batch_size}"
         )
-    if trainer.mesh is not None:  # the restored arrays go back to their places on the mesh
-        from purejaxppo.scale import parallel
-
-        state = jax.device_put(state, parallel.state_shardings(trainer.mesh, state))
-    else:  # committed to the device, as a fresh run's state is: the same chunk program, compiled once
-        state = jax.device_put(state, jax.local_devices()[0])
+    state = placed(trainer, state)  # back to their places on the device or the mesh
     log(f"resuming from the checkpoint at update {step} ({step * config.batch_size:,} env steps)")
     return step, state, history, meta
 
@@ -306,10 +306,7 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
         settings["chunk_updates"] = settings["chunk_updates"] or meta.get("chunk_updates")
     if state is None:
         key = jax.random.key(config.seed)
-        # typed and placed as a restored state is, so that a run and its resume share their chunk programs
-        state = strongly_typed(programs.compile("init", trainer.init, (key, hparams))(key, hparams))
-        if trainer.mesh is None:
-            state = jax.device_put(state, jax.local_devices()[0])
+        state = placed(trainer, programs.compile("init", trainer.init, (key, hparams))(key, hparams))
     chunk = min(settings["chunk_updates"] or auto_chunk(config.num_updates), config.num_updates)
     settings["chunk_updates"] = chunk
     if out_dir is not None:
