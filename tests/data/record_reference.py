@@ -40,6 +40,22 @@ CONFIGS = {
 }
 
 
+def machine() -> dict:
+    """What decides XLA's CPU code beside the library versions: the processor's vendor and whether it
+    has AVX-512 (XLA compiles for the host's instruction set, and its float rounding differs between
+    them). Read from ``/proc/cpuinfo``; empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return {}
+
+    def field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith(name)), "")
+
+    return {"vendor": field("vendor_id"), "avx512f": "avx512f" in field("flags").split()}
+
+
 def record() -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for name, (config, seed) in CONFIGS.items():
@@ -58,5 +74,6 @@ if __name__ == "__main__":
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_runs.npz")
     data = record()
     versions = {p: md.version(p) for p in ("jax", "jaxlib", "flax", "optax", "gymnax")}
-    np.savez_compressed(path, __versions__=np.asarray(json.dumps(versions)), **data)
-    print(f"wrote {len(data)} arrays to {path} ({versions})", file=sys.stderr)
+    np.savez_compressed(path, __versions__=np.asarray(json.dumps(versions)),
+                        __machine__=np.asarray(json.dumps(machine())), **data)
+    print(f"wrote {len(data)} arrays to {path} ({versions}, {machine()})", file=sys.stderr)
