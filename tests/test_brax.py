@@ -38,12 +38,14 @@ def _actions(n):
 
 
 def _true_observations(env, key):
-    """Brax's task stepped by hand, no wrapper: the observations an episode really goes through."""
+    """Brax's task stepped by hand, no wrapper: the observations an episode really goes through
+    (its reset and step each compiled whole: run eagerly, every operation compiles on its own)."""
     raw = env.brax_env
-    s = raw.reset(jax.random.split(key)[0])  # gymnax resets with the first half of the split
+    reset, step = jax.jit(raw.reset), jax.jit(raw.step)
+    s = reset(jax.random.split(key)[0])  # gymnax resets with the first half of the split
     obs = [s.obs]
     for a in _actions(LIMIT):
-        s = raw.step(s, a)
+        s = step(s, a)
         obs.append(s.obs)
     return np.stack(obs)
 
@@ -84,6 +86,7 @@ def check_bootstrap_observation(true_obs, final_obs, truncated):
 
 def test_the_bootstrap_reads_the_true_last_observation_and_brax_autoreset_does_not(pendulum):
     true_obs = _true_observations(pendulum, jax.random.key(3))
+    assert true_obs.shape[1] == pendulum.observation_size  # read from the reset's shape, without running it
     final_obs, next_obs, truncated, terminated = _ours(pendulum)
     assert not np.asarray(terminated).any()
     check_bootstrap_observation(true_obs, final_obs, truncated)
@@ -112,12 +115,12 @@ def test_termination_is_kept_apart_from_truncation():
 
 def test_action_repeat_sums_rewards_and_counts_physics_steps():
     env = BraxEnv(TASK, BACKEND, max_steps=1000, action_repeat=3)
-    _, state = env.reset(jax.random.key(0), env.default_params)
+    _, state = jax.jit(env.reset)(jax.random.key(0), env.default_params)
     a = jnp.full((1,), 0.2)
-    _, after, reward, te, tr, _ = env.step(jax.random.key(1), state, a, env.default_params)
-    s, total = state.brax, 0.0
+    _, after, reward, te, tr, _ = jax.jit(env.step)(jax.random.key(1), state, a, env.default_params)
+    s, total, brax_step = state.brax, 0.0, jax.jit(env.brax_env.step)  # Brax's own step, by hand
     for _ in range(3):
-        s = env.brax_env.step(s, a)
+        s = brax_step(s, a)
         total += float(s.reward)
     assert int(after.time) == 3 and float(reward) == pytest.approx(total)
     np.testing.assert_allclose(np.asarray(after.brax.obs), np.asarray(s.obs), rtol=1e-5, atol=1e-6)
