@@ -32,10 +32,38 @@ sys.path.remove(HERE)
 GPU = DEFAULTS["gpu"]
 
 
-def test_cpu_layout_is_the_recorded_one_but_the_shuffle_and_gpu_differs_in_every_choice():
-    assert DEFAULTS["cpu"] == Tuning(shuffle="feistel")  # Tuning(): the layout of the recorded runs
+def test_cpu_layout_is_the_recorded_one_but_the_shuffle_and_weight_grad_and_gpu_differs_in_every_loop_choice():
+    # Tuning(): the layout of the recorded runs
+    assert DEFAULTS["cpu"] == Tuning(shuffle="feistel", weight_grad="transposed")
     assert all(getattr(GPU, f.name) != getattr(Tuning(), f.name)
-               for f in dataclasses.fields(Tuning) if f.name != "minibatch_unroll")
+               for f in dataclasses.fields(Tuning) if f.name not in ("minibatch_unroll", "weight_grad"))
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_transposed_weight_grad_same_outputs_and_gradients(continuous):
+    from purejaxppo.core.networks import ActorCritic
+
+    def loss_and_grad(weight_grad, params, obs):
+        net = ActorCritic(action_dim=2, continuous=continuous, weight_grad=weight_grad)
+
+        def loss(p):
+            policy, value = net.apply(p, obs)
+            out = policy[0] if continuous else policy
+            return jnp.sum(jnp.sin(out)) + jnp.sum(value**2), (policy, value)
+
+        return jax.grad(loss, has_aux=True)(params)
+
+    obs = jax.random.normal(jax.random.key(1), (3, 256, 4))  # 3 sweeps' minibatches, vmapped
+    params = jax.vmap(lambda k: ActorCritic(action_dim=2, continuous=continuous).init(k, obs[0, :1]))(
+        jax.random.split(jax.random.key(0), 3))
+    plain = jax.jit(jax.vmap(lambda p, o: loss_and_grad("dot", p, o)))(params, obs)
+    fast = jax.jit(jax.vmap(lambda p, o: loss_and_grad("transposed", p, o)))(params, obs)
+    for a, b in zip(jax.tree_util.tree_leaves(plain[1]), jax.tree_util.tree_leaves(fast[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the forward pass: the same product
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(plain[0]), jax.tree_util.tree_leaves(fast[0])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5, err_msg=str(path))
+    kernel = plain[0]["params"]["policy_head"]["kernel"]
+    assert float(jnp.abs(kernel).max()) > 1e-2  # the check compares gradients that are not all ~0
 
 
 def test_environment_variable_overrides_the_backend_default(monkeypatch):
@@ -127,14 +155,16 @@ def reference():
     return {k: data[k] for k in data.files if not k.startswith("__")}
 
 
-@pytest.mark.parametrize("name", ["pendulum"])  # continuous, both normalisations, early stops, truncations
-def test_accelerator_layout_gives_the_reference_run(name, reference):
-    # Everything but the shuffle as on a GPU: the same run to float rounding, early stops and
+# continuous, both normalisations, early stops, truncations; the GPU's layout and the CPU's own
+# transposed weight gradient
+@pytest.mark.parametrize("name,layout", [("pendulum", GPU), ("pendulum", Tuning(weight_grad="transposed"))])
+def test_accelerator_layout_gives_the_reference_run(name, layout, reference):
+    # Everything but the shuffle as in the layout: the same run to float rounding, early stops and
     # truncation bootstraps included. Rounding differences grow as training goes on (the
     # Pendulum run's small policy losses reach 1e-3 relative by its last update), so the
     # first updates are held tight and the whole run looser.
     config, seed = CONFIGS[name]
-    state, metrics = jax.jit(make_train(config, tuning=dataclasses.replace(GPU, shuffle="packed")))(
+    state, metrics = jax.jit(make_train(config, tuning=dataclasses.replace(layout, shuffle="packed")))(
         jax.random.key(seed))
     for k, v in metrics.items():
         expected = reference[f"{name}|metric|{k}"]

@@ -40,14 +40,14 @@ def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | No
     """
     env, _ = make_env(config.env)
     validate_for_env(config, env)
+    tuning = tuning_for() if tuning is None else tuning
     if config.policy == "gru":
         from purejaxppo.core.recurrent import make_recurrent_network
 
         network = make_recurrent_network(config, env)
     else:
-        network = make_network(config, env)
+        network = make_network(config, env, tuning.weight_grad)
     dist = distribution(env.action_kind == "continuous", squash=config.action_dist == "tanh")
     how = action_mapping(config)
     vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
-    tuning = tuning_for() if tuning is None else tuning
     return Parts(config, env, network, dist, comm, make_act(config, network, dist, comm), vstep, tuning)

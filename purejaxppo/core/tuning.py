@@ -23,6 +23,11 @@ The same PPO can be written in ways that cost very differently on a CPU and on a
 * ``episode_stats``: ``"step"`` sums the returns of the episodes that end at each step as the
   rollout goes; ``"env"`` accumulates per environment and sums once at the end (no
   reduction inside the loop).
+* ``weight_grad``: how a dense layer's weight gradient ``x^T g`` (a product over the minibatch
+  rows) is computed: ``"dot"`` is JAX's own product with the transposed input folded in;
+  ``"transposed"`` transposes the input explicitly first
+  (:func:`purejaxppo.core.networks.transposed_weight_grad`), which XLA's CPU backend runs much
+  faster. The feed-forward actor-critic only; the recurrent policy keeps ``"dot"``.
 
 Every choice gives the same algorithm and the same metrics up to float rounding, except
 ``shuffle``, which draws different (equally uniform) permutations. The defaults per backend
@@ -52,6 +57,7 @@ class Tuning:
     gae_unroll: int = 1
     minibatch_unroll: int = 1
     episode_stats: str = "step"  # step | env
+    weight_grad: str = "dot"  # dot | transposed
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -69,6 +75,7 @@ _CHOICES = {
     "shuffle": ("packed", "sort", "feistel"),
     "gather": ("epoch", "minibatch"),
     "episode_stats": ("step", "env"),
+    "weight_grad": ("dot", "transposed"),
 }
 _INTS = ("rollout_unroll", "gae_unroll", "minibatch_unroll")
 
@@ -77,7 +84,7 @@ _INTS = ("rollout_unroll", "gae_unroll", "minibatch_unroll")
 # ``Tuning()`` itself is the layout the reference runs were recorded with (tests/data).
 _ACCELERATOR = Tuning(truncation="compact", early_stop="select", shuffle="feistel", gather="minibatch",
                       rollout_unroll=4, gae_unroll=16, episode_stats="env")
-DEFAULTS = {"cpu": Tuning(shuffle="feistel"), "gpu": _ACCELERATOR, "tpu": _ACCELERATOR}
+DEFAULTS = {"cpu": Tuning(shuffle="feistel", weight_grad="transposed"), "gpu": _ACCELERATOR, "tpu": _ACCELERATOR}
 
 
 def parse(text: str, base: Tuning) -> Tuning:
