@@ -114,6 +114,26 @@ def _quiet_orbax() -> None:
     logging.getLogger("absl").setLevel(logging.CRITICAL)
 
 
+class _DropUnretrievedReadErrors(logging.Filter):
+    """When one read of a damaged checkpoint fails, Orbax gives up on the restore while the other
+    TensorStore reads of the same checkpoint fail too; nobody awaits those, and asyncio logs each
+    one ("Task exception was never retrieved", with a traceback) whenever the garbage collector
+    meets it. The checkpoint is already reported as damaged: those records (and only those,
+    TensorStore's errors) are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Task exception was never retrieved"):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or "tensorstore_spec" not in str(exc)
+
+
+def _drop_unretrieved_read_errors() -> None:
+    log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropUnretrievedReadErrors) for f in log.filters):
+        log.addFilter(_DropUnretrievedReadErrors())
+
+
 def _closed_loop_error(exc: BaseException | None) -> bool:
     return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
 
@@ -174,6 +194,7 @@ class Checkpointer:
             ocp = self.ocp
             _quiet_orbax()
             _ignore_closed_loop_errors()
+            _drop_unretrieved_read_errors()
             self._manager = ocp.CheckpointManager(
                 self.directory,
                 options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
