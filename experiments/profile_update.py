@@ -13,11 +13,17 @@ state, and times, each compiled alone (median of repeated calls, compile exclude
 * ``minibatch step``: one gradient step (forward, backward, clip, Adam), times the number of
   steps per update.
 
+``--floors K`` also times the stages repeated K times inside one program (at small sizes the
+call of a stage compiled alone costs as much as the stage), and two floors that no PPO with
+these networks and this environment goes below: the environments' steps alone and plain
+gradient steps alone (:func:`in_program_times`).
+
 ``--seeds S`` vmaps every stage over S seeds, as a sweep runs. ``--trace DIR`` also records a
 profiler trace of a few whole updates and prints the operations that took the most time
 (device kernels on a GPU; XLA's operations on the CPU).
 
     python experiments/profile_update.py --num-envs 64
+    python experiments/profile_update.py --num-envs 4 --floors 50
     python experiments/profile_update.py --platform gpu --num-envs 16384 --trace /tmp/trace --json out.json
 """
 
@@ -51,7 +57,7 @@ def timed(fn, *args, min_seconds: float = 1.0, max_reps: int = 200) -> float:
     return statistics.median(times)
 
 
-def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int) -> dict:
+def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int, floors: int = 0) -> dict:
     import jax
 
     from purejaxppo import HParams, PPOConfig
@@ -111,8 +117,87 @@ def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int) -> dict:
         "shuffle (x epochs)": config.update_epochs * timed(shuffle_j, batch, state),
         "minibatch step (x steps)": steps * timed(step_j, state, minibatch),
     }
-    return dict(seconds=rows, env_steps=config.batch_size * seeds, tuning=parts.tuning.__dict__,
-                state=state, update=update)
+    out = dict(seconds=rows, env_steps=config.batch_size * seeds, tuning=parts.tuning.__dict__,
+               state=state, update=update)
+    if floors:
+        out["in_one_program"] = in_program_times(parts, hp, opt_for, state, batch, minibatch, repeats=floors)
+    return out
+
+
+def in_program_times(parts, hp, opt_for, state, batch, minibatch, repeats: int) -> dict[str, float]:
+    """Seconds per update of the stages, each repeated ``repeats`` times inside one compiled
+    program (no call per stage: at small sizes a call costs as much as a stage), and two floors:
+
+    * ``floor: environment steps``: the update's ``num_steps`` steps of the environments alone,
+      with fixed actions (keys drawn beforehand, no policy);
+    * ``floor: gradient steps``: the update's minibatch steps with the same networks and
+      nothing else: the gradient of a plain loss (the actions' log-probability and the
+      values' squared error) and an SGD step, no PPO loss, clipping or Adam.
+
+    No PPO implementation with these networks and this environment does an update in less
+    than the two floors together, on this machine and JAX.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from purejaxppo.core.batch import make_batch
+    from purejaxppo.core.networks import ActorCritic
+    from purejaxppo.core.rollout import collect
+    from purejaxppo.core.train import update_state
+    from purejaxppo.core.update import optimise
+
+    config, network, dist = parts.config, parts.network, parts.dist
+    steps = config.update_epochs * config.num_minibatches
+
+    def env_steps(s):
+        keys = jax.random.split(s.key, (config.num_steps, parts.num_local_envs))
+        actions = jnp.zeros((config.num_steps,) + batch.action.shape[1:], batch.action.dtype)
+
+        def one(env_state, x):
+            k, a = x
+            out = parts.vstep(k, env_state, jnp.broadcast_to(a, (parts.num_local_envs,) + a.shape))
+            return out[1], out[2]
+
+        return jax.lax.scan(one, s.env_state, (keys, actions))[1]
+
+    def gradient_steps(s):  # the params are carried from repeat to repeat (nothing to hoist out of the loop)
+        def loss(params):
+            pi = network.apply(params, minibatch.obs, method=ActorCritic.policy)
+            value = network.apply(params, minibatch.obs, method=ActorCritic.value)
+            return -jnp.mean(dist.log_prob(pi, minibatch.action)) + jnp.mean(jnp.square(value - minibatch.target))
+
+        def one(params, _):
+            grads = jax.grad(loss)(params)
+            return jax.tree_util.tree_map(lambda p, g: p - 1e-3 * g, params, grads), None
+
+        return jax.lax.scan(one, s.params, None, length=steps)[0]
+
+    def gradient_floor(s):
+        params = gradient_steps(s)
+        return s.replace(params=params), params
+
+    stages = {  # each returns (the state the next repeat starts from, or None for the same; outputs)
+        "update": lambda s: update_state(parts, s, hp),
+        "collect": lambda s: (None, collect(parts, s, s.key)[1].reward),
+        "collect + make_batch": lambda s: (None, make_batch(parts, s, collect(parts, s, s.key)[1], hp)[1]),
+        "optimise": lambda s: (None, optimise(parts, opt_for(s), batch, s.params, s.opt_state, s.key)[0]),
+        "floor: environment steps": lambda s: (None, env_steps(s)),
+        "floor: gradient steps": gradient_floor,
+    }
+
+    def repeated(body):
+        def run(s):
+            def one(i, carry):  # a fresh key each time, every output used, the state carried where it changes
+                acc, s = carry
+                new, out = body(s.replace(key=jax.random.fold_in(s.key, i)))
+                acc = acc + sum(jnp.sum(x).astype(jnp.float32) for x in jax.tree_util.tree_leaves(out))
+                return acc, (s if new is None else new.replace(key=s.key))
+
+            return jax.lax.fori_loop(0, repeats, one, (jnp.float32(0), s))[0]
+
+        return jax.jit(run)
+
+    return {name: timed(repeated(body), state) / repeats for name, body in stages.items()}
 
 
 def trace_summary(trace_dir: str, top: int) -> dict[str, list[dict]]:
@@ -172,6 +257,9 @@ def main() -> None:
     parser.add_argument("--warm-updates", type=int, default=5, help="updates run before timing (default 5)")
     parser.add_argument("--trace", metavar="DIR", help="also record a profiler trace here and list its top operations")
     parser.add_argument("--top", type=int, default=25, help="operations listed from the trace (default 25)")
+    parser.add_argument("--floors", type=int, default=0, metavar="K",
+                        help="also time the stages repeated K times inside one program, and the floors: the "
+                             "environment steps alone and plain gradient steps alone (one seed)")
     parser.add_argument("--json", metavar="FILE", help="write every figure here too")
     args = parser.parse_args()
     if args.platform != "gpu":
@@ -180,7 +268,9 @@ def main() -> None:
 
     if jax.default_backend() != args.platform:
         raise SystemExit(f"--platform {args.platform}: JAX runs on {jax.default_backend()} here")
-    out = stage_times(args.env, args.num_envs, args.seeds, args.warm_updates)
+    if args.floors and args.seeds > 1:
+        raise SystemExit("--floors: with --seeds 1 only")
+    out = stage_times(args.env, args.num_envs, args.seeds, args.warm_updates, args.floors)
     state, update = out.pop("state"), out.pop("update")
     device = jax.devices()[0]
     label = f"{args.env}, {f'{args.seeds} seeds x ' if args.seeds > 1 else ''}{args.num_envs} envs"
@@ -191,6 +281,13 @@ def main() -> None:
     for name, s in out["seconds"].items():
         print(f"{name:<28} {1e3 * s:>14.3f} {s / total:>15.0%}")
     print(f"env steps/s of the update alone: {out['env_steps'] / total:,.0f}")
+    if "in_one_program" in out:
+        inside = out["in_one_program"]
+        print(f"in one program ({args.floors} repeats, no call per stage):")
+        for name, s in inside.items():
+            print(f"{name:<28} {1e3 * s:>14.3f} {s / inside['update']:>15.0%}")
+        print(f"env steps/s of the update in one program: {out['env_steps'] / inside['update']:,.0f}; "
+              f"the two floors together allow at most {out['env_steps'] / (inside['floor: environment steps'] + inside['floor: gradient steps']):,.0f}")
     if args.trace:
         n = 5
         with jax.profiler.trace(args.trace, create_perfetto_trace=True):
