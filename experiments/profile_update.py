@@ -286,8 +286,9 @@ def main() -> None:
         print(f"in one program ({args.floors} repeats, no call per stage):")
         for name, s in inside.items():
             print(f"{name:<28} {1e3 * s:>14.3f} {s / inside['update']:>15.0%}")
+        floor = inside["floor: environment steps"] + inside["floor: gradient steps"]
         print(f"env steps/s of the update in one program: {out['env_steps'] / inside['update']:,.0f}; "
-              f"the two floors together allow at most {out['env_steps'] / (inside['floor: environment steps'] + inside['floor: gradient steps']):,.0f}")
+              f"the two floors together allow at most {out['env_steps'] / floor:,.0f}")
     if args.trace:
         n = 5
         with jax.profiler.trace(args.trace, create_perfetto_trace=True):
