@@ -17,6 +17,13 @@ Runs the same command in fresh processes, side by side, in these variants:
     python experiments/benchmark_startup.py --repeats 3
     python experiments/benchmark_startup.py -- --env Acrobot-v1     # any train flags after --
 
+``--eval N`` times ``purejaxppo eval --run DIR --episodes N`` instead, on a run trained once by
+the train flags, in two variants: ``now``, and ``programs traced each launch`` (the initial
+state traced for its shapes and the evaluation traced, at every launch).
+
+    python experiments/benchmark_startup.py --eval 10 --repeats 3 -- --env brax/inverted_pendulum \
+        --total-timesteps 20480 --num-envs 64 --num-steps 64
+
 The first launch of each variant warms the cache and is not counted; the table shows the median
 of the timed launches. "solved" is CartPole's threshold: a final return >= 475.
 """
@@ -61,14 +68,53 @@ def launch(code: str, args: list[str], out: str, env: dict[str, str]) -> dict:
             "final_return": summary["final_return"]}
 
 
+def launch_eval(code: str, run: str, episodes: int, env: dict[str, str]) -> dict:
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, "eval", "--run", run, "--episodes", str(episodes)], env=env,
+                          capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"the evaluation failed: {done.stderr.strip().splitlines()[-1]}")
+    return {"wall": wall, "mean_return": json.load(open(os.path.join(run, "eval.json")))["mean"]}
+
+
+def main_eval(args: argparse.Namespace, work: str, env: dict[str, str]) -> int:
+    run = os.path.join(work, "run")
+    launch(NOW, args.train_args, run, env)  # the run evaluated (its training saves the initial state's program)
+    variants = {"now": NOW, "programs traced each launch": TRACED + NOW}
+    records: dict[str, list[dict]] = {name: [] for name in variants}
+    for code in variants.values():
+        launch_eval(code, run, args.eval, env)  # warms the cache
+    for _ in range(args.repeats):
+        for name, code in variants.items():
+            records[name].append(launch_eval(code, run, args.eval, env))
+    print(f"purejaxppo eval --episodes {args.eval} of a run of purejaxppo train {' '.join(args.train_args)} "
+          f"(warm compilation cache; median of {args.repeats})")
+    print(f"{'variant':34s} {'launch to result':>16s} {'mean return':>12s}")
+    for name, rs in records.items():
+        print(f"{name:34s} {statistics.median(r['wall'] for r in rs):15.2f}s {rs[0]['mean_return']:12.2f}")
+    ratio = (statistics.median(r["wall"] for r in records["programs traced each launch"])
+             / statistics.median(r["wall"] for r in records["now"]))
+    print(f"launch to result, programs traced each launch / now: {ratio:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"train_args": args.train_args, "eval_episodes": args.eval, "records": records}, f, indent=2)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed launches per variant")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
+    parser.add_argument("--eval", type=int, default=0, metavar="N",
+                        help="time purejaxppo eval (N episodes) of a run trained once, instead of train")
     parser.add_argument("train_args", nargs="*", help="flags for purejaxppo train (after --)")
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="purejaxppo-startup-")
     env = dict(os.environ, PUREJAXPPO_COMPILATION_CACHE=os.path.join(work, "cache"))
+    if args.eval:
+        return main_eval(args, work, env)
     records: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for name, code in VARIANTS.items():
         launch(code, args.train_args, os.path.join(work, "run"), env)  # warms the cache

@@ -449,9 +449,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--episodes: {args.episodes} is out of range; accepted: an integer >= 1")
     if not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed: {args.seed} is out of range; accepted: an integer from 0 to 2**63 - 1")
-    _setup_cache(args)
+    from purejaxppo.run.programs import FOLDER as PROGRAMS
+
+    cache = _setup_cache(args)
     evaluate_run(args.run, args.episodes, args.deterministic, args.seed, args.step, args.render,
-                 log=lambda m: print(m, flush=True))
+                 log=lambda m: print(m, flush=True),
+                 program_cache=os.path.join(cache, PROGRAMS) if cache is not None else None)
     return 0
 
 

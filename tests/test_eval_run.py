@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from helpers import run_main
+from purejaxppo.run import programs
 from purejaxppo.run.cache import ENV_VAR, default_cache_dir, resolve_cache_dir
 from purejaxppo.run.policy import load_policy
 
@@ -82,6 +84,31 @@ def test_compilation_cache_is_filled_and_can_be_turned_off(trained, tmp_path, mo
     done = run_main("eval", "--run", str(trained), "--episodes", "2", "--compilation-cache", "off")
     assert done.returncode == 0, done.stderr
     assert not off.exists()
+
+
+def test_a_later_eval_loads_its_programs_and_scores_the_same(trained, tmp_path, monkeypatch):
+    """Evaluation saves its program; a later one loads it, and reads the initial state's shapes from the
+    program training saved, so nothing is traced; the returns are those of an evaluation without them."""
+    cache = tmp_path / "cache"  # the training's saved programs (its initial state's), in a folder of this test
+    shutil.copytree(os.path.join(os.environ[ENV_VAR], programs.FOLDER), cache / programs.FOLDER)
+    before = set(os.listdir(cache / programs.FOLDER))
+    reads = []
+    read = programs._read
+    monkeypatch.setattr(programs, "_read", lambda path: reads.append(read(path)) or reads[-1])
+
+    def returns(*flags):
+        reads.clear()
+        done = run_main("eval", "--run", str(trained), "--episodes", "3", "--seed", "4", *flags)
+        assert done.returncode == 0, done.stderr
+        return json.loads((trained / "eval.json").read_text())["returns"]
+
+    first = returns("--compilation-cache", str(cache))
+    assert [r is not None for r in reads] == [True, False]  # the initial state's program; the evaluation's is new
+    assert len(set(os.listdir(cache / programs.FOLDER)) - before) == 1
+    second = returns("--compilation-cache", str(cache))
+    assert [r is not None for r in reads] == [True, True]
+    without = returns("--compilation-cache", "off")
+    assert reads == [] and first == second == without
 
 
 def test_cache_folder_resolution(monkeypatch, tmp_path):

@@ -60,6 +60,30 @@ def test_a_saved_program_is_loaded_and_gives_the_jitted_result(tmp_path):
     assert (other.saved, other.hits) == (1, 0) and len(_files(folder)) == 2
 
 
+def test_shapes_are_read_from_a_saved_program_without_tracing(tmp_path):
+    """A restore needs the initial state's shapes: read from the saved program, the function is not
+    called; with no saved program (another description, or no folder) it is traced, as jax.eval_shape."""
+    folder = str(tmp_path / "programs")
+    Programs(folder, {"run": "a"}).compile("step", _step, _args())
+    expected = jax.eval_shape(_step, *_args())
+
+    def not_traced(*args):
+        raise AssertionError("traced although the program was saved")
+
+    loaded = Programs(folder, {"run": "a"})
+    shapes = loaded.shapes("step", not_traced, _args())
+    assert loaded.shapes_read == 1
+    assert jax.tree.structure(shapes) == jax.tree.structure(expected)
+    assert [(x.shape, x.dtype) for x in jax.tree.leaves(shapes)] == [(x.shape, x.dtype)
+                                                                    for x in jax.tree.leaves(expected)]
+    assert any(jnp.issubdtype(x.dtype, jax.dtypes.prng_key) for x in jax.tree.leaves(shapes))  # the key's type kept
+    for unsaved in (Programs(folder, {"run": "b"}), Programs(None)):
+        with pytest.raises(AssertionError, match="traced although"):
+            unsaved.shapes("step", not_traced, _args())
+        traced = unsaved.shapes("step", _step, _args())
+        assert unsaved.shapes_read == 0 and jax.tree.structure(traced) == jax.tree.structure(expected)
+
+
 def test_a_damaged_program_file_is_traced_again_and_replaced(tmp_path):
     folder = str(tmp_path / "programs")
     Programs(folder).compile("step", _step, _args())

@@ -112,20 +112,26 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
 
 
 def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0, step: int | None = None,
-                 render: str | None = None, log=print) -> dict[str, Any]:
-    """Evaluate a run's checkpoint (and record one episode as a GIF); writes and returns ``eval.json``'s record."""
+                 render: str | None = None, log=print, program_cache: str | None = None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint (and record one episode as a GIF); writes and returns ``eval.json``'s record.
+
+    ``program_cache``: a folder of saved programs (:mod:`purejaxppo.run.programs`, the command
+    line's is ``programs`` in the compilation cache). The evaluation's program is saved there
+    and loaded by a later evaluation of the same settings, and the initial state's shapes
+    are read from the program training saved; nothing is traced twice."""
     from purejaxppo.run import layout
 
     layout.read_config(run_dir)  # a run folder, before it is locked
     with layout.locked(run_dir):
-        return _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log)
+        return _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache)
 
 
-def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log) -> dict[str, Any]:
+def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache) -> dict[str, Any]:
     from purejaxppo.run import layout
     from purejaxppo.run.policy import load_policy
+    from purejaxppo.run.runner import make_programs
 
-    policy = load_policy(run_dir, step, deterministic=deterministic)
+    policy = load_policy(run_dir, step, deterministic=deterministic, program_cache=program_cache)
     env = policy.trainer.env
     if render:
         from purejaxppo.run.render import check_renderable
@@ -133,8 +139,11 @@ def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log) -> 
         check_renderable(env.name, env.obs_shape, render)
     mode = "deterministic" if deterministic else "stochastic"
     log(f"evaluating {run_dir} at update {policy.step} on {env.name}: {episodes} {mode} episodes")
-    returns = np.asarray(jax.jit(make_evaluate(policy.trainer, episodes, deterministic))(
-        policy.params, jax.random.key(seed)))
+    programs = make_programs(policy.trainer, program_cache)
+    args = (policy.params, jax.random.key(seed))
+    evaluate = programs.compile(f"evaluate{episodes}{mode}", make_evaluate(policy.trainer, episodes, deterministic),
+                                args)
+    returns = np.asarray(evaluate(*args))
     record: dict[str, Any] = {
         "run": os.path.abspath(run_dir), "env": env.name, "update": policy.step,
         "env_steps": policy.step * policy.config.batch_size, "episodes": episodes, "deterministic": deterministic,

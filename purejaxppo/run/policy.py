@@ -10,12 +10,13 @@ import jax.numpy as jnp
 from flax import struct
 
 from purejaxppo.core.act import action_mapping
-from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.config import PPOConfig
 from purejaxppo.core.normalize import RunningMeanStd
 from purejaxppo.core.train import Trainer, make_trainer
 from purejaxppo.errors import CheckpointError, ConfigError
 from purejaxppo.run import layout
 from purejaxppo.run.checkpoints import Checkpointer
+from purejaxppo.run.runner import init_shapes, make_programs
 
 
 @struct.dataclass
@@ -42,14 +43,19 @@ class Policy(NamedTuple):
     trainer: Trainer
 
 
-def load_state(run_dir: str, step: int | None = None, log: Callable[[str], None] = print):
-    """``(config, trainer, step, RunnerState)`` from the latest (or ``step``) checkpoint of a run."""
+def load_state(run_dir: str, step: int | None = None, log: Callable[[str], None] = print,
+               program_cache: str | None = None):
+    """``(config, trainer, step, RunnerState)`` from the latest (or ``step``) checkpoint of a run.
+
+    ``program_cache``: a folder of saved programs (:mod:`purejaxppo.run.programs`); where the
+    run's training saved its initial state's program there, its shapes are read from it
+    instead of tracing ``init``."""
     config = layout.read_config(run_dir)
     ckpt_dir = os.path.join(run_dir, layout.CHECKPOINTS)
     if not os.path.isdir(ckpt_dir):
         raise CheckpointError(f"{run_dir} has no checkpoints (it was trained with --checkpoint-every 0)")
     trainer = make_trainer(config)
-    like = jax.eval_shape(trainer.init, jax.random.key(config.seed), HParams.from_config(config))
+    like = init_shapes(trainer, make_programs(trainer, program_cache))
     checkpointer = Checkpointer(ckpt_dir)
     try:
         step, state, _, _ = checkpointer.restore(like, step=step, log=log)
@@ -75,13 +81,18 @@ def policy_act(trainer: Trainer, deterministic: bool = False):
     return act
 
 
-def load_policy(run_dir: str, step: int | None = None, deterministic: bool = False) -> Policy:
+def load_policy(run_dir: str, step: int | None = None, deterministic: bool = False,
+                program_cache: str | None = None) -> Policy:
     """Load a run's policy from its latest (or ``step``) checkpoint.
+
+    ``program_cache``: a folder of saved programs (the command line's is ``programs`` in the
+    compilation cache); where training saved its initial state's program there, loading does
+    not trace it.
 
     Example:
         >>> policy = load_policy("runs/cartpole")                    # doctest: +SKIP
         >>> action = jax.jit(policy.act)(policy.params, obs, key)    # doctest: +SKIP
     """
-    config, trainer, step, state = load_state(run_dir, step)
+    config, trainer, step, state = load_state(run_dir, step, program_cache=program_cache)
     params = PolicyParams(params=state.params, obs_rms=state.obs_rms)
     return Policy(policy_act(trainer, deterministic), params, config, step, trainer)

@@ -131,6 +131,7 @@ class Programs:
         self.description = description
         self.hits = 0
         self.saved = 0
+        self.shapes_read = 0
 
     def compile(self, name: str, fn: Callable, args: Sequence[Any], donate_argnums: tuple[int, ...] = ()) -> Callable:
         args = tuple(args)
@@ -139,6 +140,20 @@ class Programs:
             if compiled is not None:
                 return compiled
         return jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
+
+    def shapes(self, name: str, fn: Callable, args: Sequence[Any]) -> Any:
+        """``jax.eval_shape(fn, *args)``, read from the saved program ``name`` when there is one
+        (nothing traced): a restore needs the initial state's shapes, and tracing ``init`` costs
+        seconds for some environments. Weak types are not kept (a restored state has none)."""
+        args = tuple(args)
+        if self.folder is not None:
+            loaded = _read(os.path.join(self.folder, program_key(name, self.description, args) + SUFFIX))
+            if loaded is not None:
+                exported, out_tree = loaded
+                self.shapes_read += 1
+                return jax.tree.unflatten(out_tree, [jax.ShapeDtypeStruct(a.shape, a.dtype)
+                                                     for a in exported.out_avals])
+        return jax.eval_shape(fn, *args)
 
     def _through_export(self, name, fn, args, donate_argnums) -> Callable | None:
         from jax import export

@@ -69,6 +69,12 @@ def make_programs(trainer: Trainer, folder: str | None) -> Programs:
     return Programs(folder, {"config": trainer.config.to_dict(), "tuning": tuning})
 
 
+def init_shapes(trainer: Trainer, programs: Programs) -> Any:
+    """The shapes and dtypes of the trainer's initial state (what a checkpoint is restored into)."""
+    config = trainer.config
+    return programs.shapes("init", trainer.init, (jax.random.key(config.seed), HParams.from_config(config)))
+
+
 def placed(trainer: Trainer, state: Any) -> Any:
     """``state``, fresh or restored, typed and placed one way, so that a run and its resume trace the same
     chunk programs: weakly typed arrays (a Python number's type, such as gymnax's ``time=0``; a checkpoint
@@ -116,11 +122,12 @@ class Saver:
             self.last_saved = step
 
 
-def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log):
+def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log, programs: Programs | None = None):
     """``(step, state, history, meta)`` of the latest usable checkpoint, placed as the trainer needs;
-    ``(0, None, {}, {})`` when the run saved none yet (it starts again from update 0)."""
+    ``(0, None, {}, {})`` when the run saved none yet (it starts again from update 0). The
+    initial state's shapes come from the saved ``init`` program in ``programs`` when there is one."""
     config = trainer.config
-    like = jax.eval_shape(trainer.init, jax.random.key(config.seed), HParams.from_config(config))
+    like = init_shapes(trainer, programs or Programs(None))
     if not checkpointer.steps():
         log("the run saved no checkpoint yet: starting from update 0")
         return 0, None, {}, {}
@@ -299,7 +306,7 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
     seconds_before = 0.0
     step, state = 0, None
     if resume:
-        step, state, previous, meta = restore(trainer, checkpointer, log)
+        step, state, previous, meta = restore(trainer, checkpointer, log, programs)
         history = {k: [v] for k, v in previous.items()}
         seconds_before = float(meta.get("train_seconds", 0.0))
         # the same chunks as before, so that the resumed run repeats the same computation
