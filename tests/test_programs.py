@@ -196,19 +196,24 @@ def test_the_command_line_loads_saved_programs_and_trains_the_same(tmp_path, cap
     assert len(metrics[0].splitlines()) == 1 + 16
 
 
-def test_a_resumed_run_loads_the_chunk_program_and_its_compilation(tmp_path, capsys):
+def test_a_resumed_run_loads_the_chunk_program_and_its_compilation(tmp_path, capsys, monkeypatch):
     """The restored state is placed as a fresh run's is, so the chunk is the same program: loaded from
-    the saved programs, and its compilation from JAX's cache (no new compiled program)."""
+    the saved programs, and its compilation from JAX's cache (no new compiled program). The shapes the
+    checkpoint is restored into are read from the initial state's saved program (init is not traced)."""
     cache = str(tmp_path / "cache")
     _train(tmp_path / "a", cache, capsys, "--checkpoint-every", "8")
     rows = (tmp_path / "a" / "metrics.csv").read_text()
     shutil.rmtree(tmp_path / "a" / "checkpoints" / "16")
     (tmp_path / "a" / "summary.json").unlink()
+    found = []
+    read = programs._read
+    monkeypatch.setattr(programs, "_read", lambda path: found.append(read(path)) or found[-1])
     code, misses = cache_misses(
         lambda: cli_main(["train", "--out", str(tmp_path / "a"), "--resume", "--compilation-cache", cache]))
     assert code == 0
     out = capsys.readouterr().out
     assert "resuming from the checkpoint at update 8" in out and "(1 saved program loaded)" in out, out
+    assert [f is not None for f in found] == [True, True]  # the initial state's shapes, then the chunk
     assert misses == 0
     assert (tmp_path / "a" / "metrics.csv").read_text() == rows
 
