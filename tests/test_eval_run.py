@@ -87,8 +87,9 @@ def test_compilation_cache_is_filled_and_can_be_turned_off(trained, tmp_path, mo
 
 
 def test_a_later_eval_loads_its_programs_and_scores_the_same(trained, tmp_path, monkeypatch):
-    """Evaluation saves its program; a later one loads it, and reads the initial state's shapes from the
-    program training saved, so nothing is traced; the returns are those of an evaluation without them."""
+    """Evaluation saves its programs (the episodes', the recording's); a later one loads them, and reads the
+    initial state's shapes from the program training saved, so nothing is traced; the returns and the GIF
+    are those of an evaluation without them."""
     cache = tmp_path / "cache"  # the training's saved programs (its initial state's), in a folder of this test
     shutil.copytree(os.path.join(os.environ[ENV_VAR], programs.FOLDER), cache / programs.FOLDER)
     before = set(os.listdir(cache / programs.FOLDER))
@@ -98,15 +99,17 @@ def test_a_later_eval_loads_its_programs_and_scores_the_same(trained, tmp_path, 
 
     def returns(*flags):
         reads.clear()
-        done = run_main("eval", "--run", str(trained), "--episodes", "3", "--seed", "4", *flags)
+        gif = tmp_path / f"{len(os.listdir(tmp_path))}.gif"
+        done = run_main("eval", "--run", str(trained), "--episodes", "3", "--seed", "4", "--render", str(gif), *flags)
         assert done.returncode == 0, done.stderr
-        return json.loads((trained / "eval.json").read_text())["returns"]
+        return json.loads((trained / "eval.json").read_text())["returns"], gif.read_bytes()
 
     first = returns("--compilation-cache", str(cache))
-    assert [r is not None for r in reads] == [True, False]  # the initial state's program; the evaluation's is new
-    assert len(set(os.listdir(cache / programs.FOLDER)) - before) == 1
+    # the initial state's program is read; the evaluation's and the recording's are new
+    assert [r is not None for r in reads] == [True, False, False]
+    assert len(set(os.listdir(cache / programs.FOLDER)) - before) == 2
     second = returns("--compilation-cache", str(cache))
-    assert [r is not None for r in reads] == [True, True]
+    assert [r is not None for r in reads] == [True, True, True]
     without = returns("--compilation-cache", "off")
     assert reads == [] and first == second == without
 

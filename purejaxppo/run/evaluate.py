@@ -68,19 +68,21 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
     return evaluate
 
 
-def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int = 0, max_steps: int | None = None):
+def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int = 0, max_steps: int | None = None,
+                   programs: Any = None):
     """One episode as ``(observations [T+1, obs_dim], rewards [T])``, compiled as one scan.
 
     The observations run from the first one to the one the last step reached, so an
     episode of T steps gives T + 1 frames. For a Brax environment the frames are the bodies'
     world positions ``[T+1, bodies, 3]`` instead (its observations do not carry them all).
+    ``programs`` (a :class:`purejaxppo.run.programs.Programs` of the trainer) compiles it
+    through the saved programs.
     """
     env, act, how = trainer.env, trainer.act, action_mapping(trainer.config)
     limit = _episode_limit(trainer, max_steps)
     recurrent = trainer.config.policy == "gru"
     positions = getattr(env.env, "body_positions", None)  # Brax: draw the bodies, not the observation
 
-    @jax.jit
     def run(state, key):
         reset_key, key = jax.random.split(key)
         obs, env_state = env.reset(reset_key)
@@ -105,7 +107,12 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
         )
         return (obs if positions is None else positions(env_state)), final_obs, rewards, alive
 
-    first, reached, rewards, alive = jax.device_get(run(state, jax.random.key(seed)))
+    args = (state, jax.random.key(seed))
+    if programs is not None and max_steps is None:
+        compiled = programs.compile(f"record{'deterministic' if deterministic else 'stochastic'}", run, args)
+    else:
+        compiled = jax.jit(run)
+    first, reached, rewards, alive = jax.device_get(compiled(*args))
     length = int(alive.sum())
     frames = np.concatenate([first[None], reached[:length]], axis=0)
     return frames, np.asarray(rewards[:length], np.float64)
@@ -116,9 +123,10 @@ def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0
     """Evaluate a run's checkpoint (and record one episode as a GIF); writes and returns ``eval.json``'s record.
 
     ``program_cache``: a folder of saved programs (:mod:`purejaxppo.run.programs`, the command
-    line's is ``programs`` in the compilation cache). The evaluation's program is saved there
-    and loaded by a later evaluation of the same settings, and the initial state's shapes
-    are read from the program training saved; nothing is traced twice."""
+    line's is ``programs`` in the compilation cache). The evaluation's program (and the
+    recording's) is saved there and loaded by a later evaluation of the same settings, and
+    the initial state's shapes are read from the program training saved; nothing is traced
+    twice."""
     from purejaxppo.run import layout
 
     layout.read_config(run_dir)  # a run folder, before it is locked
@@ -155,7 +163,7 @@ def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, pro
     if render:
         from purejaxppo.run.render import write_gif
 
-        frames, rewards = record_episode(policy.trainer, policy.params, deterministic, seed)
+        frames, rewards = record_episode(policy.trainer, policy.params, deterministic, seed, programs=programs)
         ret = float(rewards.sum())
         n = write_gif(render, env.name, env.obs_shape, frames, rewards, parents=getattr(env.env, "body_parents", None))
         record["render"] = {"path": os.path.abspath(render), "frames": n, "return": ret}
