@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +11,9 @@ import numpy as np
 
 from purejaxppo.core.act import action_mapping
 from purejaxppo.core.train import Trainer
+
+if TYPE_CHECKING:
+    from purejaxppo.run.programs import Programs
 
 
 def _episode_limit(trainer: Trainer, max_steps: int | None) -> int:
@@ -69,7 +72,7 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
 
 
 def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int = 0, max_steps: int | None = None,
-                   programs: Any = None):
+                   programs: Programs | None = None):
     """One episode as ``(observations [T+1, obs_dim], rewards [T])``, compiled as one scan.
 
     The observations run from the first one to the one the last step reached, so an
