@@ -4,7 +4,9 @@ The reference was recorded (``tests/data/record_reference.py``) before the core 
 into stages; the same key and configuration must still give the same metrics and final
 parameters, bit for bit on the library versions and the kind of processor it was recorded with
 (``__machine__``: vendor, AVX-512 or not; XLA compiles for the host's instruction set and rounds
-differently on others, so there the check allows float rounding).
+differently on others), or with a record of this machine's kind (``reference_runs.machine-*.npz``,
+recorded with ``--this-machine`` after agreeing with the first to float rounding). Elsewhere the
+check allows float rounding.
 """
 
 import os

@@ -161,5 +161,8 @@ def test_accelerator_layout_gives_the_reference_run(name, layout, reference):
     # Everything but the shuffle as in the layout: the same run to float rounding, early stops and
     # truncation bootstraps included.
     today = run(name, dataclasses.replace(layout, shuffle="packed"))
+    # Another layout's rounding drifts further than another processor's: after Pendulum's 6 updates the
+    # GPU layout's final parameters are up to 1.06e-4 from the recorded ones (8.9e-5 from the AMD EPYC's
+    # record, 1.06e-4 from the Intel Xeon's), where the two processors' records are 1.7e-5 apart.
     for k, v in today.items():
-        assert_close(k, v, reference[k])
+        assert_close(k, v, reference[k], atol=3e-4)
