@@ -91,7 +91,8 @@ def test_a_later_eval_loads_its_programs_and_scores_the_same(trained, tmp_path, 
     initial state's shapes from the program training saved, so nothing is traced; the returns and the GIF
     are those of an evaluation without them."""
     cache = tmp_path / "cache"  # the training's saved programs (its initial state's), in a folder of this test
-    shutil.copytree(os.path.join(os.environ[ENV_VAR], programs.FOLDER), cache / programs.FOLDER)
+    shutil.copytree(os.path.join(os.environ[ENV_VAR], programs.FOLDER), cache / programs.FOLDER,
+                    ignore=shutil.ignore_patterns("*.tmp"))  # not the files another worker is writing
     before = set(os.listdir(cache / programs.FOLDER))
     reads = []
     read = programs._read
