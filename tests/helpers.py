@@ -19,6 +19,22 @@ class Result(NamedTuple):
     stderr: str
 
 
+def program_reads(monkeypatch) -> list[bool]:
+    """Whether each saved program looked up from now on (:mod:`purejaxppo.run.programs`) was found, in order."""
+    from purejaxppo.run import programs
+
+    found: list[bool] = []
+    read = programs._read
+
+    def counted(path):
+        loaded = read(path)
+        found.append(loaded is not None)
+        return loaded
+
+    monkeypatch.setattr(programs, "_read", counted)
+    return found
+
+
 def cache_misses(call):
     """``call()``'s result and how many programs it compiled that JAX's persistent cache did not hold."""
     import jax

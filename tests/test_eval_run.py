@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import run_main
+from helpers import program_reads, run_main
 from purejaxppo.run import programs
 from purejaxppo.run.cache import ENV_VAR, default_cache_dir, resolve_cache_dir
 from purejaxppo.run.policy import load_policy
@@ -94,9 +94,7 @@ def test_a_later_eval_loads_its_programs_and_scores_the_same(trained, tmp_path, 
     shutil.copytree(os.path.join(os.environ[ENV_VAR], programs.FOLDER), cache / programs.FOLDER,
                     ignore=shutil.ignore_patterns("*.tmp"))  # not the files another worker is writing
     before = set(os.listdir(cache / programs.FOLDER))
-    reads = []
-    read = programs._read
-    monkeypatch.setattr(programs, "_read", lambda path: reads.append(read(path)) or reads[-1])
+    reads = program_reads(monkeypatch)
 
     def returns(*flags):
         reads.clear()
@@ -107,10 +105,10 @@ def test_a_later_eval_loads_its_programs_and_scores_the_same(trained, tmp_path, 
 
     first = returns("--compilation-cache", str(cache))
     # the initial state's program is read; the evaluation's and the recording's are new
-    assert [r is not None for r in reads] == [True, False, False]
+    assert reads == [True, False, False]
     assert len(set(os.listdir(cache / programs.FOLDER)) - before) == 2
     second = returns("--compilation-cache", str(cache))
-    assert [r is not None for r in reads] == [True, True, True]
+    assert reads == [True, True, True]
     without = returns("--compilation-cache", "off")
     assert reads == [] and first == second == without
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import cache_misses
+from helpers import cache_misses, program_reads
 from jax.experimental import io_callback
 
 from purejaxppo.cli import main as cli_main
@@ -205,15 +205,13 @@ def test_a_resumed_run_loads_the_chunk_program_and_its_compilation(tmp_path, cap
     rows = (tmp_path / "a" / "metrics.csv").read_text()
     shutil.rmtree(tmp_path / "a" / "checkpoints" / "16")
     (tmp_path / "a" / "summary.json").unlink()
-    found = []
-    read = programs._read
-    monkeypatch.setattr(programs, "_read", lambda path: found.append(read(path)) or found[-1])
+    found = program_reads(monkeypatch)
     code, misses = cache_misses(
         lambda: cli_main(["train", "--out", str(tmp_path / "a"), "--resume", "--compilation-cache", cache]))
     assert code == 0
     out = capsys.readouterr().out
     assert "resuming from the checkpoint at update 8" in out and "(1 saved program loaded)" in out, out
-    assert [f is not None for f in found] == [True, True]  # the initial state's shapes, then the chunk
+    assert found == [True, True]  # the initial state's shapes, then the chunk
     assert misses == 0
     assert (tmp_path / "a" / "metrics.csv").read_text() == rows
 

@@ -112,12 +112,11 @@ def load() -> tuple[dict[str, np.ndarray], bool]:
     """The recorded arrays, and whether this machine should give them bit for bit: those of
     ``reference_runs.npz``, or of a record of this machine's kind (``--this-machine``) where one
     matches (the recorded runs are the same, to float rounding)."""
-    for path in [PATH, *sorted(glob.glob(os.path.join(HERE, "reference_runs.machine-*.npz")))]:
-        data = np.load(path)
-        if _matches(data):
-            return {k: data[k] for k in data.files if not k.startswith("__")}, True
-    data = np.load(PATH)
-    return {k: data[k] for k in data.files if not k.startswith("__")}, False
+    records = [np.load(p) for p in [PATH, *sorted(glob.glob(os.path.join(HERE, "reference_runs.machine-*.npz")))]]
+    data = next((d for d in records if _matches(d)), None)
+    exact = data is not None
+    data = data if exact else records[0]
+    return {k: data[k] for k in data.files if not k.startswith("__")}, exact
 
 
 def assert_close(key: str, today: np.ndarray, expected: np.ndarray, atol: float = 1e-4) -> None:
