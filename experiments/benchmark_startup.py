@@ -24,6 +24,12 @@ state traced for its shapes and the evaluation traced, at every launch).
     python experiments/benchmark_startup.py --eval 10 --repeats 3 -- --env brax/inverted_pendulum \
         --total-timesteps 20480 --num-envs 64 --num-steps 64
 
+``--sweep`` times ``purejaxppo sweep`` with the flags after ``--`` in the same two variants
+(the agents' initial states and the chunk of vmapped updates loaded, or traced at each launch):
+
+    python experiments/benchmark_startup.py --sweep --repeats 3 -- --env brax/inverted_pendulum \
+        --num-seeds 4 --total-timesteps 20480 --num-envs 64 --num-steps 64
+
 The first launch of each variant warms the cache and is not counted; the table shows the median
 of the timed launches. "solved" is CartPole's threshold: a final return >= 475.
 """
@@ -31,6 +37,7 @@ of the timed launches. "solved" is CartPole's threshold: a final return >= 475.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -78,18 +85,29 @@ def launch_eval(code: str, run: str, episodes: int, env: dict[str, str]) -> dict
     return {"wall": wall, "mean_return": json.load(open(os.path.join(run, "eval.json")))["mean"]}
 
 
-def main_eval(args: argparse.Namespace, work: str, env: dict[str, str]) -> int:
-    run = os.path.join(work, "run")
-    launch(NOW, args.train_args, run, env)  # the run evaluated (its training saves the initial state's program)
+def launch_sweep(code: str, args: list[str], out: str, env: dict[str, str]) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, "sweep", *args, "--out", out], env=env, capture_output=True,
+                          text=True, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"the sweep failed: {done.stderr.strip().splitlines()[-1]}")
+    with open(os.path.join(out, "results.csv")) as f:
+        finals = [float(row["final_return"]) for row in csv.DictReader(f)]
+    return {"wall": wall, "mean_return": statistics.fmean(finals)}
+
+
+def compare_launches(args: argparse.Namespace, work: str, title: str, one_launch) -> int:
+    """``one_launch(code)`` timed in two variants, saved programs and traced ones, interleaved."""
     variants = {"now": NOW, "programs traced each launch": TRACED + NOW}
     records: dict[str, list[dict]] = {name: [] for name in variants}
     for code in variants.values():
-        launch_eval(code, run, args.eval, env)  # warms the cache
+        one_launch(code)  # warms the cache
     for _ in range(args.repeats):
         for name, code in variants.items():
-            records[name].append(launch_eval(code, run, args.eval, env))
-    print(f"purejaxppo eval --episodes {args.eval} of a run of purejaxppo train {' '.join(args.train_args)} "
-          f"(warm compilation cache; median of {args.repeats})")
+            records[name].append(one_launch(code))
+    print(f"{title} (warm compilation cache; median of {args.repeats})")
     print(f"{'variant':34s} {'launch to result':>16s} {'mean return':>12s}")
     for name, rs in records.items():
         print(f"{name:34s} {statistics.median(r['wall'] for r in rs):15.2f}s {rs[0]['mean_return']:12.2f}")
@@ -98,9 +116,23 @@ def main_eval(args: argparse.Namespace, work: str, env: dict[str, str]) -> int:
     print(f"launch to result, programs traced each launch / now: {ratio:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"train_args": args.train_args, "eval_episodes": args.eval, "records": records}, f, indent=2)
+            json.dump({"command": title, "records": records}, f, indent=2)
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def main_eval(args: argparse.Namespace, work: str, env: dict[str, str]) -> int:
+    run = os.path.join(work, "run")
+    launch(NOW, args.train_args, run, env)  # the run evaluated (its training saves the initial state's program)
+    return compare_launches(
+        args, work, f"purejaxppo eval --episodes {args.eval} of a run of purejaxppo train {' '.join(args.train_args)}",
+        lambda code: launch_eval(code, run, args.eval, env))
+
+
+def main_sweep(args: argparse.Namespace, work: str, env: dict[str, str]) -> int:
+    out = os.path.join(work, "sweep")
+    return compare_launches(args, work, f"purejaxppo sweep {' '.join(args.train_args)}",
+                            lambda code: launch_sweep(code, args.train_args, out, env))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,12 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     parser.add_argument("--eval", type=int, default=0, metavar="N",
                         help="time purejaxppo eval (N episodes) of a run trained once, instead of train")
-    parser.add_argument("train_args", nargs="*", help="flags for purejaxppo train (after --)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="time purejaxppo sweep with the flags after -- instead of train")
+    parser.add_argument("train_args", nargs="*", help="flags for purejaxppo train (or sweep) (after --)")
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="purejaxppo-startup-")
     env = dict(os.environ, PUREJAXPPO_COMPILATION_CACHE=os.path.join(work, "cache"))
+    if args.eval and args.sweep:
+        parser.error("--eval and --sweep: give one of them")
     if args.eval:
         return main_eval(args, work, env)
+    if args.sweep:
+        return main_sweep(args, work, env)
     records: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for name, code in VARIANTS.items():
         launch(code, args.train_args, os.path.join(work, "run"), env)  # warms the cache

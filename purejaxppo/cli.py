@@ -495,14 +495,15 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
     import jax
 
     from purejaxppo.errors import Interrupted
-    from purejaxppo.run import layout, results
+    from purejaxppo.run import layout, results, runner
     from purejaxppo.run.loggers import ProgressBar
-    from purejaxppo.run.runner import auto_chunk
+    from purejaxppo.run.programs import FOLDER as PROGRAMS
     from purejaxppo.run.signals import StopSignals
     from purejaxppo.scale.stats import format_table
     from purejaxppo.scale.sweep import run_plan
 
-    _setup_cache(args)
+    cache = _setup_cache(args)
+    programs = runner.make_programs(trainer, os.path.join(cache, PROGRAMS) if cache is not None else None)
     print(f"preset: {preset_name or 'none'}", flush=True)
     print(
         f"sweep on {config.env}: {len(plan.settings)} setting(s) x {args.num_seeds} seed(s) = {plan.num_agents} "
@@ -515,8 +516,8 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
                       if args.progress is not None else None)
     t0 = time.perf_counter()
     try:
-        result = run_plan(trainer, plan, chunk_updates=auto_chunk(config.num_updates),
-                          on_chunk=lambda done: bar.update(done * steps_per_update))
+        result = run_plan(trainer, plan, chunk_updates=runner.auto_chunk(config.num_updates),
+                          on_chunk=lambda done: bar.update(done * steps_per_update), programs=programs)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -534,8 +535,9 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
     if stop.signum is not None:
         raise Interrupted(f"stopped after writing the sweep's results in {out}", stop.signum)
     total_steps = plan.num_agents * config.num_updates * config.batch_size
-    print(f"trained {plan.num_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included",
-          flush=True)
+    loaded = f" ({programs.hits} saved program{'s' if programs.hits > 1 else ''} loaded)" if programs.hits else ""
+    print(f"trained {plan.num_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included"
+          f"{loaded}", flush=True)
     print(format_table(rows))
     print(f"results in {out}")
     return 0

@@ -216,6 +216,42 @@ def test_a_resumed_run_loads_the_chunk_program_and_its_compilation(tmp_path, cap
     assert (tmp_path / "a" / "metrics.csv").read_text() == rows
 
 
+SWEEP = ["--num-envs", "4", "--num-steps", "16", "--total-timesteps", "1024", "--num-seeds", "2", "--grid",
+         "lr=1e-3,3e-3"]
+
+
+def _sweep(out, cache, capsys):
+    assert cli_main(["sweep", *SWEEP, "--out", str(out), "--compilation-cache", cache]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_sweep_loads_its_saved_programs_and_trains_the_same(tmp_path, capsys, monkeypatch):
+    """A sweep's first launch saves its two programs (the agents' initial states, a chunk of
+    vmapped updates); the second loads both, compiles nothing new and gives the same numbers, bit
+    for bit, as a launch with the caches off."""
+    cache = str(tmp_path / "cache")
+    first = _sweep(tmp_path / "a", cache, capsys)
+    saved = _files(os.path.join(cache, programs.FOLDER))
+    assert len(saved) == 2 and "saved programs" not in first, (saved, first)
+
+    found = program_reads(monkeypatch)
+    code, misses = cache_misses(lambda: _sweep(tmp_path / "b", cache, capsys))
+    assert "(2 saved programs loaded)" in code, code
+    assert found == [True, True] and misses == 0
+    assert _files(os.path.join(cache, programs.FOLDER)) == saved
+
+    off = _sweep(tmp_path / "c", "off", capsys)
+    assert "saved programs" not in off
+    for name in ("results.csv", "summary.csv"):
+        texts = [(tmp_path / run / name).read_text() for run in "abc"]
+        assert texts[0] == texts[1] == texts[2], name
+    arrays = [np.load(tmp_path / run / "metrics.npz") for run in "abc"]
+    assert arrays[0].files == arrays[1].files == arrays[2].files
+    for name in arrays[0].files:
+        np.testing.assert_array_equal(arrays[1][name], arrays[0][name], err_msg=name)
+        np.testing.assert_array_equal(arrays[2][name], arrays[0][name], err_msg=name)
+
+
 class _Static:
     """Static data of a tree node whose repr holds its address, as MJX's model arrays do."""
 

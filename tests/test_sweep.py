@@ -12,7 +12,7 @@ from purejaxppo import ConfigError, HParams, PPOConfig, make_train, make_trainer
 from purejaxppo.scale import plan as sw
 from purejaxppo.scale.stats import bootstrap_ci
 from purejaxppo.scale.sweep import run_plan
-from helpers import run_main
+from helpers import program_reads, run_main
 
 SMALL = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2, total_timesteps=4 * 32 * 6)
 
@@ -73,6 +73,20 @@ def test_sweep_compiles_once(grid_run):
     result, traces = grid_run
     assert result.final_return.shape == (4, 2)
     assert len(traces) == 1  # eight agents, one trace of train, one program
+
+
+def test_a_library_sweep_saves_and_loads_its_program(grid_result, tmp_path, monkeypatch):
+    """``sweep(..., program_cache=DIR)``: the first call saves the fused program, the second loads
+    it; both give the numbers of the sweep compiled the usual way, bit for bit."""
+    found = program_reads(monkeypatch)
+    grid = {"lr": [1e-3, 3e-3], "clip_eps": [0.1, 0.3]}
+    first = sweep(SMALL, num_seeds=2, grid=grid, program_cache=str(tmp_path))
+    second = sweep(SMALL, num_seeds=2, grid=grid, program_cache=str(tmp_path))
+    assert found == [False, True]
+    assert len(os.listdir(tmp_path)) == 1
+    for name, values in grid_result.metrics.items():
+        np.testing.assert_array_equal(first.metrics[name], values, err_msg=name)
+        np.testing.assert_array_equal(second.metrics[name], values, err_msg=name)
 
 
 def test_random_search_is_reproducible_and_in_bounds():

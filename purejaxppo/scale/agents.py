@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from purejaxppo.core.config import HParams
 from purejaxppo.core.train import Trainer
 
+if TYPE_CHECKING:
+    from purejaxppo.run.programs import Programs
+
 
 def agent_mesh(devices: list | None = None) -> Mesh:
     """A one-axis mesh (``"agents"``) over ``devices`` (default: all devices of all processes)."""
@@ -27,7 +31,8 @@ def agent_mesh(devices: list | None = None) -> Mesh:
 
 
 def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh | None = None,
-               chunk_updates: int | None = None, on_chunk: Callable[[int], None] | None = None):
+               chunk_updates: int | None = None, on_chunk: Callable[[int], None] | None = None,
+               programs: Programs | None = None):
     """Train ``A`` agents (``keys [A]``, ``hparams [A]``) in one program, split over ``mesh``.
 
     ``jit(vmap(train))`` with the agent axis sharded as ``NamedSharding(mesh, P("agents"))``
@@ -46,6 +51,12 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
     calls of a second, a ``lax.scan`` of ``chunk_updates`` vmapped updates (the same updates
     as the fused program), and ``on_chunk(updates done)`` is called between chunks (a progress
     bar).
+
+    With ``programs`` (:class:`~purejaxppo.run.programs.Programs` over a folder, whose description
+    determines ``trainer``) on one device in one process, the programs are compiled through its
+    saved programs (``sweep-init``, ``sweep-chunk{K}``, ``sweep-train``, keyed also by the agent
+    count): a later launch of the same sweep loads them instead of tracing them, and runs the
+    same programs.
 
     Returns ``(final states, metrics)``; states are global arrays with the agent axis first
     (padding included), metrics are host NumPy arrays of the ``A`` agents.
@@ -78,17 +89,24 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
         put = lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])  # noqa: E731
         args = (put(key_data), jax.tree_util.tree_map(put, host_hparams))
         jit_kw = {"out_shardings": sharding}
+    saved = programs if programs is not None and n_dev == 1 and jax.process_count() == 1 else None
+
+    def build(name, fn, call_args, donate_argnums=()):
+        if saved is None:
+            return jax.jit(fn, donate_argnums=donate_argnums, **jit_kw)
+        return saved.compile(name, fn, call_args, donate_argnums)
+
     if chunk_updates is None:
-        states, metrics = jax.jit(train, **jit_kw)(*args)
+        states, metrics = build("sweep-train", train, args)(*args)
         metrics = _host(metrics)
     else:
-        states = jax.jit(init, **jit_kw)(*args)
-        n_updates, done, pieces, programs = trainer.config.num_updates, 0, [], {}
+        states = build("sweep-init", init, args)(*args)
+        n_updates, done, pieces, compiled = trainer.config.num_updates, 0, [], {}
         while done < n_updates:
             k = min(chunk_updates, n_updates - done)
-            if k not in programs:
-                programs[k] = jax.jit(functools.partial(chunk, length=k), donate_argnums=0, **jit_kw)
-            states, m = programs[k](states, args[1])
+            if k not in compiled:
+                compiled[k] = build(f"sweep-chunk{k}", functools.partial(chunk, length=k), (states, args[1]), (0,))
+            states, m = compiled[k](states, args[1])
             pieces.append(_host(m))
             done += k
             if on_chunk is not None:

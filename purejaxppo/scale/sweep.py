@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import numpy as np
@@ -28,6 +28,9 @@ from purejaxppo.core.metrics import final_return
 from purejaxppo.core.train import Trainer, make_trainer
 from purejaxppo.scale.agents import run_agents
 from purejaxppo.scale.plan import Distribution, SweepPlan, make_plan, stack_hparams
+
+if TYPE_CHECKING:
+    from purejaxppo.run.programs import Programs
 
 
 class SweepResult(NamedTuple):
@@ -41,11 +44,12 @@ class SweepResult(NamedTuple):
 
 
 def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_updates: int | None = None,
-             on_chunk: Callable[[int], None] | None = None) -> SweepResult:
+             on_chunk: Callable[[int], None] | None = None, programs: Programs | None = None) -> SweepResult:
     """Train every agent of ``plan`` with ``trainer``'s program, over the devices of ``mesh``
-    (in chunks of ``chunk_updates`` updates, calling ``on_chunk(updates done)`` between them)."""
+    (in chunks of ``chunk_updates`` updates, calling ``on_chunk(updates done)`` between them),
+    through the saved programs of ``programs`` on one device (:func:`run_agents`)."""
     hparams = stack_hparams(trainer.config, plan)
-    _, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh, chunk_updates, on_chunk)
+    _, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh, chunk_updates, on_chunk, programs)
     g, s = len(plan.settings), plan.num_seeds
     shaped = {k: v.reshape((g, s) + v.shape[1:]) for k, v in metrics.items()}
     returns = shaped["charts/episodic_return"]
@@ -62,8 +66,15 @@ def sweep(
     samples: dict[str, Distribution] | None = None,
     num_samples: int = 0,
     mesh: Mesh | None = None,
+    program_cache: str | None = None,
 ) -> SweepResult:
     """Train ``num_seeds`` seeds of every setting of ``grid`` x ``samples`` in one compiled program.
+
+    ``program_cache``: a folder of saved traced programs (:mod:`purejaxppo.run.programs`; the
+    command line uses the ``programs`` folder of its compilation cache). A later call of the
+    same sweep on one device loads its program instead of tracing it. The key covers a config's
+    trainer, not functions of one's own: give it only with a ``PPOConfig`` or a trainer that
+    :func:`~purejaxppo.core.train.make_trainer` built from one.
 
     Example:
         >>> from purejaxppo import PPOConfig, sweep
@@ -73,4 +84,9 @@ def sweep(
     """
     trainer = config if isinstance(config, Trainer) else make_trainer(config)
     plan = make_plan(trainer.config, num_seeds, grid, samples, num_samples)
-    return run_plan(trainer, plan, mesh)
+    programs = None
+    if program_cache is not None:
+        from purejaxppo.run.runner import make_programs
+
+        programs = make_programs(trainer, program_cache)
+    return run_plan(trainer, plan, mesh, programs=programs)
