@@ -105,6 +105,41 @@ def test_bad_input_gets_one_line_error(args, expected, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("folder,expected", [
+    ("/proc/no-such-folder", "cannot make the folder (No such file or directory)"),
+    ("a-file", "it exists and is not a folder"),
+])
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_an_unusable_compilation_cache_is_one_line(folder, expected, how, tmp_path, monkeypatch):
+    """A cache folder the user named that cannot be made or written: one line, nothing written.
+    The default folder (nothing named) that cannot be: a one-line warning, and no cache."""
+    if folder == "a-file":
+        folder = str(tmp_path / "a-file")
+        open(folder, "w").close()
+    if how == "flag":
+        proc = run_cli("train", *TINY, "--compilation-cache", folder, "--out", str(tmp_path / "x"))
+        named = f"--compilation-cache {folder}: "
+    else:
+        monkeypatch.setenv("PUREJAXPPO_COMPILATION_CACHE", folder)
+        proc = run_cli("train", *TINY, "--out", str(tmp_path / "x"))
+        named = f"PUREJAXPPO_COMPILATION_CACHE={folder}: "
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line == f"purejaxppo train: error: {named}{expected}; accepted: a folder that can be made and written, or 'off'"
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_unusable_default_cache_folder_warns_and_goes_on(tmp_path, monkeypatch):
+    monkeypatch.delenv("PUREJAXPPO_COMPILATION_CACHE", raising=False)
+    (tmp_path / "cache-home").write_text("")  # $XDG_CACHE_HOME a file: its purejaxppo/jax cannot be made
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-home"))
+    proc = run_cli("eval", "--run", str(tmp_path / "missing"))
+    warning, error = proc.stderr.strip().splitlines()
+    assert warning.startswith(f"purejaxppo: warning: no compilation cache: {tmp_path / 'cache-home'}/purejaxppo/jax: "
+                              "cannot make the folder"), warning
+    assert error.startswith("purejaxppo eval: error: no run folder at"), error  # the command went on
+
+
 def test_one_line_error_from_a_real_process(tmp_path):
     proc = run_subprocess("train", "--env", "CartPol-v1", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2

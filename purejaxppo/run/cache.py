@@ -10,6 +10,7 @@ From Python, call :func:`enable_compilation_cache` once before compiling.
 from __future__ import annotations
 
 import os
+import sys
 
 ENV_VAR = "PUREJAXPPO_COMPILATION_CACHE"
 OFF = ("off", "none", "0", "false", "no")
@@ -30,14 +31,41 @@ def resolve_cache_dir(value: str | None = None) -> str | None:
     return os.path.abspath(os.path.expanduser(chosen))
 
 
+def _unusable(path: str) -> str | None:
+    """Why ``path`` cannot hold the cache (made if missing), or None when it can."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        return "it exists and is not a folder"
+    except OSError as e:
+        return f"cannot make the folder ({e.strerror or e})"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "the folder is not writable"
+    return None
+
+
 def enable_compilation_cache(value: str | None = None) -> str | None:
-    """Point JAX's persistent compilation cache at the chosen folder; returns it (None: off)."""
+    """Point JAX's persistent compilation cache at the chosen folder; returns it (None: off).
+
+    A folder named by ``value`` or ``PUREJAXPPO_COMPILATION_CACHE`` that cannot be made or written
+    is a :class:`~purejaxppo.errors.ConfigError`; when the default folder cannot, a one-line
+    warning goes to stderr and the run goes on without the cache (the cache only saves time).
+    """
     import jax
 
     path = resolve_cache_dir(value)
     if path is None:
         return None
-    os.makedirs(path, exist_ok=True)
+    problem = _unusable(path)
+    if problem is not None:
+        if value is not None or os.environ.get(ENV_VAR):
+            from purejaxppo.errors import ConfigError
+
+            where = f"--compilation-cache {value}" if value is not None else f"{ENV_VAR}={os.environ[ENV_VAR]}"
+            raise ConfigError(f"{where}: {problem}; accepted: a folder that can be made and written, or 'off'")
+        sys.stderr.write(f"purejaxppo: warning: no compilation cache: {path}: {problem} (choose a folder with "
+                         f"--compilation-cache DIR or {ENV_VAR}, or 'off')\n")
+        return None
     jax.config.update("jax_compilation_cache_dir", path)
     # Cache every program, including the small ones (evaluation, the remainder chunk).
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
