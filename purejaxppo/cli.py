@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--tiny", action="store_true",
                      help="2 updates of 4 envs per task: checks the plumbing, not the numbers")
     rep.add_argument("--out", default=None, metavar="DIR", help="where the result files go (default: results/SUITE)")
+    rep.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     _add_cache_flag(rep)
     rl = sub.add_parser(
         "rlhf",
@@ -205,10 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from purejaxppo.run.reproduce import SUITES, get_suite, run_suite
+    from purejaxppo.run.reproduce import RESULT_FILES, SUITES, get_suite, run_suite
 
     if args.list:
-        for suite in SUITES.values():
+        for suite in [get_suite(args.suite)] if args.suite else SUITES.values():
             where = "" if suite.fits_cpu else " (sized for an accelerator)"
             print(f"{suite.name}{where}: " + ", ".join(f"{t.env} {t.published:g}" for t in suite.tasks))
         return 0
@@ -222,6 +223,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     _setup_cache(args)
     out = args.out or os.path.join("results", args.suite)
     check_out_path(out)
+    held = [name for name in RESULT_FILES if os.path.exists(os.path.join(out, name))]
+    if held and not args.overwrite:
+        raise UsageError(f"--out: {out} already holds a suite's results ({', '.join(held)}); pass --overwrite to "
+                         "replace them or choose another --out")
     command = "purejaxppo reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [args.suite])
     summary = run_suite(args.suite, seeds=args.seeds, tiny=args.tiny, out=out, tasks=args.task, command=command,
                         log=lambda m: print(m, flush=True))

@@ -57,6 +57,7 @@ def test_tiny_suite_writes_every_file(bsuite_run):
         assert float(r["normalised"]) == pytest.approx(expected, rel=1e-4, abs=1e-5)
     summary = open(os.path.join(bsuite_run, "summary.md")).read()
     assert "tiny budget" in summary and "| DiscountingChain-bsuite |" in summary and "IQM" in summary
+    assert "Protocol: 262,144 env steps per task" in summary and "this run used the tiny budget instead" in summary
     assert "seeds solved" in summary
 
 
@@ -110,3 +111,18 @@ def test_list(capsys):
     assert main(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
     assert "minatar (sized for an accelerator): Asterix-MinAtar 15" in out and "bsuite: Catch-bsuite 1" in out
+    assert main(["reproduce", "--list", "bsuite"]) == 0
+    [line] = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("bsuite: Catch-bsuite 1")
+
+
+def test_results_already_there_are_kept_without_overwrite(bsuite_run, capsys):
+    """A second run into a suite's folder (by default the committed results/SUITE) is refused
+    before anything trains, and every file is kept."""
+    before = {name: open(os.path.join(bsuite_run, name), "rb").read() for name in os.listdir(bsuite_run)}
+    rc = main(["reproduce", "bsuite", "--tiny", "--task", "Catch-bsuite", "--out", bsuite_run])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert (f"--out: {bsuite_run} already holds a suite's results (results.csv, meta.json, summary.md, curves.png, "
+            "profile.png); pass --overwrite") in err
+    assert {name: open(os.path.join(bsuite_run, name), "rb").read() for name in os.listdir(bsuite_run)} == before

@@ -281,6 +281,10 @@ def environment_info() -> dict:
     }
 
 
+# what a suite's run writes in its folder
+RESULT_FILES = ("results.csv", "meta.json", "summary.md", "curves.png", "profile.png")
+
+
 def run_suite(name: str, seeds: int = 5, tiny: bool = False, out: str | None = None, tasks: list[str] | None = None,
               command: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Run suite ``name`` and write its result files to ``out`` (default ``results/<name>``); returns the summary."""
@@ -357,7 +361,9 @@ def summary_markdown(suite: Suite, summary: dict) -> str:
         "",
         f"Source of the published numbers: {suite.source}.",
         "",
-        f"Protocol: {suite.protocol}. {summary['seeds']} seeds per task, trained in one vmapped program.",
+        f"Protocol: {suite.protocol}" + ("; this run used the tiny budget instead (env steps in the table)"
+                                          if summary["tiny"] else "")
+        + f". {summary['seeds']} seeds per task, trained in one vmapped program.",
         "",
         "| task | env steps | published | ours (eval, mean over seeds) | 95% CI | train return | random policy | "
         + ("seeds solved | " if solved else "") + "verdict |",
