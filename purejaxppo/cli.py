@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("stage", choices=("demo", "sft", "reward", "ppo", "dpo", "bon"), metavar="STAGE",
                     help="demo (every stage), or one of sft, reward, ppo, dpo, bon (reads the earlier stages in --out)")
     rl.add_argument("--out", required=True, metavar="DIR", help="the study's folder")
-    rl.add_argument("--overwrite", action="store_true", help="with demo, replace a study already in --out")
+    rl.add_argument("--overwrite", action="store_true",
+                    help="replace a study already in --out (demo), or the stage records a stage's run replaces")
     rl.add_argument("--tiny", action="store_true", help="small budgets and 5-token responses (about 2 minutes)")
     rl.add_argument("--seed", type=_positive_int, default=None, metavar="N", help="training seed (default: 0)")
     rl.add_argument("--task-seed", type=_positive_int, default=None, metavar="N",
@@ -275,7 +276,8 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
     if args.stage == "demo" and os.path.isdir(args.out):
         pipeline.clear_study(args.out)
     command = "purejaxppo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["rlhf"] else None
-    pipeline.run_stages(args.out, settings, stages, log=lambda m: print(m, flush=True), command=command)
+    pipeline.run_stages(args.out, settings, stages, log=lambda m: print(m, flush=True), command=command,
+                        overwrite=args.overwrite)
     print(f"results in {args.out} (summary.md, results.csv, *.png)")
     return 0
 

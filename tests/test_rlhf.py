@@ -130,7 +130,7 @@ def test_one_stage_reruns_from_the_checkpoints(study):
     before = records["bon"]
     path = os.path.join(out, "stages", "bon.json")
     os.utime(path, (0, 0))
-    assert main(["rlhf", "bon", "--out", out, "--compilation-cache", "off"]) == 0
+    assert main(["rlhf", "bon", "--out", out, "--compilation-cache", "off", "--overwrite"]) == 0
     assert os.path.getmtime(path) > 0  # rewritten by the rerun
     after = pipeline.read_stage(out, "bon")
     assert after["exact"] == before["exact"]  # same reference and proxy, restored from Orbax
@@ -154,10 +154,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys, study):
         (["rlhf", "demo", "--tiny", "--out", empty, "--iterations", "15"], "multiple of eval_every"),
         (["rlhf", "demo", "--tiny", "--out", empty, "--length", "9"], "length=9"),
         (["rlhf", "ppo", "--out", out, "--length", "6"], "differs"),
+        (["rlhf", "bon", "--out", out], f"{out} already holds the bon stage record, which running bon replaces; "
+                                        "pass --overwrite to replace it"),
+        (["rlhf", "sft", "--out", out, "--seed", "3"],
+         f"{out} already holds the sft, reward, ppo, dpo, bon stage records, which running sft replaces; pass "
+         "--overwrite to replace them"),
     ]
+    kept = {name: open(os.path.join(out, name), "rb").read()
+            for name in ("settings.json", "results.csv", "summary.md", *(f"stages/{st}.json" for st in pipeline.STAGES))}
     for argv, words in cases:
         assert main(argv) != 0, argv
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, (argv, err)
     with open(os.path.join(out, "settings.json")) as f:
         assert json.load(f)["task"]["length"] == 5  # the refused runs changed nothing
+    assert {name: open(os.path.join(out, name), "rb").read() for name in kept} == kept

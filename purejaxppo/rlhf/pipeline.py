@@ -419,8 +419,18 @@ def read_stage(out: str, stage: str) -> dict[str, Any] | None:
         return json.load(f)
 
 
-def prepare(out: str, settings: DemoSettings | None, stage: str) -> DemoSettings:
-    """The study's settings: written on its first stage, read back (and checked) on later ones."""
+def replaced_records(out: str, stage: str) -> list[str]:
+    """The stage records in ``out`` that running ``stage`` replaces: its own, and for ``sft`` and
+    ``reward`` every later stage's (made with the products they replace)."""
+    if stage == "demo":
+        return [st for st in STAGES if read_stage(out, st) is not None]
+    later = STAGES[STAGES.index(stage) + 1:] if stage in ("sft", "reward") else ()
+    return [st for st in (stage, *later) if read_stage(out, st) is not None]
+
+
+def prepare(out: str, settings: DemoSettings | None, stage: str, overwrite: bool = True) -> DemoSettings:
+    """The study's settings: written on its first stage, read back (and checked) on later ones.
+    Without ``overwrite``, a stage whose run would replace records already in ``out`` is refused."""
     from purejaxppo.run.layout import write_json
 
     path = os.path.join(out, "settings.json")
@@ -443,6 +453,11 @@ def prepare(out: str, settings: DemoSettings | None, stage: str) -> DemoSettings
             if read_stage(out, need) is None:
                 raise RunError(f"{out} has no {need} stage; run `purejaxppo rlhf {need} --out {out}` (or `demo`) first")
     check_settings(settings)
+    held = [] if overwrite else replaced_records(out, stage)
+    if held:
+        raise RunError(f"{out} already holds the {', '.join(held)} stage record{'s' if len(held) > 1 else ''}, which "
+                       f"running {stage} replaces; pass --overwrite to replace {'them' if len(held) > 1 else 'it'}, "
+                       "or choose another --out")
     os.makedirs(os.path.join(out, "stages"), exist_ok=True)
     write_json(path, settings_to_dict(settings))
     return settings
@@ -460,15 +475,17 @@ def clear_study(out: str) -> None:
 
 
 def run_stages(
-    out: str, settings: DemoSettings | None = None, stages=STAGES, log=print, command: str | None = None
+    out: str, settings: DemoSettings | None = None, stages=STAGES, log=print, command: str | None = None,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Run ``stages`` in order into ``out``; rewrite the result files after each. Returns the
-    stage records (those on disk included)."""
+    stage records (those on disk included). Without ``overwrite``, stages whose run would replace
+    records already in ``out`` (:func:`replaced_records`) are refused before anything runs."""
 
     for stage in stages:
         if stage not in STAGES:
             raise ConfigError(f"stage {stage!r} is not known; use one of {', '.join(STAGES)}")
-    settings = prepare(out, settings, stages[0] if len(stages) == 1 else "demo")
+    settings = prepare(out, settings, stages[0] if len(stages) == 1 else "demo", overwrite)
     study = Study(settings, out, log)
     for stage in stages:
         study.run_stage(stage, command=command, plots=stage == stages[-1])
