@@ -235,9 +235,20 @@ def test_every_checkpoint_damaged_is_one_line(tiny, tmp_path):
     done = subprocess.run([sys.executable, "-m", "purejaxppo.cli", "train", "--out", str(out), "--resume"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert one_error_line(done).endswith("is damaged; they were moved to damaged/")
+    assert one_error_line(done).endswith("is damaged; they were moved to damaged/; to train the run again from "
+                                         "update 0, start it without --resume and with --overwrite")
     assert len(os.listdir(out / "checkpoints" / "damaged")) == 6  # set aside, not deleted
     assert done.stdout.count("is damaged (") == 6
+    # Resumed again, the run has no checkpoint left, but it is not a run that saved none: starting
+    # from update 0 would replace its metrics (with other numbers if a safe change came with it).
+    metrics = read(out / "metrics.csv")
+    again = run_main("train", "--out", out, "--resume", "--total-timesteps", "4096", "--allow-safe-changes")
+    assert again.returncode == 2
+    line = one_error_line(again)
+    assert "every checkpoint of the run in" in line and "is damaged (moved to damaged/: 10-" in line, line
+    assert line.endswith("nothing to resume from; to train the run again from update 0, start it without --resume "
+                         "and with --overwrite"), line
+    assert read(out / "metrics.csv") == metrics
 
 
 def test_unretrieved_tensorstore_read_errors_are_dropped_and_other_task_errors_kept(caplog):

@@ -40,6 +40,8 @@ import numpy as np
 from purejaxppo.errors import CheckpointError
 
 DAMAGED = "damaged"
+# what a run whose checkpoints are all damaged can do
+FROM_ZERO = "to train the run again from update 0, start it without --resume and with --overwrite"
 
 
 def _is_key(x: Any) -> bool:
@@ -265,6 +267,11 @@ class Checkpointer:
         self.manager.reload()
         return sorted(int(s) for s in self.manager.all_steps())
 
+    def damaged(self) -> list[str]:
+        """The checkpoints moved aside as damaged (``damaged/<update>-<time>``), oldest name first."""
+        folder = os.path.join(self.directory, DAMAGED)
+        return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
     def _restore_step(self, step: int, like: Any) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
         ocp = self.ocp
         out = self.manager.restore(
@@ -311,7 +318,8 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001
                 moved = self._move_aside(s)
                 log(f"warning: checkpoint at update {s} is damaged ({_reason(e)}); moved to {moved}")
-        raise CheckpointError(f"every checkpoint in {self.directory} is damaged; they were moved to {DAMAGED}/")
+        raise CheckpointError(f"every checkpoint in {self.directory} is damaged; they were moved to {DAMAGED}/; "
+                              f"{FROM_ZERO}")
 
     def _move_aside(self, step: int) -> str:
         src = os.path.join(self.directory, str(step))

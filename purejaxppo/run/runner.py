@@ -27,7 +27,7 @@ from purejaxppo.core.state import finite_state
 from purejaxppo.core.train import Trainer, make_trainer
 from purejaxppo.errors import CheckpointError, Diverged, Interrupted, RunError
 from purejaxppo.run import layout, results
-from purejaxppo.run.checkpoints import Checkpointer
+from purejaxppo.run.checkpoints import DAMAGED, FROM_ZERO, Checkpointer
 from purejaxppo.run.programs import Programs
 from purejaxppo.run.signals import StopSignals
 
@@ -129,6 +129,9 @@ def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log, programs: Pr
     config = trainer.config
     like = init_shapes(trainer, programs or Programs(None))
     if not checkpointer.steps():
+        if checkpointer.damaged():  # it saved some, all found damaged: starting again would replace its metrics
+            raise RunError(f"every checkpoint of the run in {checkpointer.directory} is damaged (moved to "
+                           f"{DAMAGED}/: {', '.join(checkpointer.damaged())}); nothing to resume from; {FROM_ZERO}")
         log("the run saved no checkpoint yet: starting from update 0")
         return 0, None, {}, {}
     try:
