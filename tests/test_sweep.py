@@ -125,6 +125,29 @@ def test_random_search_is_reproducible_and_in_bounds():
         (lambda: sw.parse_sample("lr=log-uniform:0:1"), "LOW > 0"),
         (lambda: sw.parse_sample("lr=uniform:1e-2:1e-4"), "LOW < HIGH"),
         (lambda: sweep(SMALL, grid={"gamma": [0.9, 1.5]}), "gamma: got 1.5"),
+        # a range is checked at its ends, whatever the draws (1.05 is rarely drawn from one sample)
+        (lambda: sw.make_plan(SMALL, samples={"gamma": sw.Distribution("uniform", (0.9, 1.05))}, num_samples=1),
+         "sample: gamma=uniform:0.9:1.05 can draw a value gamma does not accept: gamma: got 1.05; accepted: a number "
+         "in [0, 1]"),
+        (lambda: sw.make_plan(SMALL, samples={"ent_coef": sw.Distribution("choice", (0.0, -1.0))}, num_samples=1),
+         "can draw a value ent_coef does not accept: ent_coef: got -1.0"),
+        (lambda: sw.parse_grid("lr=1e-3,,2e-3"), "grid: lr=1e-3,,2e-3 has an empty value"),
+        (lambda: sw.parse_grid("lr=1e-3,"), "has an empty value"),
+        (lambda: sw.parse_sample("ent_coef=choice:0,,0.01"), "needs numbers"),
+        # the Python API checks what the command line's parsing checks
+        (lambda: sweep(SMALL, grid={"lr": []}), "grid: lr has an empty list of values; accepted: a list of numbers"),
+        (lambda: sweep(SMALL, grid={"lr": "abc"}), "grid: lr: got 'abc'; accepted: a list of numbers"),
+        (lambda: sweep(SMALL, samples={"lr": sw.Distribution("normal", (0, 1))}, num_samples=2),
+         "sample: lr has distribution 'normal'; accepted: Distribution(KIND, VALUES) with KIND one of uniform, "
+         "log-uniform, choice"),
+        (lambda: sweep(SMALL, samples={"lr": sw.Distribution("uniform", (1e-3,))}, num_samples=2),
+         "sample: lr=uniform:0.001 needs LOW < HIGH"),
+        (lambda: sweep(SMALL, samples={"lr": sw.Distribution("log-uniform", (0.0, 1e-3))}, num_samples=2),
+         "needs LOW > 0"),
+        (lambda: sweep(SMALL, samples={"lr": sw.Distribution("uniform", ("a", "b"))}, num_samples=2),
+         "are not numbers"),
+        (lambda: sweep(SMALL, num_samples=3), "num_samples: got 3 without samples to draw from"),
+        (lambda: sweep(SMALL, samples={"lr": sw.Distribution("uniform", (1e-4, 1e-3))}), "num_samples: got 0"),
     ],
 )
 def test_bad_sweep_specs(call, message):
@@ -180,6 +203,8 @@ def test_sweep_cli_writes_results(tmp_path):
         (["--grid", "lr="], "empty list"),
         (["--sample", "lr=gauss:1:2", "--num-samples", "2"], "distribution 'gauss'"),
         (["--sample", "lr=uniform:1e-4:1e-2"], "--num-samples"),
+        (["--grid", "lr=1e-3,,3e-3"], "grid: lr=1e-3,,3e-3 has an empty value"),
+        (["--sample", "gamma=uniform:0.9:1.05", "--num-samples", "1"], "gamma: got 1.05; accepted: a number in [0, 1]"),
     ],
 )
 def test_sweep_cli_bad_input(args, expected, tmp_path):

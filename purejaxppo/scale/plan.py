@@ -49,9 +49,12 @@ def parse_grid(spec: str) -> tuple[str, list[float]]:
     field = field.strip().replace("-", "_")
     if not sep or not field:
         raise ConfigError(f"grid: {spec!r} is not FIELD=V1,V2,...; for example lr=1e-3,3e-4")
-    items = [v.strip() for v in values.split(",") if v.strip()]
-    if not items:
+    items = [v.strip() for v in values.split(",")]
+    if not any(items):
         raise ConfigError(f"grid: {field} has an empty list of values; accepted: FIELD=V1,V2,...")
+    if not all(items):
+        raise ConfigError(f"grid: {field}={values} has an empty value; accepted: FIELD=V1,V2,... with a number "
+                          "between every two commas")
     try:
         return field, [float(v) for v in items]
     except ValueError:
@@ -68,16 +71,46 @@ def parse_sample(spec: str) -> tuple[str, Distribution]:
     kind, _, rest = dist.partition(":")
     if kind not in DISTRIBUTIONS:
         raise ConfigError(f"sample: {field} has distribution {kind!r}; accepted: {', '.join(DISTRIBUTIONS)}")
-    parts = [p for p in rest.replace(",", ":").split(":") if p.strip()] if kind == "choice" else rest.split(":")
-    if not all(_is_float(p) for p in parts) or not parts:
-        raise ConfigError(f"sample: {field}={dist!r} needs numbers; accepted: {kind}:" + ("V1,V2,..." if kind == "choice" else "LOW:HIGH"))
-    values = tuple(float(p) for p in parts)
-    if kind != "choice":
+    parts = rest.replace(",", ":").split(":") if kind == "choice" else rest.split(":")
+    if not all(_is_float(p) for p in parts):
+        raise ConfigError(f"sample: {field}={dist!r} needs numbers; accepted: {kind}:" + _FORMS[kind])
+    distribution = Distribution(kind, tuple(float(p) for p in parts))
+    check_distribution(field, distribution)
+    return field, distribution
+
+
+_FORMS = {"uniform": "LOW:HIGH", "log-uniform": "LOW:HIGH", "choice": "V1,V2,..."}
+
+
+def _shown(dist: Distribution) -> str:
+    return f"{dist.kind}:" + (",".join if dist.kind == "choice" else ":".join)(f"{v:g}" for v in dist.values)
+
+
+def check_distribution(field: str, dist: Distribution) -> None:
+    """A well-formed distribution whose every possible draw is a valid value of ``field`` (both
+    ends of a range, every choice): what is accepted never depends on the draws."""
+    if not isinstance(dist, Distribution) or dist.kind not in DISTRIBUTIONS:
+        got = dist.kind if isinstance(dist, Distribution) else dist
+        raise ConfigError(f"sample: {field} has distribution {got!r}; accepted: Distribution(KIND, VALUES) with KIND "
+                          f"one of {', '.join(DISTRIBUTIONS)}")
+    values = dist.values
+    if (isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list))
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise ConfigError(f"sample: {field} {dist.kind} values {values!r} are not numbers; accepted: "
+                          f"{dist.kind}:{_FORMS[dist.kind]}")
+    if dist.kind == "choice":
+        if not values:
+            raise ConfigError(f"sample: {field}=choice has no values; accepted: choice:V1,V2,...")
+    else:
         if len(values) != 2 or not values[0] < values[1]:
-            raise ConfigError(f"sample: {field}={dist!r} needs LOW < HIGH; accepted: {kind}:LOW:HIGH")
-        if kind == "log-uniform" and values[0] <= 0:
-            raise ConfigError(f"sample: {field}={dist!r} needs LOW > 0 for a log-uniform distribution")
-    return field, Distribution(kind, values)
+            raise ConfigError(f"sample: {field}={_shown(dist)} needs LOW < HIGH; accepted: {dist.kind}:LOW:HIGH")
+        if dist.kind == "log-uniform" and values[0] <= 0:
+            raise ConfigError(f"sample: {field}={_shown(dist)} needs LOW > 0 for a log-uniform distribution")
+    for v in values:
+        try:
+            validate_field(field, float(v))
+        except ConfigError as e:
+            raise ConfigError(f"sample: {field}={_shown(dist)} can draw a value {field} does not accept: {e}") from None
 
 
 def parse_specs(grid_specs: list[str], sample_specs: list[str]) -> tuple[dict[str, list[float]], dict[str, Distribution]]:
@@ -167,8 +200,22 @@ def make_plan(
         for field in fields:
             check_sweepable(field, where)
     _check_disjoint(grid, samples)
-    if samples and num_samples <= 0:
+    for field, values in grid.items():
+        if (isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray))
+                or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)):
+            raise ConfigError(f"grid: {field}: got {values!r}; accepted: a list of numbers")
+        if len(values) == 0:
+            raise ConfigError(f"grid: {field} has an empty list of values; accepted: a list of numbers")
+    for field, dist in samples.items():
+        check_distribution(field, dist)
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
+        raise ConfigError(f"num_samples: got {num_samples!r}; accepted: 0, or a positive number of random-search "
+                          "samples with samples")
+    if samples and num_samples == 0:
         raise ConfigError(f"num_samples: got {num_samples}; accepted: a positive number of random-search samples")
+    if num_samples and not samples:
+        raise ConfigError(f"num_samples: got {num_samples} without samples to draw from; accepted: samples="
+                          "{FIELD: Distribution(...)} with it, or num_samples=0")
     key = jax.random.key(config.seed)
     settings = make_settings(grid, samples, num_samples, jax.random.fold_in(key, 1))
     for setting in settings:
