@@ -357,7 +357,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
     if getattr(args, "brax_backend", None):
         from purejaxppo.envs.brax_envs import with_backend
 
-        config = config.replace(env=with_backend(config.env, args.brax_backend))
+        config = config.replace(env=with_backend(config.env, args.brax_backend, strict=True))
     return config, preset_name
 
 
@@ -373,8 +373,9 @@ def resolve_resume(args: argparse.Namespace, out: str):
         run_settings = read_run_settings(out)
     except CheckpointError as e:
         raise UsageError(f"--resume: {e}") from None
-    preset_name = args.preset if args.preset and args.preset.lower() != "none" else None
-    base = preset(preset_name) if preset_name else saved
+    plain = bool(args.preset) and args.preset.lower() == "none"  # --preset none: the plain defaults
+    preset_name = args.preset if args.preset and not plain else None
+    base = preset(preset_name) if preset_name else PPOConfig() if plain else saved
     trainer = build_trainer(base.replace(**_explicit_overrides(args)),
                             args.data_parallel or bool(run_settings.get("data_parallel")))
     config = trainer.config
@@ -387,7 +388,7 @@ def resolve_resume(args: argparse.Namespace, out: str):
             f"--resume: the settings differ from the run's: {listed}; {how} "
             f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)"
         )
-    return trainer, preset_name or run_settings.get("preset")
+    return trainer, None if plain else preset_name or run_settings.get("preset")
 
 
 def _check_flags(args: argparse.Namespace) -> None:

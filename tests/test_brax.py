@@ -149,6 +149,13 @@ def test_names_backends_and_presets():
     args = build_parser().parse_args(["train", "--env", "brax/inverted_pendulum", "--brax-backend", "spring"])
     config, preset_used = resolve_config(args)
     assert config.env == "brax/inverted_pendulum-spring" and preset_used == "brax/inverted_pendulum"
+    # the flag and a name that already names a backend: the same one is accepted, another refused
+    args = build_parser().parse_args(["train", "--env", "brax/inverted_pendulum-spring", "--brax-backend", "spring"])
+    assert resolve_config(args)[0].env == "brax/inverted_pendulum-spring"
+    args = build_parser().parse_args(["train", "--env", "brax/inverted_pendulum-spring", "--brax-backend", "mjx"])
+    with pytest.raises(ConfigError, match=r"^--brax-backend: got 'mjx', but --env brax/inverted_pendulum-spring names "
+                                          r"the 'spring' backend; accepted: one of the two"):
+        resolve_config(args)
 
 
 def test_cli_trains_the_default_mjx_backend_renders_and_resumes_bit_identically(tmp_path):

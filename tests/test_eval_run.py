@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from helpers import program_reads, run_main
+from purejaxppo.errors import ConfigError
 from purejaxppo.run import programs
 from purejaxppo.run.cache import ENV_VAR, default_cache_dir, resolve_cache_dir
 from purejaxppo.run.policy import load_policy
@@ -54,6 +55,11 @@ def test_load_policy_acts_under_jit(trained):
     assert actions.shape == (5,) and set(np.asarray(actions).tolist()) <= {0, 1}
     single = act(policy.params, jnp.zeros(4), jax.random.key(0))
     assert single.shape == ()
+    for shape in ((3,), (5, 6), (2, 5, 4)):
+        with pytest.raises(ConfigError) as e:
+            act(policy.params, jnp.zeros(shape), jax.random.key(0))
+        assert str(e.value) == (f"policy.act: an observation of shape {shape}; accepted: [4] or [B, 4] (the flat "
+                                "observation of CartPole-v1)")
 
 
 def test_eval_of_a_missing_step_and_bad_render(trained):

@@ -175,7 +175,9 @@ def test_a_locked_folder_refuses_a_second_writer(tiny, tmp_path):
     with layout.locked(str(out)):
         second = run_main("train", *TINY_RUN, "--out", out)
         assert second.returncode == 2
-        assert "is in use by another run, sweep or evaluation (process " in one_error_line(second)
+        line = one_error_line(second)
+        assert "is in use by another run, sweep or evaluation (the lock was last taken by process " in line, line
+        assert line.endswith("accepted: wait until it ends, or use another folder"), line
         sweep = run_main("sweep", *TINY, "--total-timesteps", "128", "--out", out)
         assert "is in use by another run" in one_error_line(sweep, "sweep")
     with layout.locked(str(tiny)):
@@ -307,6 +309,8 @@ MISUSE = [
     ("train", ["--resume", "--out", "{TRUNC}"], "is damaged (not valid JSON"),
     ("train", ["--resume", "--out", "{SWEEP}"], "holds a sweep (purejaxppo sweep), not a training run"),
     ("train", ["--resume", "--out", "{RUN}", "--lr", "0.1"], "the settings differ from the run's: lr"),
+    # --preset none on resume means the plain defaults, as on a new run (it was ignored)
+    ("train", ["--resume", "--out", "{RUN}", "--preset", "none"], "the settings differ from the run's: "),
     ("train", ["--out", "{RUN}"], "already holds a run"),
     ("train", ["--lr", "nan"], "lr: got nan"),
     ("train", ["--lr", "1e400"], "lr: got inf"),
@@ -332,6 +336,8 @@ MISUSE = [
     ("eval", ["--run", "{RUN}", "--step", "999"], "no checkpoint at update 999"),
     ("eval", ["--run", "{RUN}", "--episodes", "0"], "--episodes: 0 is out of range"),
     ("eval", ["--run", "{BASE}/nowhere"], "no run folder at"),
+    ("eval", ["--run", "{BASE}/afile"], "afile is a file, not a run folder; accepted: the --out folder of a"),
+    ("eval", ["--run", "{RUN}", "--render", "{BASE}/afile/x.gif"], "afile is a file, not a folder; accepted: a path in"),
     ("sweep", ["--grid", "lr=1e-3", "--grid", "lr=2e-3"], "grid: lr is given twice"),
     ("sweep", ["--grid", "lr=1e-3", "--sample", "lr=uniform:1e-4:1e-3", "--num-samples", "2"],
      "lr is both in the grid and in the random search"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import warnings
 from typing import Any
 
 import jax
@@ -72,13 +73,18 @@ def parse_name(name: str) -> tuple[str, str]:
     return task, backend
 
 
-def with_backend(name: str, backend: str) -> str:
-    """``name`` with its physics backend replaced (``--brax-backend``)."""
+def with_backend(name: str, backend: str, strict: bool = False) -> str:
+    """``name`` with its physics backend replaced; with ``strict`` (the command line's
+    ``--brax-backend``), a name that already names another backend is refused instead."""
     if backend not in BACKENDS:
         raise ConfigError(f"--brax-backend: got {backend!r}; accepted: {', '.join(BACKENDS)}")
     if not name.startswith(PREFIX):
         raise ConfigError(f"--brax-backend: {name} is not a Brax environment; accepted: with --env brax/<task>")
-    task, _ = parse_name(name)
+    task, named = parse_name(name)
+    if strict and name != f"{PREFIX}{task}" and named != backend:
+        raise ConfigError(f"--brax-backend: got {backend!r}, but --env {name} names the {named!r} backend; "
+                          f"accepted: one of the two (--env {PREFIX}{task} --brax-backend {backend}, or --env "
+                          f"{PREFIX}{task}-{backend})")
     return f"{PREFIX}{task}-{backend}"
 
 
@@ -120,7 +126,11 @@ class BraxEnv(environment.Environment):
         super().__init__()
         envs = import_brax()
         self.task, self.backend = task, backend
-        self.brax_env = envs.get_environment(task, backend=backend)
+        with warnings.catch_warnings():
+            # Brax's loader warns, at every environment it builds, that Brax's own physics is no longer
+            # maintained (its MJX backend is MuJoCo's, which is): a notice, not about this run.
+            warnings.filterwarnings("ignore", message="Brax System, piplines and environments", category=UserWarning)
+            self.brax_env = envs.get_environment(task, backend=backend)
         self.action_repeat = action_repeat  # static: the number of physics steps per action
         self._params = BraxParams(max_steps_in_episode=max_steps)
 

@@ -107,7 +107,8 @@ def read_config(run_dir: str) -> PPOConfig:
     """The configuration a training run was trained with (a sweep's folder is refused)."""
     path = os.path.join(run_dir, CONFIG)
     if not os.path.isdir(run_dir):
-        raise CheckpointError(f"no run folder at {run_dir}")
+        what = f"{run_dir} is a file, not a run folder" if os.path.exists(run_dir) else f"no run folder at {run_dir}"
+        raise CheckpointError(f"{what}; accepted: the --out folder of a purejaxppo train run")
     if not os.path.exists(path):
         raise CheckpointError(f"{run_dir} is not a run folder (it has no {CONFIG})")
     data = read_json(path, "the run's config")
@@ -166,8 +167,8 @@ def locked(out: str) -> Iterator[None]:
             pass
         except OSError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            raise RunError(f"{out} is in use by another run, sweep or evaluation (process {holder}); accepted: "
-                           "wait until it ends, or choose another --out") from None
+            raise RunError(f"{out} is in use by another run, sweep or evaluation (the lock was last taken by "
+                           f"process {holder}); accepted: wait until it ends, or use another folder") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield
@@ -179,7 +180,7 @@ def check_out_dir(out: str, overwrite: bool) -> None:
     """A new or empty folder, or one whose run ``overwrite`` allows to replace."""
     _check_named(out)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise RunError(f"--out: {out} exists and is not a folder; accepted: a new or empty folder")
+        raise RunError(f"--out: {out} exists and is not a folder; accepted: a folder that holds no run, or a new one")
     existing = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     if existing and not overwrite:
         raise RunError(

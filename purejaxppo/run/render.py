@@ -137,8 +137,8 @@ def check_renderable(env_name: str, obs_shape: tuple[int, ...], path: str) -> No
         raise RunError(f"--render: {path} is not a .gif file name; accepted: a path ending in .gif")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise RunError(f"--render: the folder {os.path.dirname(path)} does not exist; accepted: a path in an "
-                       "existing folder")
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise RunError(f"--render: the folder {os.path.dirname(path)} {what}; accepted: a path in an existing folder")
     if not os.access(folder, os.W_OK) or os.path.isdir(path):
         raise RunError(f"--render: cannot write {path}; accepted: a file path in a folder you can write to")
 

@@ -326,7 +326,7 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
     split = f", environments split over {trainer.mesh.devices.size} devices" if trainer.mesh is not None else ""
     log(f"training {config.env}: {config.num_updates} updates x {config.batch_size} env steps "
         f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}{split}, "
-        f"{chunk} updates per chunk")
+        f"{chunk} update{'s' if chunk > 1 else ''} per chunk")
     compiled = {chunk: programs.compile(f"chunk{chunk}", make_chunk(trainer, chunk), (state, hparams), (0,))}
     compile_seconds = time.perf_counter() - t0
     loaded = f" ({programs.hits} saved program{'s' if programs.hits > 1 else ''} loaded)" if programs.hits else ""
