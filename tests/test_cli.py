@@ -145,7 +145,14 @@ def test_one_line_error_from_a_real_process(tmp_path):
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("purejaxppo train: error: env: unknown environment 'CartPol-v1' (did you mean CartPole-v1")
-    assert line.endswith("; accepted: " + ", ".join(__import__("purejaxppo").known_envs()))
+    import gymnax
+
+    from purejaxppo.envs import brax_envs
+
+    # every gymnax name, and the Brax names by their pattern (each task and backend named)
+    assert line.endswith("; accepted: " + ", ".join(gymnax.registered_envs) + ", or brax/TASK[-BACKEND] with TASK one "
+                         "of " + ", ".join(brax_envs.TASKS) + " and BACKEND one of " + ", ".join(brax_envs.BACKENDS)
+                         + " (default mjx; `purejaxppo envs` lists every name)"), line
     assert not (tmp_path / "x").exists()
 
 

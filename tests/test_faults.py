@@ -294,7 +294,10 @@ def folders(tiny, tmp_path_factory):
     shutil.copytree(tiny, truncated)
     text = (truncated / "config.json").read_text()
     (truncated / "config.json").write_text(text[: len(text) // 2])
-    return {"BASE": str(base), "RUN": str(tiny), "SWEEP": str(sweep_dir), "TRUNC": str(truncated)}
+    edited = base / "edited"  # a value changed by hand to one that is not accepted
+    shutil.copytree(tiny, edited)
+    (edited / "config.json").write_text(json.dumps(dict(json.loads(text), num_envs=-3)))
+    return {"BASE": str(base), "RUN": str(tiny), "SWEEP": str(sweep_dir), "TRUNC": str(truncated), "EDITED": str(edited)}
 
 
 MISUSE = [
@@ -330,6 +333,8 @@ MISUSE = [
     ("train", ["--preset", "Hopper"], "unknown preset"),
     ("eval", ["--run", "{SWEEP}"], "holds a sweep (purejaxppo sweep), not a training run"),
     ("eval", ["--run", "{TRUNC}"], "is damaged (not valid JSON"),
+    ("eval", ["--run", "{EDITED}"], "edited/config.json holds a value that is not accepted: num_envs: got -3"),
+    ("train", ["--resume", "--out", "{EDITED}"], "edited/config.json holds a value that is not accepted: num_envs"),
     ("eval", ["--run", "{RUN}", "--seed", "-1"], "--seed: -1 is out of range"),
     ("eval", ["--run", "{RUN}", "--render", "{BASE}/nodir/x.gif"], "--render: the folder"),
     ("eval", ["--run", "{RUN}", "--render", "{BASE}/x.png"], "is not a .gif file name"),

@@ -48,6 +48,13 @@ def known_envs() -> list[str]:
     return list(gymnax.registered_envs) + brax_envs.names()
 
 
+def accepted_envs() -> str:
+    """The accepted names in a few words: every gymnax name, and the Brax ones by pattern."""
+    return (f"{', '.join(gymnax.registered_envs)}, or {brax_envs.PREFIX}TASK[-BACKEND] with TASK one of "
+            f"{', '.join(brax_envs.TASKS)} and BACKEND one of {', '.join(brax_envs.BACKENDS)} (default "
+            f"{brax_envs.DEFAULT_BACKEND}; `purejaxppo envs` lists every name)")
+
+
 class EnvAdapter:
     """A gymnax environment seen as flat float observations and a single action space.
 
@@ -149,9 +156,8 @@ def make_env(name: str) -> tuple[EnvAdapter, Any]:
         _ADAPTERS[name] = EnvAdapter(name, env, env.default_params)
     if name not in _ADAPTERS:
         if name not in gymnax.registered_envs:
-            raise ConfigError(
-                f"env: unknown environment {name!r}{suggest(name, known_envs())}; accepted: {', '.join(known_envs())}"
-            )
+            raise ConfigError(f"env: unknown environment {name!r}{suggest(name, known_envs())}; accepted: "
+                              f"{accepted_envs()}")
         env, params = gymnax.make(name)
         _ADAPTERS[name] = EnvAdapter(name, env, params)
     adapter = _ADAPTERS[name]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from purejaxppo.core.config import PPOConfig
+from purejaxppo.core.config import PPOConfig, validate
 from purejaxppo.errors import CheckpointError, RunError
 
 CONFIG = "config.json"
@@ -116,9 +116,13 @@ def read_config(run_dir: str) -> PPOConfig:
         raise CheckpointError(f"{run_dir} holds a sweep (purejaxppo sweep), not a training run; accepted: the "
                               "folder of purejaxppo train --out (a sweep's results are in its results.csv)")
     try:
-        return PPOConfig.from_dict(data)
+        config = PPOConfig.from_dict(data)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"the run's config {path} is damaged: {e}") from None
+    try:
+        return validate(config)
+    except ValueError as e:  # a value edited by hand, or from a version that accepted it
+        raise CheckpointError(f"the run's config {path} holds a value that is not accepted: {e}") from None
 
 
 def write_run_settings(run_dir: str, settings: dict[str, Any]) -> None:
