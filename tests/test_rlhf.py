@@ -153,7 +153,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys, study):
         (["rlhf", "demo", "--tiny", "--out", empty, "--kl-target", "-1"], "kl-target"),
         (["rlhf", "demo", "--tiny", "--out", empty, "--iterations", "15"], "multiple of eval_every"),
         (["rlhf", "demo", "--tiny", "--out", empty, "--length", "9"], "length=9"),
-        (["rlhf", "ppo", "--out", out, "--length", "6"], "differs"),
+        (["rlhf", "ppo", "--out", out, "--length", "6"],
+         f"the settings differ from the ones {out}'s earlier stages used: task.length 6 (the study: 5); use the same"),
         (["rlhf", "bon", "--out", out], f"{out} already holds the bon stage record, which running bon replaces; "
                                         "pass --overwrite to replace it"),
         (["rlhf", "sft", "--out", out, "--seed", "3"],

@@ -441,11 +441,15 @@ def prepare(out: str, settings: DemoSettings | None, stage: str, overwrite: bool
             settings = settings or saved
         else:
             for name in ("seed", "task", "model", "sft", "pairs", "reward"):
-                if getattr(settings, name) != getattr(saved, name):
-                    raise ConfigError(
-                        f"{name} differs from the one {out}'s earlier stages used ({getattr(saved, name)}); "
-                        "use the same settings or a new --out"
-                    )
+                now, before = getattr(settings, name), getattr(saved, name)
+                if now != before:
+                    if hasattr(now, "_fields"):  # name the fields of the group that differ
+                        changed = ", ".join(f"{name}.{f} {getattr(now, f)} (the study: {getattr(before, f)})"
+                                            for f in now._fields if getattr(now, f) != getattr(before, f))
+                    else:
+                        changed = f"{name} {now} (the study: {before})"
+                    raise ConfigError(f"the settings differ from the ones {out}'s earlier stages used: {changed}; "
+                                      "use the same settings or a new --out")
     elif settings is None:
         settings = DemoSettings()
     if stage not in ("sft", "demo"):
