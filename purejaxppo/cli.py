@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from purejaxppo.core.config import ACTIVATIONS, HPARAM_FIELDS, KL_PENALTIES, PPOConfig, field_docs
 from purejaxppo.core.presets import PRESETS, preset, preset_name_for
-from purejaxppo.errors import CheckpointError, ConfigError, PurejaxppoError, UsageError
+from purejaxppo.errors import CheckpointError, ConfigError, Interrupted, PurejaxppoError, UsageError
 
 PROG = "purejaxppo"
 # Settings that may change when a run is resumed (the rest would make it a different run).
@@ -502,7 +502,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
     import jax
 
-    from purejaxppo.errors import Interrupted
     from purejaxppo.run import layout, results, runner
     from purejaxppo.run.loggers import ProgressBar
     from purejaxppo.run.programs import FOLDER as PROGRAMS
@@ -592,7 +591,8 @@ def _main(argv: list[str] | None = None) -> int:
         return 2
     except PurejaxppoError as e:
         where = f"{PROG} {command}" if command else PROG
-        print(f"{where}: error: {e}", file=sys.stderr)
+        # a stop the user asked for (Ctrl-C, SIGTERM) is not an error: its line says what was kept
+        print(f"{where}: {e}" if isinstance(e, Interrupted) else f"{where}: error: {e}", file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ Every case ends in one line on stderr, a documented exit status, and no data los
 
 import importlib.util
 import json
+import re
 import os
 import shutil
 import signal
@@ -133,6 +134,9 @@ def test_signal_while_training_then_resume_is_byte_identical(tiny, tmp_path, sig
     record = faults.trial(str(tmp_path / "run"), sig, delay, read(tiny / "metrics.csv"),
                           dict(os.environ, PYTHONUNBUFFERED="1"), after_compile=True, run_args=run_args)
     assert record["status_ok"] and record["returncode"] != 0, record  # stopped before the end, as promised
+    if sig == "SIGINT":  # the stop's one line: not labelled an error, it says where the run can continue
+        assert re.fullmatch(r"purejaxppo train: stopped by SIGINT at update \d+; checkpoint at update \d+; continue "
+                            r"with --resume", record["message"]), record["message"]
     assert record["resume_returncode"] == 0, record
     assert record["identical"] and not record["damaged_left"], record
 
