@@ -62,6 +62,29 @@ def test_load_policy_acts_under_jit(trained):
                                 "observation of CartPole-v1)")
 
 
+def test_policy_act_takes_an_environments_own_observation_shape():
+    """MinAtar's observations are [10, 10, 4]: act takes them flat or in that shape (with or
+    without a batch axis), the same actions either way, and refuses another shape in one line."""
+    from purejaxppo import HParams, PPOConfig
+    from purejaxppo.core.train import make_trainer
+    from purejaxppo.run.policy import PolicyParams, policy_act
+
+    trainer = make_trainer(PPOConfig(env="Breakout-MinAtar", num_envs=4, num_steps=8, total_timesteps=64,
+                                     num_minibatches=1))
+    state = jax.jit(trainer.init)(jax.random.key(0), HParams.from_config(trainer.config))
+    params = PolicyParams(params=state.params, obs_rms=state.obs_rms)
+    act = jax.jit(policy_act(trainer))
+    obs = jax.random.bernoulli(jax.random.key(1), 0.2, (3, 10, 10, 4)).astype(jnp.float32)
+    key = jax.random.key(2)
+    flat = act(params, obs.reshape(3, 400), key)
+    np.testing.assert_array_equal(act(params, obs, key), flat)
+    assert act(params, obs[0], key).shape == () and act(params, obs[0].reshape(400), key).shape == ()
+    with pytest.raises(ConfigError) as e:
+        act(params, obs[..., :3], key)
+    assert str(e.value) == ("policy.act: an observation of shape (3, 10, 10, 3); accepted: [400] or [B, 400] (the flat "
+                            "observation of Breakout-MinAtar, or its shape [10, 10, 4] with an optional batch axis)")
+
+
 def test_eval_of_a_missing_step_and_bad_render(trained):
     done = run_main("eval", "--run", str(trained), "--step", "7")
     assert done.returncode == 2

@@ -32,9 +32,9 @@ class Policy(NamedTuple):
 
     ``act(params, obs, key) -> action`` is pure and jittable; ``obs`` is one flat observation
     ``[obs_dim]`` or a batch ``[B, obs_dim]`` (or the environment's own observation shape, with
-    an optional batch axis; another shape is a one-line :class:`ConfigError`). The action is the one the environment receives
-    in training (clipped to the action bounds when the run's ``clip_actions`` is on, squashed into
-    them with ``action_dist`` tanh).
+    an optional batch axis; another shape is a one-line :class:`ConfigError`). The action is the
+    one the environment receives in training (clipped to the action bounds when the run's
+    ``clip_actions`` is on, squashed into them with ``action_dist`` tanh).
     """
 
     act: Callable[[PolicyParams, jax.Array, jax.Array], jax.Array]
@@ -82,9 +82,9 @@ def policy_act(trainer: Trainer, deterministic: bool = False):
         if len(shape) > 1 and obs.shape[-len(shape):] == shape and obs.ndim in (len(shape), len(shape) + 1):
             obs = obs.reshape(obs.shape[: obs.ndim - len(shape)] + (dim,))  # the environment's own shape, flattened
         if obs.ndim not in (1, 2) or obs.shape[-1] != dim:
+            own = f", or its shape {list(shape)} with an optional batch axis" if len(shape) > 1 else ""
             raise ConfigError(f"policy.act: an observation of shape {tuple(obs.shape)}; accepted: [{dim}] or "
-                              f"[B, {dim}] (the flat observation of {trainer.config.env}"
-                              + (f", or its shape {list(shape)} with an optional batch axis)" if len(shape) > 1 else ")"))
+                              f"[B, {dim}] (the flat observation of {trainer.config.env}{own})")
         action, _ = trainer.act(params.params, params.obs_rms, obs, key, deterministic)
         return env.env_action(action, how)
 

@@ -95,7 +95,7 @@ def check_distribution(field: str, dist: Distribution) -> None:
                           f"one of {', '.join(DISTRIBUTIONS)}")
     values = dist.values
     if (isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list))
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)):
         raise ConfigError(f"sample: {field} {dist.kind} values {values!r} are not numbers; accepted: "
                           f"{dist.kind}:{_FORMS[dist.kind]}")
     if dist.kind == "choice":
