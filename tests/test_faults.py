@@ -112,6 +112,24 @@ def test_a_signal_before_training_saves_nothing_and_resume_starts_over(tiny, tmp
     assert read(out / "metrics.csv") == read(tiny / "metrics.csv")
 
 
+def test_a_signal_after_the_last_update_lets_the_run_finish_and_says_so(tiny, tmp_path):
+    from purejaxppo.cli import resolve_resume
+
+    out = tmp_path / "late"
+    trainer, _ = resolve_resume(_resume_args(), str(tiny))
+    lines = []
+
+    def log(message):  # SIGTERM arrives while the results are written
+        lines.append(message)
+        if message.startswith("trained "):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    run(trainer, str(out), chunk_updates=2, checkpoint_every=2, log=log)  # no Interrupted: the run is complete
+    assert lines[-1] == "SIGTERM came after the last update: the run is complete and its results are written"
+    assert read(out / "metrics.csv") == read(tiny / "metrics.csv")
+    assert json.loads((out / "summary.json").read_text())["env_steps"] == trainer.config.total_timesteps
+
+
 def _resume_args():
     from purejaxppo.cli import build_parser
 

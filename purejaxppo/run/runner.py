@@ -361,6 +361,9 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
         _stopped(loop, step, saver)
     summary = _finish(config, out_dir, state, _concat(history), step, start_step, loop.train_seconds, chunk,
                       summary, log)
+    if loop.stop.signum is not None and loop.diverged is None:  # it came during the last chunk or the writing
+        log(f"{signal.Signals(loop.stop.signum).name} came after the last update: the run is complete and its "
+            "results are written")
     if loop.diverged is not None:
         d = loop.diverged
         kept = (f"the last finite checkpoint, at update {saver.last_saved}, is kept" if saver and saver.last_saved
