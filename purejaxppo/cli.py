@@ -226,8 +226,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     check_out_path(out)
     held = [name for name in RESULT_FILES if os.path.exists(os.path.join(out, name))]
     if held and not args.overwrite:
-        raise UsageError(f"--out: {out} already holds a suite's results ({', '.join(held)}); pass --overwrite to "
-                         "replace them or choose another --out")
+        raise UsageError(f"{out} already holds a suite's results ({', '.join(held)}); pass --overwrite to replace "
+                         "them, or --out DIR to write elsewhere")
     command = "purejaxppo reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [args.suite])
     summary = run_suite(args.suite, seeds=args.seeds, tiny=args.tiny, out=out, tasks=args.task, command=command,
                         log=lambda m: print(m, flush=True))
@@ -240,6 +240,7 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
     from purejaxppo.rlhf import pipeline
     from purejaxppo.run.layout import check_out_path
 
+    _setup_cache(args)  # a refused cache folder leaves no --out behind
     check_out_path(args.out)
     saved = os.path.join(args.out, "settings.json")
     if args.stage == "demo" and os.path.exists(saved) and not args.overwrite:
@@ -271,9 +272,9 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
         settings = settings._replace(hparams=settings.hparams._replace(kl_target=args.kl_target))
     if args.iterations is not None:
         settings = settings._replace(ppo=settings.ppo._replace(iterations=args.iterations))
-    _setup_cache(args)
     stages = pipeline.STAGES if args.stage == "demo" else (args.stage,)
     if args.stage == "demo" and os.path.isdir(args.out):
+        pipeline.check_settings(settings)  # a study is replaced only by one that can run
         pipeline.clear_study(args.out)
     command = "purejaxppo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["rlhf"] else None
     pipeline.run_stages(args.out, settings, stages, log=lambda m: print(m, flush=True), command=command,
@@ -384,6 +385,9 @@ def resolve_resume(args: argparse.Namespace, out: str):
     if unsafe or (changed and not args.allow_safe_changes):
         listed = ", ".join(f"{c} (run: {getattr(saved, c)}, now: {getattr(config, c)})" for c in changed)
         how = (f"drop the flags that change {', '.join(unsafe)}" if unsafe else "pass --allow-safe-changes")
+        if unsafe and args.preset:  # the preset's settings differ, not (only) the flags
+            how = f"drop --preset {args.preset} (a resumed run starts from its saved settings) and the flags that " \
+                  f"change {', '.join(unsafe)}"
         raise UsageError(
             f"--resume: the settings differ from the run's: {listed}; {how} "
             f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)"
@@ -492,14 +496,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else os.path.join(
         "runs", f"sweep_{config.env.replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}")
     layout.check_out_dir(out, args.overwrite)
+    cache = _setup_cache(args)  # a refused cache folder leaves no --out behind
     with contextlib.ExitStack() as stack:
         if jax.process_index() == 0:  # the process that writes holds the folder's lock
             stack.enter_context(layout.locked(out))
             layout.check_out_dir(out, args.overwrite)
-        return _sweep(args, trainer, plan, config, preset_name, grid, samples, out)
+        return _sweep(args, trainer, plan, config, preset_name, grid, samples, out, cache)
 
 
-def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
+def _sweep(args, trainer, plan, config, preset_name, grid, samples, out, cache) -> int:
     import jax
 
     from purejaxppo.run import layout, results, runner
@@ -509,7 +514,6 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out) -> int:
     from purejaxppo.scale.stats import format_table
     from purejaxppo.scale.sweep import run_plan
 
-    cache = _setup_cache(args)
     programs = runner.make_programs(trainer, os.path.join(cache, PROGRAMS) if cache is not None else None)
     print(f"preset: {preset_name or 'none'}", flush=True)
     print(

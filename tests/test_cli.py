@@ -125,7 +125,7 @@ def test_an_unusable_compilation_cache_is_one_line(folder, expected, how, tmp_pa
         named = f"PUREJAXPPO_COMPILATION_CACHE={folder}: "
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
-    assert line == f"purejaxppo train: error: {named}{expected}; accepted: a folder that can be made and written, or 'off'"
+    assert line == f"purejaxppo train: error: {named}{expected}; accepted: a folder that exists or can be made, or 'off'"
     assert not (tmp_path / "x").exists()
 
 

@@ -85,6 +85,23 @@ def test_policy_act_takes_an_environments_own_observation_shape():
                             "observation of Breakout-MinAtar, or its shape [10, 10, 4] with an optional batch axis)")
 
 
+def test_policy_act_keeps_a_batch_of_one_whose_flat_shape_is_the_environments_own():
+    """SimpleBandit's own observation shape is [1, 1]: a flat batch of one, [1, 1], stays a batch."""
+    from purejaxppo import HParams, PPOConfig
+    from purejaxppo.core.train import make_trainer
+    from purejaxppo.run.policy import PolicyParams, policy_act
+
+    trainer = make_trainer(PPOConfig(env="SimpleBandit-bsuite", num_envs=4, num_steps=8, total_timesteps=64,
+                                     num_minibatches=1))
+    assert tuple(trainer.env.obs_shape) == (1, 1)
+    state = jax.jit(trainer.init)(jax.random.key(0), HParams.from_config(trainer.config))
+    act = jax.jit(policy_act(trainer))
+    params = PolicyParams(params=state.params, obs_rms=state.obs_rms)
+    assert act(params, jnp.zeros((1, 1)), jax.random.key(1)).shape == (1,)
+    assert act(params, jnp.zeros((2, 1)), jax.random.key(1)).shape == (2,)
+    assert act(params, jnp.zeros(1), jax.random.key(1)).shape == ()
+
+
 def test_eval_of_a_missing_step_and_bad_render(trained):
     done = run_main("eval", "--run", str(trained), "--step", "7")
     assert done.returncode == 2

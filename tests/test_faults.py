@@ -335,7 +335,8 @@ MISUSE = [
     ("train", ["--resume", "--out", "{SWEEP}"], "holds a sweep (purejaxppo sweep), not a training run"),
     ("train", ["--resume", "--out", "{RUN}", "--lr", "0.1"], "the settings differ from the run's: lr"),
     # --preset none on resume means the plain defaults, as on a new run (it was ignored)
-    ("train", ["--resume", "--out", "{RUN}", "--preset", "none"], "the settings differ from the run's: "),
+    ("train", ["--resume", "--out", "{RUN}", "--preset", "none"], "; drop --preset none (a resumed run starts from "
+                                                                  "its saved settings) and the flags that change"),
     ("train", ["--out", "{RUN}"], "already holds a run"),
     ("train", ["--lr", "nan"], "lr: got nan"),
     ("train", ["--lr", "1e400"], "lr: got inf"),

@@ -120,9 +120,10 @@ def test_results_already_there_are_kept_without_overwrite(bsuite_run, capsys):
     """A second run into a suite's folder (by default the committed results/SUITE) is refused
     before anything trains, and every file is kept."""
     before = {name: open(os.path.join(bsuite_run, name), "rb").read() for name in os.listdir(bsuite_run)}
-    rc = main(["reproduce", "bsuite", "--tiny", "--task", "Catch-bsuite", "--out", bsuite_run])
+    rc = main(["reproduce", "bsuite", "--tiny", "--task", "Catch-bsuite", "--out", bsuite_run, "--compilation-cache",
+               "off"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
-    assert (f"--out: {bsuite_run} already holds a suite's results (results.csv, meta.json, summary.md, curves.png, "
-            "profile.png); pass --overwrite") in err
+    assert (f"{bsuite_run} already holds a suite's results (results.csv, meta.json, summary.md, curves.png, "
+            "profile.png); pass --overwrite to replace them, or --out DIR to write elsewhere") in err
     assert {name: open(os.path.join(bsuite_run, name), "rb").read() for name in os.listdir(bsuite_run)} == before

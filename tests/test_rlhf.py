@@ -12,6 +12,7 @@ import pytest
 from helpers import notebook_stdout, run_notebook
 
 from purejaxppo.cli import main
+from purejaxppo.errors import RunError
 from purejaxppo.rlhf import pipeline, report
 
 
@@ -169,4 +170,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys, study):
         assert words in err and "\n" not in err, (argv, err)
     with open(os.path.join(out, "settings.json")) as f:
         assert json.load(f)["task"]["length"] == 5  # the refused runs changed nothing
+    assert {name: open(os.path.join(out, name), "rb").read() for name in kept} == kept
+    # From Python, a subset of stages is refused for what it would replace, and only for that
+    with pytest.raises(RunError) as e:
+        pipeline.run_stages(out, None, ("ppo", "dpo"), log=lambda m: None, overwrite=False)
+    assert str(e.value).startswith(f"{out} already holds the ppo, dpo stage records, which running ppo, dpo replaces")
+    # demo --overwrite with settings that cannot run keeps the study it would have replaced
+    assert main(["rlhf", "demo", "--out", out, "--overwrite", "--iterations", "15"]) == 2
+    assert "multiple of eval_every" in capsys.readouterr().err
     assert {name: open(os.path.join(out, name), "rb").read() for name in kept} == kept

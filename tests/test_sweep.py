@@ -89,6 +89,14 @@ def test_a_library_sweep_saves_and_loads_its_program(grid_result, tmp_path, monk
         np.testing.assert_array_equal(second.metrics[name], values, err_msg=name)
 
 
+def test_numpy_values_are_accepted_as_the_command_line_values_are():
+    a = sw.make_plan(SMALL, samples={"ent_coef": sw.Distribution("choice", np.array([0.0, 0.01]))},
+                     num_samples=np.int64(3), grid={"lr": np.array([1e-3, 3e-4])})
+    b = sw.make_plan(SMALL, samples={"ent_coef": sw.Distribution("choice", (0.0, 0.01))}, num_samples=3,
+                     grid={"lr": [1e-3, 3e-4]})
+    assert a.settings == b.settings and len(a.settings) == 6
+
+
 def test_random_search_is_reproducible_and_in_bounds():
     samples = {
         "lr": sw.Distribution("log-uniform", (1e-4, 1e-2)),
@@ -147,6 +155,9 @@ def test_random_search_is_reproducible_and_in_bounds():
         (lambda: sweep(SMALL, samples={"lr": sw.Distribution("uniform", ("a", "b"))}, num_samples=2),
          "are not numbers"),
         (lambda: sweep(SMALL, num_samples=3), "num_samples: got 3 without samples to draw from"),
+        (lambda: sweep(SMALL, num_samples=np.int64(3)), "num_samples: got 3 without samples to draw from"),
+        (lambda: sweep(SMALL, samples={"lr": sw.Distribution("uniform", (1e-4, 1e-3))}, num_samples=1.5),
+         "num_samples: got 1.5; accepted: 0, or a positive number"),
         (lambda: sweep(SMALL, samples={"lr": sw.Distribution("uniform", (1e-4, 1e-3))}), "num_samples: got 0"),
     ],
 )
@@ -204,11 +215,15 @@ def test_sweep_cli_writes_results(tmp_path):
         (["--sample", "lr=gauss:1:2", "--num-samples", "2"], "distribution 'gauss'"),
         (["--sample", "lr=uniform:1e-4:1e-2"], "--num-samples"),
         (["--grid", "lr=1e-3,,3e-3"], "grid: lr=1e-3,,3e-3 has an empty value"),
+        (["--sample", "lrr=choice:1e-3", "--num-samples", "2"], "sample: lrr is not a config field; fields that can"),
+        (["--sample", "num_envs=choice:4,8", "--num-samples", "2"], "sample: num_envs is a static setting"),
+        (["--grid", "lr=1e-3", "--compilation-cache", "{tmp}/afile"], "afile: it exists and is not a folder"),
         (["--sample", "gamma=uniform:0.9:1.05", "--num-samples", "1"], "gamma: got 1.05; accepted: a number in [0, 1]"),
     ],
 )
 def test_sweep_cli_bad_input(args, expected, tmp_path):
-    proc = run_cli("sweep", *TINY, *args, "--out", str(tmp_path / "s"))
+    (tmp_path / "afile").write_text("")
+    proc = run_cli("sweep", *TINY, *[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path / "s"))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("purejaxppo sweep: error:") and expected in lines[0], proc.stderr

@@ -428,9 +428,11 @@ def replaced_records(out: str, stage: str) -> list[str]:
     return [st for st in (stage, *later) if read_stage(out, st) is not None]
 
 
-def prepare(out: str, settings: DemoSettings | None, stage: str, overwrite: bool = True) -> DemoSettings:
+def prepare(out: str, settings: DemoSettings | None, stage: str, overwrite: bool = True,
+            stages: tuple[str, ...] | None = None) -> DemoSettings:
     """The study's settings: written on its first stage, read back (and checked) on later ones.
-    Without ``overwrite``, a stage whose run would replace records already in ``out`` is refused."""
+    Without ``overwrite``, running ``stages`` (default: ``stage``, every stage for ``demo``) is
+    refused where it would replace records already in ``out``."""
     from purejaxppo.run.layout import write_json
 
     path = os.path.join(out, "settings.json")
@@ -457,11 +459,12 @@ def prepare(out: str, settings: DemoSettings | None, stage: str, overwrite: bool
             if read_stage(out, need) is None:
                 raise RunError(f"{out} has no {need} stage; run `purejaxppo rlhf {need} --out {out}` (or `demo`) first")
     check_settings(settings)
-    held = [] if overwrite else replaced_records(out, stage)
+    running = stages or (STAGES if stage == "demo" else (stage,))
+    held = [] if overwrite else [st for st in STAGES if any(st in replaced_records(out, r) for r in running)]
     if held:
         raise RunError(f"{out} already holds the {', '.join(held)} stage record{'s' if len(held) > 1 else ''}, which "
-                       f"running {stage} replaces; pass --overwrite to replace {'them' if len(held) > 1 else 'it'}, "
-                       "or choose another --out")
+                       f"running {', '.join(running)} replaces; pass --overwrite to replace "
+                       f"{'them' if len(held) > 1 else 'it'}, or choose another --out")
     os.makedirs(os.path.join(out, "stages"), exist_ok=True)
     write_json(path, settings_to_dict(settings))
     return settings
@@ -489,7 +492,7 @@ def run_stages(
     for stage in stages:
         if stage not in STAGES:
             raise ConfigError(f"stage {stage!r} is not known; use one of {', '.join(STAGES)}")
-    settings = prepare(out, settings, stages[0] if len(stages) == 1 else "demo", overwrite)
+    settings = prepare(out, settings, stages[0] if len(stages) == 1 else "demo", overwrite, tuple(stages))
     study = Study(settings, out, log)
     for stage in stages:
         study.run_stage(stage, command=command, plots=stage == stages[-1])

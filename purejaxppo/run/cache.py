@@ -32,24 +32,24 @@ def resolve_cache_dir(value: str | None = None) -> str | None:
 
 
 def _unusable(path: str) -> str | None:
-    """Why ``path`` cannot hold the cache (made if missing), or None when it can."""
+    """Why ``path`` cannot be the cache's folder (made if missing), or None when it can. A folder
+    that exists but cannot be written is still read (JAX loads what it holds)."""
     try:
         os.makedirs(path, exist_ok=True)
     except FileExistsError:
         return "it exists and is not a folder"
     except OSError as e:
         return f"cannot make the folder ({e.strerror or e})"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return "the folder is not writable"
     return None
 
 
 def enable_compilation_cache(value: str | None = None) -> str | None:
     """Point JAX's persistent compilation cache at the chosen folder; returns it (None: off).
 
-    A folder named by ``value`` or ``PUREJAXPPO_COMPILATION_CACHE`` that cannot be made or written
-    is a :class:`~purejaxppo.errors.ConfigError`; when the default folder cannot, a one-line
-    warning goes to stderr and the run goes on without the cache (the cache only saves time).
+    A folder named by ``value`` or ``PUREJAXPPO_COMPILATION_CACHE`` that cannot be made (or is a
+    file) is a :class:`~purejaxppo.errors.ConfigError`; when the default folder cannot, a one-line
+    warning goes to stderr and the run goes on without the cache (the cache only saves time). A
+    read-only folder is used for reading, with a one-line warning.
     """
     import jax
 
@@ -62,10 +62,13 @@ def enable_compilation_cache(value: str | None = None) -> str | None:
             from purejaxppo.errors import ConfigError
 
             where = f"--compilation-cache {value}" if value is not None else f"{ENV_VAR}={os.environ[ENV_VAR]}"
-            raise ConfigError(f"{where}: {problem}; accepted: a folder that can be made and written, or 'off'")
+            raise ConfigError(f"{where}: {problem}; accepted: a folder that exists or can be made, or 'off'")
         sys.stderr.write(f"purejaxppo: warning: no compilation cache: {path}: {problem} (choose a folder with "
                          f"--compilation-cache DIR or {ENV_VAR}, or 'off')\n")
         return None
+    if not os.access(path, os.W_OK | os.X_OK):  # still read: programs compiled before are loaded
+        sys.stderr.write(f"purejaxppo: warning: the compilation cache {path} is read-only: what is compiled now is "
+                         "not saved\n")
     jax.config.update("jax_compilation_cache_dir", path)
     # Cache every program, including the small ones (evaluation, the remainder chunk).
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -268,9 +268,11 @@ class Checkpointer:
         return sorted(int(s) for s in self.manager.all_steps())
 
     def damaged(self) -> list[str]:
-        """The checkpoints moved aside as damaged (``damaged/<update>-<time>``), oldest name first."""
+        """The checkpoints moved aside as damaged (``damaged/<update>-<time>``), by update."""
         folder = os.path.join(self.directory, DAMAGED)
-        return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        update = lambda name: int(name.split("-")[0]) if name.split("-")[0].isdigit() else -1  # noqa: E731
+        return sorted(names, key=lambda name: (update(name), name))
 
     def _restore_step(self, step: int, like: Any) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
         ocp = self.ocp

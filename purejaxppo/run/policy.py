@@ -79,7 +79,9 @@ def policy_act(trainer: Trainer, deterministic: bool = False):
 
     def act(params: PolicyParams, obs: jax.Array, key: jax.Array) -> jax.Array:
         obs = jnp.asarray(obs, jnp.float32)
-        if len(shape) > 1 and obs.shape[-len(shape):] == shape and obs.ndim in (len(shape), len(shape) + 1):
+        flat = obs.ndim in (1, 2) and obs.shape[-1] == dim
+        if (not flat and len(shape) > 1 and obs.shape[-len(shape):] == shape
+                and obs.ndim in (len(shape), len(shape) + 1)):
             obs = obs.reshape(obs.shape[: obs.ndim - len(shape)] + (dim,))  # the environment's own shape, flattened
         if obs.ndim not in (1, 2) or obs.shape[-1] != dim:
             own = f", or its shape {list(shape)} with an optional batch axis" if len(shape) > 1 else ""

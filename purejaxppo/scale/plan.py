@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from typing import NamedTuple
 
 import jax
@@ -89,11 +90,14 @@ def _shown(dist: Distribution) -> str:
 def check_distribution(field: str, dist: Distribution) -> None:
     """A well-formed distribution whose every possible draw is a valid value of ``field`` (both
     ends of a range, every choice): what is accepted never depends on the draws."""
+    check_sweepable(field, "sample")
     if not isinstance(dist, Distribution) or dist.kind not in DISTRIBUTIONS:
         got = dist.kind if isinstance(dist, Distribution) else dist
         raise ConfigError(f"sample: {field} has distribution {got!r}; accepted: Distribution(KIND, VALUES) with KIND "
                           f"one of {', '.join(DISTRIBUTIONS)}")
     values = dist.values
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        values = values.tolist()
     if (isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list))
             or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)):
         raise ConfigError(f"sample: {field} {dist.kind} values {values!r} are not numbers; accepted: "
@@ -208,9 +212,14 @@ def make_plan(
             raise ConfigError(f"grid: {field} has an empty list of values; accepted: a list of numbers")
     for field, dist in samples.items():
         check_distribution(field, dist)
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
+    try:  # an int, or an integer NumPy scalar
+        count = None if isinstance(num_samples, bool) else operator.index(num_samples)
+    except TypeError:
+        count = None
+    if count is None or count < 0:
         raise ConfigError(f"num_samples: got {num_samples!r}; accepted: 0, or a positive number of random-search "
                           "samples with samples")
+    num_samples = count
     if samples and num_samples == 0:
         raise ConfigError(f"num_samples: got {num_samples}; accepted: a positive number of random-search samples")
     if num_samples and not samples:
