@@ -20,13 +20,19 @@ import threading
 import time
 from typing import Any, NoReturn
 
-from purejaxppo.core.config import ACTIVATIONS, HPARAM_FIELDS, KL_PENALTIES, PPOConfig, field_docs
+from purejaxppo.core.config import (
+    ACTIVATIONS,
+    HPARAM_FIELDS,
+    KL_PENALTIES,
+    SAFE_RESUME_FIELDS,
+    PPOConfig,
+    field_docs,
+)
 from purejaxppo.core.presets import PRESETS, preset, preset_name_for
 from purejaxppo.errors import CheckpointError, ConfigError, Interrupted, PurejaxppoError, UsageError
 
 PROG = "purejaxppo"
 # Settings that may change when a run is resumed (the rest would make it a different run).
-SAFE_RESUME_FIELDS = ("total_timesteps",)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -24,6 +24,7 @@ import pytest
 
 from helpers import cache_misses, run_main
 from purejaxppo import METRIC_NAMES, PPOConfig, make_train
+from purejaxppo.errors import RunError
 from purejaxppo.run.checkpoints import Checkpointer, checksum, from_savable, to_savable
 from purejaxppo.cli import main as cli_main
 from purejaxppo.run.loggers import ProgressBar
@@ -81,6 +82,16 @@ def test_resume_from_an_earlier_checkpoint_is_bit_identical(fused, tmp_path):
     for step in ("10", "12"):  # as if the run had stopped after update 5 (before its summary)
         shutil.rmtree(ckpt / step)
     (tmp_path / "summary.json").unlink()
+    # a resume from Python with another config is refused before anything is read, and moves no checkpoint aside
+    refused = []
+    for other in (config.replace(env="Acrobot-v1"), config.replace(num_envs=2 * config.num_envs)):
+        with pytest.raises(RunError) as e:
+            run(other, str(tmp_path), resume=True, log=lambda m: None)
+        refused.append(str(e.value))
+    assert refused[0].startswith("resume: the config differs from the run's: env (run: CartPole-v1, now: Acrobot-v1)")
+    assert refused[1].startswith(f"resume: the config differs from the run's: num_envs (run: {config.num_envs}, ")
+    assert all(m.endswith("accepted: the run's own config (only total_timesteps may change on resume)") for m in refused)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["5"]
     lines = []
     # the fresh state was typed and placed as the restored one is: the resume runs the run's own programs
     out, misses = cache_misses(lambda: run(config, str(tmp_path), resume=True, checkpoint_every=5, log=lines.append))

@@ -165,6 +165,9 @@ def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+# The settings a run may change when it is resumed (the command line asks for --allow-safe-changes).
+SAFE_RESUME_FIELDS = ("total_timesteps",)
+
 # Float settings that are traced inputs of ``train``; their names match config fields.
 HPARAM_FIELDS = (
     "lr",

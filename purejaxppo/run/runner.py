@@ -21,7 +21,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.config import SAFE_RESUME_FIELDS, HParams, PPOConfig
 from purejaxppo.core.metrics import final_return, first_non_finite
 from purejaxppo.core.state import finite_state
 from purejaxppo.core.train import Trainer, make_trainer
@@ -202,9 +202,11 @@ def run(
             many updates, and at the end (default: every 5 minutes of training, and at the end;
             0: none). Needs ``out_dir``.
         keep_checkpoints: how many of the latest checkpoints to keep (default: 3).
-        resume: continue from the latest usable checkpoint in ``out_dir``. The run-management
-            settings (these arguments, the preset name, the loggers) default to the run's own,
-            saved in ``run.json``. Resuming a finished run changes nothing.
+        resume: continue from the latest usable checkpoint in ``out_dir`` (a folder without a
+            run starts one). ``config`` must be the run's own, except for ``total_timesteps``
+            (:func:`check_resumable`). The run-management settings (these arguments, the preset
+            name, the loggers) default to the run's own, saved in ``run.json``. Resuming a
+            finished run changes nothing.
         overwrite: replace the results of a previous run in ``out_dir``.
         progress: draw a progress bar on stderr (default: only when stderr is a terminal).
         tensorboard: also write TensorBoard event files to ``out_dir/tensorboard``.
@@ -254,6 +256,8 @@ def run(
                 layout.clear_run(out_dir)
         settings = {k: v if v is not None else saved.get(k, RUN_SETTING_DEFAULTS[k]) for k, v in given.items()}
         trainer = config if isinstance(config, Trainer) else build_trainer(config, settings["data_parallel"])
+        if resume and os.path.exists(os.path.join(out_dir, layout.CONFIG)):
+            check_resumable(layout.read_config(out_dir), trainer.config)
         finished = _finished_summary(trainer.config, out_dir, settings["stop_at_return"]) if resume else None
         if finished is not None:
             return _already_finished(trainer.config, out_dir, finished, log)
@@ -267,6 +271,18 @@ def run(
         finally:
             if checkpointer is not None:
                 checkpointer.close()
+
+
+def check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
+    """A resume continues the run it finds: a config that differs from the run's saved one in
+    anything but :data:`SAFE_RESUME_FIELDS` is refused (its checkpoints would not fit, or the run
+    would silently become another)."""
+    changed = [f.name for f in dataclasses.fields(PPOConfig)
+               if getattr(config, f.name) != getattr(saved, f.name) and f.name not in SAFE_RESUME_FIELDS]
+    if changed:
+        listed = ", ".join(f"{c} (run: {getattr(saved, c)}, now: {getattr(config, c)})" for c in changed)
+        raise RunError(f"resume: the config differs from the run's: {listed}; accepted: the run's own config "
+                       f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)")
 
 
 def _checkpointer(out_dir: str, keep: int) -> Checkpointer:
