@@ -55,6 +55,10 @@ def test_load_policy_acts_under_jit(trained):
     assert actions.shape == (5,) and set(np.asarray(actions).tolist()) <= {0, 1}
     single = act(policy.params, jnp.zeros(4), jax.random.key(0))
     assert single.shape == ()
+    from purejaxppo.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"^step: got '4'; accepted: an update number \(an integer\)"):
+        load_policy(str(trained), step="4")
     for shape in ((3,), (5, 6), (2, 5, 4)):
         with pytest.raises(ConfigError) as e:
             act(policy.params, jnp.zeros(shape), jax.random.key(0))

@@ -54,3 +54,21 @@ def test_evaluation_and_loaded_policies_follow_clip_actions(clip, action, reward
     act = policy_act(trainer, deterministic=True)
     got = act(PolicyParams(state.params, state.obs_rms), jnp.zeros(1), jax.random.key(2))
     np.testing.assert_allclose(np.asarray(got), [action], rtol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((-1,), "num_episodes: got -1; accepted: a positive integer"),
+    ((2.5,), "num_episodes: got 2.5; accepted: a positive integer"),
+    ((2, True, -5), "max_steps: got -5; accepted: a positive integer or None"),
+    ((2, True, 0), "max_steps: got 0; accepted: a positive integer or None"),
+])
+def test_bad_evaluation_arguments_are_one_line(args, message):
+    from purejaxppo import ConfigError
+
+    trainer = make_trainer(PPOConfig(env="CartPole-v1", num_envs=4, num_steps=16, total_timesteps=256,
+                                     num_minibatches=1))
+    with pytest.raises(ConfigError) as e:
+        make_evaluate(trainer, *args)
+    assert str(e.value) == message
+    with pytest.raises(ConfigError, match=r"^make_evaluate: got a PPOConfig; accepted: a Trainer"):
+        make_evaluate(trainer.config, 2)

@@ -91,10 +91,12 @@ def test_a_library_sweep_saves_and_loads_its_program(grid_result, tmp_path, monk
 
 def test_numpy_values_are_accepted_as_the_command_line_values_are():
     a = sw.make_plan(SMALL, samples={"ent_coef": sw.Distribution("choice", np.array([0.0, 0.01]))},
-                     num_samples=np.int64(3), grid={"lr": np.array([1e-3, 3e-4])})
+                     num_samples=np.int64(3), grid={"lr": np.array([1e-3, 3e-4], np.float32)})
     b = sw.make_plan(SMALL, samples={"ent_coef": sw.Distribution("choice", (0.0, 0.01))}, num_samples=3,
                      grid={"lr": [1e-3, 3e-4]})
-    assert a.settings == b.settings and len(a.settings) == 6
+    assert len(a.settings) == 6 and all(type(v) is float for setting in a.settings for v in setting.values())
+    np.testing.assert_allclose([s["lr"] for s in a.settings], [s["lr"] for s in b.settings], rtol=1e-7)
+    assert [s["ent_coef"] for s in a.settings] == [s["ent_coef"] for s in b.settings]
 
 
 def test_random_search_is_reproducible_and_in_bounds():

@@ -190,3 +190,19 @@ def test_learning_rate_anneals_linearly(small_train):
     _, m = small_train[0](jax.random.key(0), HParams.from_config(SMALL.replace(lr=1e-3)))
     n = SMALL.num_updates
     np.testing.assert_allclose(np.asarray(m["charts/learning_rate"]), 1e-3 * (1 - np.arange(n) / n), rtol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr", np.ones((4, 4)), "lr: got an array of shape (4, 4); accepted: a number > 0"),
+    ("lr", np.float32(1e-3), "lr: got np.float32(0.001), not a Python value; accepted: a number > 0, as a Python "
+                             "number (float(x) or int(x))"),
+    ("num_envs", np.int64(4), "num_envs: got np.int64(4), not a Python value; accepted: a positive integer"),
+])
+def test_numpy_values_in_a_config_are_named_in_one_line(field, value, message):
+    """A config goes to JSON with its run: a NumPy scalar is refused with what to pass instead, an
+    array without its multi-line repr."""
+    from purejaxppo import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        make_trainer(PPOConfig(env="CartPole-v1").replace(**{field: value}))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)

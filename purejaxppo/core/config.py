@@ -286,6 +286,12 @@ def validate_field(name: str, value: Any) -> None:
     """
     accepted = RULES[name](value)
     if accepted is not None:
+        shape = getattr(value, "shape", None)
+        if shape is not None and shape != ():  # an array: its repr spans lines
+            raise ConfigError(f"{name}: got an array of shape {tuple(shape)}; accepted: {accepted}")
+        if shape == () and not isinstance(value, (bool, int, float, str)):  # a NumPy or JAX scalar
+            raise ConfigError(f"{name}: got {value!r}, not a Python value; accepted: {accepted}, as a Python number "
+                              "(float(x) or int(x))")
         raise ConfigError(f"{name}: got {value!r}; accepted: {accepted}")
 
 

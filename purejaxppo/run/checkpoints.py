@@ -303,6 +303,9 @@ class Checkpointer:
         """
         steps = self.steps()
         if step is not None:
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+                raise CheckpointError(f"step: got {step!r}; accepted: an update number (an integer), or None for the "
+                                      "latest")
             if step not in steps:
                 raise CheckpointError(
                     f"no checkpoint at update {step} in {self.directory}; available: "

@@ -11,6 +11,7 @@ import numpy as np
 
 from purejaxppo.core.act import action_mapping
 from purejaxppo.core.train import Trainer
+from purejaxppo.errors import ConfigError
 
 if TYPE_CHECKING:
     from purejaxppo.run.programs import Programs
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
 
 def _episode_limit(trainer: Trainer, max_steps: int | None) -> int:
     return max_steps or int(getattr(trainer.env.params, "max_steps_in_episode", 1000))
+
+
+def _count(name: str, value: Any, none_ok: bool = False) -> None:
+    """A positive integer (or None where that means the default), else a one-line ConfigError."""
+    if none_ok and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name}: got {value!r}; accepted: a positive integer" + (" or None" if none_ok else ""))
 
 
 def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = True, max_steps: int | None = None):
@@ -32,6 +41,10 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
     into them with ``action_dist`` tanh);
     ``deterministic`` takes the mode of the policy instead of sampling.
     """
+    if not isinstance(trainer, Trainer):
+        raise ConfigError(f"make_evaluate: got a {type(trainer).__name__}; accepted: a Trainer (make_trainer(config))")
+    _count("num_episodes", num_episodes)
+    _count("max_steps", max_steps, none_ok=True)
     env, act = trainer.env, trainer.act
     how = action_mapping(trainer.config)
     limit = _episode_limit(trainer, max_steps)
@@ -132,6 +145,7 @@ def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0
     twice."""
     from purejaxppo.run import layout
 
+    _count("episodes", episodes)
     layout.read_config(run_dir)  # a run folder, before it is locked
     with layout.locked(run_dir):
         return _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache)

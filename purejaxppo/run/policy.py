@@ -71,7 +71,8 @@ def policy_act(trainer: Trainer, deterministic: bool = False):
     if trainer.config.policy == "gru":
         def stateful(params, obs, key):
             raise ConfigError("policy.act: a recurrent (policy gru) agent's action depends on its hidden state; "
-                              "accepted: trainer.act(params, obs_rms, h, obs, start, key), or purejaxppo eval")
+                              "accepted: trainer.act(params, obs_rms, h, obs, start, key, deterministic), or "
+                              "purejaxppo eval")
 
         return stateful
 

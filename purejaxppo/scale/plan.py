@@ -210,6 +210,7 @@ def make_plan(
             raise ConfigError(f"grid: {field}: got {values!r}; accepted: a list of numbers")
         if len(values) == 0:
             raise ConfigError(f"grid: {field} has an empty list of values; accepted: a list of numbers")
+    grid = {field: [float(v) for v in values] for field, values in grid.items()}  # NumPy scalars as Python floats
     for field, dist in samples.items():
         check_distribution(field, dist)
     try:  # an int, or an integer NumPy scalar
