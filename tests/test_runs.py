@@ -375,3 +375,23 @@ def wandb_history(path):
         if rec.WhichOneof("record_type") == "history":
             rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item})
     return rows
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(chunk_updates=-1), "chunk_updates: got -1; accepted: an integer >= 1, or None for the default"),
+    (dict(chunk_updates=2.5), "chunk_updates: got 2.5; accepted: an integer >= 1"),
+    (dict(checkpoint_every=-1), "checkpoint_every: got -1; accepted: an integer >= 0"),
+    (dict(keep_checkpoints=0), "keep_checkpoints: got 0; accepted: an integer >= 1"),
+    (dict(stop_at_return="x"), "stop_at_return: got 'x'; accepted: a finite return"),
+    (dict(stop_at_return=float("nan")), "stop_at_return: got nan; accepted: a finite return"),
+    (dict(wandb="offline"), "wandb: got 'offline'; accepted: a dict such as"),
+])
+def test_bad_run_arguments_are_refused_before_anything_runs(kwargs, message, tmp_path):
+    """What the command line checks of its flags, run() checks of its arguments (in one line,
+    before anything is compiled or written)."""
+    from purejaxppo import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        run(small_config(), str(tmp_path / "r"), log=lambda m: None, **kwargs)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert not (tmp_path / "r").exists()

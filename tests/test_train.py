@@ -206,3 +206,22 @@ def test_numpy_values_in_a_config_are_named_in_one_line(field, value, message):
     with pytest.raises(ConfigError) as e:
         make_trainer(PPOConfig(env="CartPole-v1").replace(**{field: value}))
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: PPOConfig().replace(lrr=1e-3), "unknown config field(s) lrr (did you mean lr?); accepted: env, seed"),
+    (lambda: make_trainer(None), "config: got a NoneType; accepted: a PPOConfig"),
+    (lambda: make_trainer("CartPole-v1"), "config: got a str; accepted: a PPOConfig"),
+    (lambda: preset(None), "preset: got None; accepted: a preset name, one of CartPole-v1"),
+    (lambda: __import__("purejaxppo").make_env(None), "env: got None; accepted: an environment name"),
+    (lambda: __import__("purejaxppo").register_env("CartPole-v1", object),
+     "register_env: CartPole-v1 is already registered; accepted: a new name"),
+    (lambda: __import__("purejaxppo").register_env("x", 5), "register_env: got 5 for x; accepted: a gymnax"),
+    (lambda: __import__("purejaxppo").register_env("brax/x", object), "register_env: got the name 'brax/x'"),
+])
+def test_wrong_arguments_to_the_python_api_are_one_line(call, message):
+    from purejaxppo import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        call()
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)

@@ -142,6 +142,11 @@ class PPOConfig:
         return self.total_timesteps // self.batch_size
 
     def replace(self, **changes: Any) -> PPOConfig:
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            close = suggest(unknown[0], self.__dataclass_fields__)
+            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}{close}; accepted: "
+                              f"{', '.join(self.__dataclass_fields__)}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,6 +308,9 @@ def validate(config: PPOConfig) -> PPOConfig:
     Raises:
         ConfigError: one sentence naming the field, its value and what is accepted.
     """
+    if not isinstance(config, PPOConfig):
+        raise ConfigError(f"config: got a {type(config).__name__}; accepted: a PPOConfig (e.g. PPOConfig(env=...) or "
+                          "preset(ENV))")
     for f in dataclasses.fields(config):
         validate_field(f.name, getattr(config, f.name))
     c = config

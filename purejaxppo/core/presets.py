@@ -158,6 +158,8 @@ def preset_name_for(env: str) -> str | None:
 
 def preset(name: str) -> PPOConfig:
     """The tuned configuration of ``name`` (an environment name)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"preset: got {name!r}; accepted: a preset name, one of {', '.join(PRESETS)}")
     if name not in PRESETS:
         raise ConfigError(
             f"preset: unknown preset {name!r}{suggest(name, PRESETS)}; accepted: {', '.join(PRESETS)}"

@@ -40,6 +40,14 @@ _ADAPTERS: dict[str, EnvAdapter] = {}
 
 def register_env(name: str, factory: Callable[..., Any]) -> None:
     """Register a gymnax-API environment class or factory under ``name``."""
+    if not isinstance(name, str) or not name or is_brax(name):
+        raise ConfigError(f"register_env: got the name {name!r}; accepted: a non-empty string that does not start "
+                          "with brax/ (those are Brax's tasks)")
+    if not callable(factory):
+        raise ConfigError(f"register_env: got {factory!r} for {name}; accepted: a gymnax Environment class, or a "
+                          "function that returns an instance")
+    if name in gymnax.registered_envs:
+        raise ConfigError(f"register_env: {name} is already registered; accepted: a new name")
     gymnax.registration.register(name, factory)
 
 
@@ -151,6 +159,8 @@ class EnvAdapter:
 
 def make_env(name: str) -> tuple[EnvAdapter, Any]:
     """``(env, env_params)`` for a registered environment name (cached per name)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"env: got {name!r}; accepted: an environment name such as CartPole-v1")
     if name not in _ADAPTERS and is_brax(name):
         env = brax_envs.make(name)
         _ADAPTERS[name] = EnvAdapter(name, env, env.default_params)

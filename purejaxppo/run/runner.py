@@ -233,6 +233,7 @@ def run(
     The summary (also written as ``summary.json``) holds the metrics under ``"metrics"`` and
     the final :class:`~purejaxppo.core.state.RunnerState` under ``"state"``.
     """
+    _check_run_arguments(out_dir, chunk_updates, checkpoint_every, keep_checkpoints, stop_at_return, wandb)
     if out_dir is None:
         if resume:
             raise RunError("resume needs the folder of the run to continue (--out DIR)")
@@ -271,6 +272,25 @@ def run(
         finally:
             if checkpointer is not None:
                 checkpointer.close()
+
+
+def _check_run_arguments(out_dir, chunk_updates, checkpoint_every, keep_checkpoints, stop_at_return, wandb) -> None:
+    """The run-management arguments of :func:`run`, each refused in one line (before anything runs)."""
+    from purejaxppo.errors import ConfigError
+
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise ConfigError(f"out_dir: got {out_dir!r}; accepted: a folder path, or None")
+    for name, value, low in (("chunk_updates", chunk_updates, 1), ("checkpoint_every", checkpoint_every, 0),
+                             ("keep_checkpoints", keep_checkpoints, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low):
+            raise ConfigError(f"{name}: got {value!r}; accepted: an integer >= {low}, or None for the default")
+    if stop_at_return is not None and (isinstance(stop_at_return, bool)
+                                       or not isinstance(stop_at_return, (int, float, np.number))
+                                       or not math.isfinite(stop_at_return)):
+        raise ConfigError(f"stop_at_return: got {stop_at_return!r}; accepted: a finite return, e.g. 475, or None")
+    if wandb is not None and not isinstance(wandb, dict):
+        raise ConfigError(f"wandb: got {wandb!r}; accepted: a dict such as {{'project': 'ppo', 'mode': 'offline'}}, "
+                          "or None")
 
 
 def check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
