@@ -269,7 +269,9 @@ def test_every_checkpoint_damaged_is_one_line(tiny, tmp_path):
     again = run_main("train", "--out", out, "--resume", "--total-timesteps", "4096", "--allow-safe-changes")
     assert again.returncode == 2
     line = one_error_line(again)
-    assert "every checkpoint of the run in" in line and "is damaged (moved to damaged/: 10-" in line, line
+    assert "every checkpoint of the run in" in line and "is damaged (moved to damaged/: 2-" in line, line
+    listed = line.split("moved to damaged/: ")[1].split(")")[0].split(", ")
+    assert [int(name.split("-")[0]) for name in listed] == [2, 4, 6, 8, 10, 12], listed  # by update
     assert line.endswith("nothing to resume from; to train the run again from update 0, start it without --resume "
                          "and with --overwrite"), line
     assert read(out / "metrics.csv") == metrics
