@@ -61,14 +61,19 @@ VARIANTS = {
 }
 
 
-def launch(code: str, args: list[str], out: str, env: dict[str, str]) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
+def timed(code: str, argv: list[str], env: dict[str, str], what: str) -> float:
+    """Seconds from launching ``purejaxppo ARGV`` (through ``code``) to its exit; a failure stops the script."""
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, "train", *args, "--out", out], env=env, capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if done.returncode != 0:
-        raise SystemExit(f"the run failed: {done.stderr.strip().splitlines()[-1]}")
+        raise SystemExit(f"the {what} failed: {done.stderr.strip().splitlines()[-1]}")
+    return wall
+
+
+def launch(code: str, args: list[str], out: str, env: dict[str, str]) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    wall = timed(code, ["train", *args, "--out", out], env, "run")
     summary = json.load(open(os.path.join(out, "summary.json")))
     compile_s, train_s = summary["compile_seconds"], summary["train_seconds"]
     return {"wall": wall, "compile": compile_s, "train": train_s, "rest": wall - compile_s - train_s,
@@ -76,23 +81,13 @@ def launch(code: str, args: list[str], out: str, env: dict[str, str]) -> dict:
 
 
 def launch_eval(code: str, run: str, episodes: int, env: dict[str, str]) -> dict:
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, "eval", "--run", run, "--episodes", str(episodes)], env=env,
-                          capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"the evaluation failed: {done.stderr.strip().splitlines()[-1]}")
+    wall = timed(code, ["eval", "--run", run, "--episodes", str(episodes)], env, "evaluation")
     return {"wall": wall, "mean_return": json.load(open(os.path.join(run, "eval.json")))["mean"]}
 
 
 def launch_sweep(code: str, args: list[str], out: str, env: dict[str, str]) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, "sweep", *args, "--out", out], env=env, capture_output=True,
-                          text=True, check=False)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"the sweep failed: {done.stderr.strip().splitlines()[-1]}")
+    wall = timed(code, ["sweep", *args, "--out", out], env, "sweep")
     with open(os.path.join(out, "results.csv")) as f:
         finals = [float(row["final_return"]) for row in csv.DictReader(f)]
     return {"wall": wall, "mean_return": statistics.fmean(finals)}
