@@ -137,6 +137,10 @@ def test_names_backends_and_presets():
     with pytest.raises(ConfigError, match="not a Brax environment"):
         brax_envs.with_backend("CartPole-v1", "spring")
     assert preset_name_for("brax/hopper-spring") == "brax/hopper" and preset_name_for("Pong") is None
+    # from Python as from --env: a task's preset on another backend
+    assert preset("brax/hopper-spring") == preset("brax/hopper").replace(env="brax/hopper-spring")
+    with pytest.raises(ConfigError, match=r"^preset: unknown preset 'brax/hopper-euler'"):
+        preset("brax/hopper-euler")
     # Brax's notebook row for inverted_pendulum, translated: 1024 x 32 unrolls of 5 steps from 2048 envs
     c = preset("brax/inverted_pendulum")
     assert (c.num_envs, c.num_steps, c.num_minibatches, c.update_epochs) == (2048, 80, 32, 4)

@@ -157,9 +157,16 @@ def preset_name_for(env: str) -> str | None:
 
 
 def preset(name: str) -> PPOConfig:
-    """The tuned configuration of ``name`` (an environment name)."""
+    """The tuned configuration of ``name`` (an environment name; for ``brax/<task>-<backend>``,
+    the task's preset on that backend, as the command line's ``--env`` gives it)."""
     if not isinstance(name, str):
         raise ConfigError(f"preset: got {name!r}; accepted: a preset name, one of {', '.join(PRESETS)}")
+    base = preset_name_for(name)
+    if name not in PRESETS and base is not None:  # brax/<task>-<backend>: the task's settings, on that backend
+        from purejaxppo.envs.brax_envs import BACKENDS
+
+        if name.rsplit("-", 1)[1] in BACKENDS:
+            return PPOConfig(**dict(PRESETS[base], env=name))
     if name not in PRESETS:
         raise ConfigError(
             f"preset: unknown preset {name!r}{suggest(name, PRESETS)}; accepted: {', '.join(PRESETS)}"
