@@ -274,6 +274,15 @@ def test_bad_ppo_settings_are_one_line_errors(micro):
         ppo.make_train(model, ppo.RLHFSettings(batch=10, minibatches=4), spec, frozen, sft_params)
     with pytest.raises(ConfigError, match="epochs"):
         ppo.make_train(model, ppo.RLHFSettings(epochs=0), spec, frozen, sft_params)
+    for bad, message in ((dict(batch="8"), "batch: got '8'; accepted: an integer >= 1"),
+                         (dict(iterations=2.5), "iterations: got 2.5; accepted: an integer >= 1")):
+        with pytest.raises(ConfigError) as e:
+            ppo.make_train(model, ppo.RLHFSettings(**bad), spec, frozen, sft_params)
+        assert str(e.value) == message
+    from purejaxppo.rlhf import pipeline
+
+    with pytest.raises(ConfigError, match=r"^eval_every: got 0; accepted: an integer >= 1$"):
+        pipeline.check_settings(pipeline.tiny()._replace(eval_every=0))
 
 
 def test_grid_log_probs_by_prefix_equal_one_pass_per_response():

@@ -88,9 +88,9 @@ def check_settings(s: DemoSettings) -> None:
     check_spec(s.task)
     ppo_mod.check_settings(s.ppo)
     for name, value, least in (("sft.steps", s.sft.steps, 2), ("reward.epochs", s.reward.epochs, 1),
-                               ("dpo.epochs", s.dpo.epochs, 1)):
-        if value < least:
-            raise ConfigError(f"{name}={value} is too small; use at least {least}")
+                               ("dpo.epochs", s.dpo.epochs, 1), ("eval_every", s.eval_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name}: got {value!r}; accepted: an integer >= {least}")
     if s.ppo.iterations % s.eval_every:
         raise ConfigError(f"iterations={s.ppo.iterations} is not a multiple of eval_every={s.eval_every}")
     if s.pairs < s.reward.batch or s.pairs < s.dpo.batch:

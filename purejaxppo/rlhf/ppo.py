@@ -110,8 +110,9 @@ def check_settings(settings: RLHFSettings) -> None:
     from purejaxppo.errors import ConfigError
 
     for name in ("iterations", "batch", "epochs", "minibatches"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{name}={getattr(settings, name)} must be at least 1")
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: got {value!r}; accepted: an integer >= 1")
     if settings.batch % settings.minibatches:
         raise ConfigError(f"batch={settings.batch} is not divisible by minibatches={settings.minibatches}")
 
