@@ -300,10 +300,18 @@ def test_unretrieved_tensorstore_read_errors_are_dropped_and_other_task_errors_k
             assert task.done()
             del task
             gc.collect()
+        # a bare future (not a task) that holds the error is reported as "Future exception ..."
+        for text in ('OUT_OF_RANGE: Error opening "zarr" driver [tensorstore_spec=\'{"driver":"zarr"}\']',
+                     "another unrelated failure"):
+            future = loop.create_future()
+            future.set_exception(ValueError(text))
+            del future
+            gc.collect()
     finally:
         loop.close()
-    reported = [r for r in caplog.records if r.getMessage().startswith("Task exception was never retrieved")]
-    assert [str(r.exc_info[1]) for r in reported] == ["an unrelated failure"]
+    reported = [r for r in caplog.records
+                if r.getMessage().startswith(("Task exception was never retrieved", "Future exception was never"))]
+    assert [str(r.exc_info[1]) for r in reported] == ["an unrelated failure", "another unrelated failure"]
 
 
 # ------------------------------------------------------------------ bad input: one line, exit 2, nothing written

@@ -119,12 +119,13 @@ def _quiet_orbax() -> None:
 class _DropUnretrievedReadErrors(logging.Filter):
     """When one read of a damaged checkpoint fails, Orbax gives up on the restore while the other
     TensorStore reads of the same checkpoint fail too; nobody awaits those, and asyncio logs each
-    one ("Task exception was never retrieved", with a traceback) whenever the garbage collector
-    meets it. The checkpoint is already reported as damaged: those records (and only those,
-    TensorStore's errors) are dropped."""
+    one ("Task exception was never retrieved", or "Future ..." for a bare future, with a
+    traceback) whenever the garbage collector meets it. The checkpoint is already reported as
+    damaged: those records (and only those, TensorStore's errors) are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.getMessage().startswith("Task exception was never retrieved"):
+        if not record.getMessage().startswith(("Task exception was never retrieved",
+                                               "Future exception was never retrieved")):
             return True
         exc = record.exc_info[1] if record.exc_info else None
         return exc is None or "tensorstore_spec" not in str(exc)
