@@ -552,7 +552,7 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out, cache) 
     if stop.signum is not None:
         raise Interrupted(f"stopped after writing the sweep's results in {out}", stop.signum)
     total_steps = plan.num_agents * config.num_updates * config.batch_size
-    loaded = f" ({programs.hits} saved program{'s' if programs.hits > 1 else ''} loaded)" if programs.hits else ""
+    loaded = programs.loaded_note()
     print(f"trained {plan.num_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included"
           f"{loaded}", flush=True)
     print(format_table(rows))

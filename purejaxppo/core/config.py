@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -298,6 +299,15 @@ def validate_field(name: str, value: Any) -> None:
             raise ConfigError(f"{name}: got {value!r}, not a Python value; accepted: {accepted}, as a Python number "
                               "(float(x) or int(x))")
         raise ConfigError(f"{name}: got {value!r}; accepted: {accepted}")
+
+
+def check_integer(name: str, value: Any, low: int, accepted: str | None = None, none_ok: bool = False) -> None:
+    """An integer (a Python or NumPy one, not a bool) of at least ``low`` (or None with ``none_ok``),
+    else ``ConfigError("{name}: got {value!r}; accepted: {accepted}")``, by default "an integer >= low"."""
+    if none_ok and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{name}: got {value!r}; accepted: {accepted or f'an integer >= {low}'}")
 
 
 def validate(config: PPOConfig) -> PPOConfig:

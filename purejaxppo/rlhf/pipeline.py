@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purejaxppo.core.config import check_integer
 from purejaxppo.errors import ConfigError, RunError
 from purejaxppo.rlhf import dpo as dpo_mod
 from purejaxppo.rlhf import exact
@@ -89,8 +90,7 @@ def check_settings(s: DemoSettings) -> None:
     ppo_mod.check_settings(s.ppo)
     for name, value, least in (("sft.steps", s.sft.steps, 2), ("reward.epochs", s.reward.epochs, 1),
                                ("dpo.epochs", s.dpo.epochs, 1), ("eval_every", s.eval_every, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{name}: got {value!r}; accepted: an integer >= {least}")
+        check_integer(name, value, least)
     if s.ppo.iterations % s.eval_every:
         raise ConfigError(f"iterations={s.ppo.iterations} is not a multiple of eval_every={s.eval_every}")
     if s.pairs < s.reward.batch or s.pairs < s.dpo.batch:
@@ -422,8 +422,6 @@ def read_stage(out: str, stage: str) -> dict[str, Any] | None:
 def replaced_records(out: str, stage: str) -> list[str]:
     """The stage records in ``out`` that running ``stage`` replaces: its own, and for ``sft`` and
     ``reward`` every later stage's (made with the products they replace)."""
-    if stage == "demo":
-        return [st for st in STAGES if read_stage(out, st) is not None]
     later = STAGES[STAGES.index(stage) + 1:] if stage in ("sft", "reward") else ()
     return [st for st in (stage, *later) if read_stage(out, st) is not None]
 

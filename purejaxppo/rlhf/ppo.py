@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from purejaxppo.core import losses
+from purejaxppo.core.config import check_integer
 from purejaxppo.core.distributions import Categorical
 from purejaxppo.core.gae import gae_advantages
 from purejaxppo.rlhf import model as seqmodel
@@ -110,9 +111,7 @@ def check_settings(settings: RLHFSettings) -> None:
     from purejaxppo.errors import ConfigError
 
     for name in ("iterations", "batch", "epochs", "minibatches"):
-        value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}: got {value!r}; accepted: an integer >= 1")
+        check_integer(name, getattr(settings, name), 1)
     if settings.batch % settings.minibatches:
         raise ConfigError(f"batch={settings.batch} is not divisible by minibatches={settings.minibatches}")
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxppo.core.act import action_mapping
+from purejaxppo.core.config import check_integer
 from purejaxppo.core.train import Trainer
 from purejaxppo.errors import ConfigError
 
@@ -23,10 +24,7 @@ def _episode_limit(trainer: Trainer, max_steps: int | None) -> int:
 
 def _count(name: str, value: Any, none_ok: bool = False) -> None:
     """A positive integer (or None where that means the default), else a one-line ConfigError."""
-    if none_ok and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name}: got {value!r}; accepted: a positive integer" + (" or None" if none_ok else ""))
+    check_integer(name, value, 1, "a positive integer" + (" or None" if none_ok else ""), none_ok)
 
 
 def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = True, max_steps: int | None = None):

@@ -144,6 +144,10 @@ class Programs:
                 return compiled
         return jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
 
+    def loaded_note(self) -> str:
+        """`` (N saved programs loaded)`` for a launch's report, or nothing when none was."""
+        return f" ({self.hits} saved program{'s' if self.hits > 1 else ''} loaded)" if self.hits else ""
+
     def shapes(self, name: str, fn: Callable, args: Sequence[Any]) -> Any:
         """``jax.eval_shape(fn, *args)``, read from the saved program ``name`` when there is one
         (nothing traced): a restore needs the initial state's shapes, and tracing ``init`` costs

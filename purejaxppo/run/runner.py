@@ -21,7 +21,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from purejaxppo.core.config import SAFE_RESUME_FIELDS, HParams, PPOConfig
+from purejaxppo.core.config import SAFE_RESUME_FIELDS, HParams, PPOConfig, check_integer
 from purejaxppo.core.metrics import final_return, first_non_finite
 from purejaxppo.core.state import finite_state
 from purejaxppo.core.train import Trainer, make_trainer
@@ -282,8 +282,7 @@ def _check_run_arguments(out_dir, chunk_updates, checkpoint_every, keep_checkpoi
         raise ConfigError(f"out_dir: got {out_dir!r}; accepted: a folder path, or None")
     for name, value, low in (("chunk_updates", chunk_updates, 1), ("checkpoint_every", checkpoint_every, 0),
                              ("keep_checkpoints", keep_checkpoints, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low):
-            raise ConfigError(f"{name}: got {value!r}; accepted: an integer >= {low}, or None for the default")
+        check_integer(name, value, low, f"an integer >= {low}, or None for the default", none_ok=True)
     if stop_at_return is not None and (isinstance(stop_at_return, bool)
                                        or not isinstance(stop_at_return, (int, float, np.number))
                                        or not math.isfinite(stop_at_return)):
@@ -365,7 +364,7 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, pro
         f"{chunk} update{'s' if chunk > 1 else ''} per chunk")
     compiled = {chunk: programs.compile(f"chunk{chunk}", make_chunk(trainer, chunk), (state, hparams), (0,))}
     compile_seconds = time.perf_counter() - t0
-    loaded = f" ({programs.hits} saved program{'s' if programs.hits > 1 else ''} loaded)" if programs.hits else ""
+    loaded = programs.loaded_note()
     log(f"compiled in {compile_seconds:.1f} s{loaded}")
 
     saver = None

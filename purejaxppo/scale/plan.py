@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +83,12 @@ def parse_sample(spec: str) -> tuple[str, Distribution]:
 _FORMS = {"uniform": "LOW:HIGH", "log-uniform": "LOW:HIGH", "choice": "V1,V2,..."}
 
 
+def _all_numbers(values: Any) -> bool:
+    """A list, tuple or array of Python or NumPy numbers (no bools, no string)."""
+    return (not isinstance(values, (str, bytes)) and isinstance(values, (list, tuple, np.ndarray))
+            and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values))
+
+
 def _shown(dist: Distribution) -> str:
     return f"{dist.kind}:" + (",".join if dist.kind == "choice" else ":".join)(f"{v:g}" for v in dist.values)
 
@@ -98,8 +104,7 @@ def check_distribution(field: str, dist: Distribution) -> None:
     values = dist.values
     if isinstance(values, np.ndarray) and values.ndim == 1:
         values = values.tolist()
-    if (isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list))
-            or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)):
+    if not isinstance(values, (tuple, list)) or not _all_numbers(values):
         raise ConfigError(f"sample: {field} {dist.kind} values {values!r} are not numbers; accepted: "
                           f"{dist.kind}:{_FORMS[dist.kind]}")
     if dist.kind == "choice":
@@ -205,8 +210,7 @@ def make_plan(
             check_sweepable(field, where)
     _check_disjoint(grid, samples)
     for field, values in grid.items():
-        if (isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray))
-                or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)):
+        if not _all_numbers(values):
             raise ConfigError(f"grid: {field}: got {values!r}; accepted: a list of numbers")
         if len(values) == 0:
             raise ConfigError(f"grid: {field} has an empty list of values; accepted: a list of numbers")
