@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import inspect
 import math
 import numbers
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from purejaxppo.errors import ConfigError
+from purejaxppo.naming import suggest  # re-exported: presets and the config's own field check use it
 
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
@@ -382,15 +382,6 @@ def check_sweepable(name: str, where: str = "grid") -> None:
     static = name in PPOConfig.__dataclass_fields__
     what = "is a static setting (it changes the compiled program)" if static else "is not a config field"
     raise ConfigError(f"{where}: {name} {what}; fields that can be swept: {', '.join(HPARAM_FIELDS)}")
-
-
-def suggest(name: str, choices: Any) -> str:
-    """`` (did you mean X?)`` for the closest of ``choices``, or an empty string."""
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    if not close:
-        lowered = {c.lower(): c for c in choices}
-        close = [lowered[name.lower()]] if name.lower() in lowered else []
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 __all__ = [

@@ -30,10 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
 
-from purejaxppo.core.config import suggest
 from purejaxppo.envs import brax_envs
 from purejaxppo.errors import ConfigError
-from purejaxppo.naming import is_brax
+from purejaxppo.naming import is_brax, suggest
 
 _ADAPTERS: dict[str, EnvAdapter] = {}
 
