@@ -48,8 +48,8 @@ import tempfile
 import time
 
 NOW = "from purejaxppo.cli import entry; entry()"
-TRACED = ("import purejaxppo.run.runner as r; from purejaxppo.run.programs import Programs; "
-          "r.make_programs = lambda trainer, folder: Programs(None); ")
+TRACED = ("import purejaxppo.run.programs as p; _init = p.Programs.__init__; "
+          "p.Programs.__init__ = lambda self, folder, description=None: _init(self, None, description); ")
 LATE = ("import sys, purejaxppo.run.runner as r; r._import_in_background = lambda *m: None; "
         "from purejaxppo.cli import main; sys.exit(main(sys.argv[1:]))")
 VARIANTS = {

@@ -373,7 +373,7 @@ def resolve_resume(args: argparse.Namespace, out: str):
     run's preset name; refuses changes other than SAFE_RESUME_FIELDS (and those without
     --allow-safe-changes)."""
     from purejaxppo.run.layout import read_config, read_run_settings
-    from purejaxppo.run.runner import build_trainer
+    from purejaxppo.run.compiled import build_trainer
 
     try:
         saved = read_config(out)
@@ -420,7 +420,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from purejaxppo.run import layout
     from purejaxppo.run.programs import FOLDER as PROGRAMS
-    from purejaxppo.run.runner import build_trainer, run
+    from purejaxppo.run.compiled import build_trainer
+    from purejaxppo.run.runner import run
 
     _check_flags(args)
     if args.resume:
@@ -513,14 +514,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep(args, trainer, plan, config, preset_name, grid, samples, out, cache) -> int:
     import jax
 
-    from purejaxppo.run import layout, results, runner
+    from purejaxppo.run import layout, results
+    from purejaxppo.run.compiled import auto_chunk, make_programs
     from purejaxppo.run.loggers import ProgressBar
     from purejaxppo.run.programs import FOLDER as PROGRAMS
     from purejaxppo.run.signals import StopSignals
     from purejaxppo.scale.stats import format_table
     from purejaxppo.scale.sweep import run_plan
 
-    programs = runner.make_programs(trainer, os.path.join(cache, PROGRAMS) if cache is not None else None)
+    programs = make_programs(trainer, os.path.join(cache, PROGRAMS) if cache is not None else None)
     print(f"preset: {preset_name or 'none'}", flush=True)
     print(
         f"sweep on {config.env}: {len(plan.settings)} setting(s) x {args.num_seeds} seed(s) = {plan.num_agents} "
@@ -533,7 +535,7 @@ def _sweep(args, trainer, plan, config, preset_name, grid, samples, out, cache) 
                       if args.progress is not None else None)
     t0 = time.perf_counter()
     try:
-        result = run_plan(trainer, plan, chunk_updates=runner.auto_chunk(config.num_updates),
+        result = run_plan(trainer, plan, chunk_updates=auto_chunk(config.num_updates),
                           on_chunk=lambda done: bar.update(done * steps_per_update), programs=programs)
     finally:
         bar.close()

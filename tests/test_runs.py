@@ -29,7 +29,8 @@ from purejaxppo.run.checkpoints import Checkpointer, checksum, from_savable, to_
 from purejaxppo.cli import main as cli_main
 from purejaxppo.run.loggers import ProgressBar
 from purejaxppo.run.policy import load_state
-from purejaxppo.run.runner import auto_chunk, run
+from purejaxppo.run.compiled import auto_chunk
+from purejaxppo.run.runner import run
 
 SMALL = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
          "--update-epochs", "2", "--total-timesteps", str(4 * 32 * 60), "--seed", "3"]

@@ -16,7 +16,7 @@ from purejaxppo.core.train import Trainer, make_trainer
 from purejaxppo.errors import CheckpointError, ConfigError
 from purejaxppo.run import layout
 from purejaxppo.run.checkpoints import Checkpointer
-from purejaxppo.run.runner import init_shapes, make_programs
+from purejaxppo.run.compiled import init_shapes, make_programs
 
 
 @struct.dataclass

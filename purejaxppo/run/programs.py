@@ -21,7 +21,7 @@ compilation cache). The first launch compiles the same module, so every launch r
 program. A restore reads the initial state's shapes from its saved program
 (:meth:`Programs.shapes`) instead of tracing it. Only functions that the key determines may use
 it: the command line's trainers, built from a config by
-:func:`purejaxppo.run.runner.build_trainer`, on one device, its evaluation of their runs, and
+:func:`purejaxppo.run.compiled.build_trainer`, on one device, its evaluation of their runs, and
 its sweeps of them on one device (:func:`purejaxppo.scale.agents.run_agents`). A trainer
 built in Python with functions of one's own (a network, an environment not registered with
 the package) is not covered by the key, so :func:`purejaxppo.run.runner.run` does not cache

@@ -86,7 +86,7 @@ def sweep(
     plan = make_plan(trainer.config, num_seeds, grid, samples, num_samples)
     programs = None
     if program_cache is not None:
-        from purejaxppo.run.runner import make_programs
+        from purejaxppo.run.compiled import make_programs
 
         programs = make_programs(trainer, program_cache)
     return run_plan(trainer, plan, mesh, programs=programs)
