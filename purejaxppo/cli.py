@@ -142,14 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--num-samples", type=_positive_int, default=0, metavar="K", help="random-search draws")
     sweep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr, updated after each of about 20 chunks (default: only on a terminal)")
-    hosts = sweep.add_argument_group("several processes / hosts (jax.distributed)")
+    hosts = sweep.add_argument_group(
+        "several processes / hosts (jax.distributed)",
+        "On a SLURM, Open MPI, Kubernetes or Cloud TPU cluster JAX finds the processes itself; elsewhere give "
+        "all three of --coordinator, --num-processes and --process-id. Every process runs the same sweep (checked) "
+        "and only process 0 writes results.")
     hosts.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                       help="address of process 0 (default: $JAX_COORDINATOR_ADDRESS); every process runs the same "
-                       "command with its own --process-id, and only process 0 writes results")
+                       help="address of process 0 (default: JAX's own $JAX_COORDINATOR_ADDRESS, or the cluster's)")
     hosts.add_argument("--num-processes", type=_positive_int, default=None, metavar="N",
-                       help="number of processes (default: $JAX_NUM_PROCESSES)")
+                       help="number of processes (default: the cluster's)")
     hosts.add_argument("--process-id", type=_positive_int, default=None, metavar="I",
-                       help="this process, 0 to N-1 (default: $JAX_PROCESS_ID)")
+                       help="this process, 0 to N-1 (default: the cluster's)")
     hosts.add_argument("--coordinator-timeout", type=_positive_int, default=60, metavar="S",
                        help="seconds to wait for all processes to join (default: 60)")
     add_config_flags(sweep)
@@ -485,7 +488,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if processes is not None:
         if args.coordinator_timeout < 1:
             raise UsageError(f"--coordinator-timeout: {args.coordinator_timeout}; accepted: an integer >= 1")
-        distributed.initialize(processes, timeout=args.coordinator_timeout)
+        distributed.initialize(processes, timeout=args.coordinator_timeout, prefix=f"{PROG} sweep: error: ")
     import jax
 
     from purejaxppo.core.train import make_trainer
@@ -504,6 +507,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "runs", f"sweep_{config.env.replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}")
     layout.check_out_dir(out, args.overwrite)
     cache = _setup_cache(args)  # a refused cache folder leaves no --out behind
+    if processes is not None:  # before training: every process runs this same sweep, or all stop here
+        distributed.check_same_sweep(config, plan, processes)
     with contextlib.ExitStack() as stack:
         if jax.process_index() == 0:  # the process that writes holds the folder's lock
             stack.enter_context(layout.locked(out))

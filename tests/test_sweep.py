@@ -284,21 +284,25 @@ def test_two_processes_on_localhost_equal_one_process(tmp_path):
             np.testing.assert_allclose(float(a[col]), float(b[col]), rtol=1e-6, err_msg=col)
 
 
-def _sweep_process(tmp_path, port, process_id, num_processes, timeout=5):
+def _sweep_process(tmp_path, port, process_id, num_processes, timeout=5, extra=()):
     import subprocess
     import sys
 
     return subprocess.Popen(
         [sys.executable, "-m", "purejaxppo.cli", "sweep", *SWEEP_ARGS, "--out", str(tmp_path / f"x{process_id}"),
          "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes), "--process-id",
-         str(process_id), "--coordinator-timeout", str(timeout)],
+         str(process_id), "--coordinator-timeout", str(timeout), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )
 
 
 def _error_line(proc) -> str:
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr and "Check failure" not in stderr, stderr[-2000:]
     return stderr.strip().splitlines()[-1]
 
 
@@ -311,45 +315,117 @@ def test_missing_processes_fail_in_time(tmp_path, alone):
     port = _free_port()
     last = _error_line(_sweep_process(tmp_path, port, alone, 2))
     if alone == 1:  # no coordinator at all
-        assert last.startswith(f"purejaxppo sweep: error: process 1 of 2 could not join the coordinator at 127.0.0.1:{port}")
-        assert "within 5 s" in last
+        assert last == (f"purejaxppo sweep: error: process 1 of 2 could not join the coordinator at 127.0.0.1:{port} "
+                        "within 5 s (nothing accepts connections there); check --coordinator and that process 0 is "
+                        "running")
     else:  # the coordinator waits for a peer that never comes
-        assert last == (f"purejaxppo sweep: error: process 0 waited 5 s at 127.0.0.1:{port} for process(es) 1 of 2, "
-                        "which did not come; start every process with the same --coordinator and --num-processes, "
-                        "or raise --coordinator-timeout")
+        assert last == (f"purejaxppo sweep: error: process 0 of 2 waited 5 s at 127.0.0.1:{port} for the other "
+                        "processes, which did not all come; start every process with the same --coordinator and "
+                        "--num-processes, or raise --coordinator-timeout")
     assert time.time() - t0 < 100
     assert not (tmp_path / f"x{alone}").exists()
 
 
 def test_mismatched_process_counts_are_refused(tmp_path):
     port = _free_port()
-    coordinator = _sweep_process(tmp_path, port, 0, 2)
-    peer = _sweep_process(tmp_path, port, 1, 3, timeout=20)
-    assert _error_line(peer) == ("purejaxppo sweep: error: process 1 was refused by process 0: it was started with "
-                                 "--num-processes 3, process 0 with 2")
-    assert "for process(es) 1 of 2, which did not come" in _error_line(coordinator)
+    coordinator = _sweep_process(tmp_path, port, 0, 2, timeout=30)
+    peer = _sweep_process(tmp_path, port, 1, 3, timeout=30)
+    expected = ("purejaxppo sweep: error: process 1 was started with --num-processes 3, process 0 with 2; start "
+                "every process with the same --num-processes")
+    assert _error_line(peer) == expected and _error_line(coordinator) == expected
+    assert not (tmp_path / "x0").exists() and not (tmp_path / "x1").exists()
 
 
 @pytest.mark.parametrize(
-    "flags, env, expected",
+    "extra, expected",
     [
-        ((None, None, None), {}, None),
-        (("10.0.0.1:1234", 4, 2), {}, ("10.0.0.1:1234", 4, 2)),
-        ((None, None, None), {"JAX_COORDINATOR_ADDRESS": "h:9", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
-         ("h:9", 2, 1)),
-        (("h:9", 2, None), {}, "go together"),
-        (("nohost", 2, 0), {}, "not HOST:PORT"),
-        (("h:9", 2, 2), {}, "accepted: 0 to 1"),
-        ((None, None, None), {"JAX_COORDINATOR_ADDRESS": "h:9", "JAX_NUM_PROCESSES": "x", "JAX_PROCESS_ID": "0"},
-         "not an integer"),
+        (["--seed", "1"], "process 1 runs a different sweep than process 0 (sweep fingerprint {fp}, process 0's {fp}): "
+                          "its config field seed is 1, process 0's 0; start every process with the same command"),
+        (["--grid", "lr=x"], "process 1 stopped before its sweep began; its own error says why"),
     ],
 )
-def test_process_settings(flags, env, expected):
+def test_processes_running_different_sweeps_are_refused(tmp_path, extra, expected):
+    """Each process checks, once joined, that all run the same sweep; every one stops with one line
+    (also when one of them stopped on its own command line), and nothing is written."""
+    import re
+
+    port = _free_port()
+    coordinator = _sweep_process(tmp_path, port, 0, 2, timeout=30)
+    peer = _sweep_process(tmp_path, port, 1, 2, timeout=30, extra=extra)
+    first, second = _error_line(coordinator), _error_line(peer)
+    pattern = re.escape("purejaxppo sweep: error: " + expected).replace(re.escape("{fp}"), "[0-9a-f]{16}")
+    assert re.fullmatch(pattern, first), first
+    if extra[0] == "--seed":
+        assert second == first
+    else:  # the process with the mistake names it
+        assert second == "purejaxppo sweep: error: grid: lr value 'x' is not a number; accepted: numbers like 3e-4"
+    assert not (tmp_path / "x0").exists() and not (tmp_path / "x1").exists()
+
+
+NO_CLUSTER = lambda: None  # noqa: E731
+SLURM_OF_4 = lambda: ("SlurmCluster", 4)  # noqa: E731
+
+
+@pytest.mark.parametrize(
+    "flags, env, cluster, expected",
+    [
+        ((None, None, None), {}, NO_CLUSTER, None),
+        ((None, None, None), {"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}, NO_CLUSTER, None),  # not JAX's names
+        ((None, None, None), {}, SLURM_OF_4, (None, None, None)),  # JAX detects all three
+        ((None, None, None), {}, lambda: ("SlurmCluster", 1), None),  # a job of one process runs alone
+        (("10.0.0.1:1234", 4, 2), {}, NO_CLUSTER, ("10.0.0.1:1234", 4, 2)),
+        ((None, 2, 1), {"JAX_COORDINATOR_ADDRESS": "h:9"}, NO_CLUSTER, (None, 2, 1)),  # JAX reads its variable
+        ((None, 8, None), {}, SLURM_OF_4, (None, 8, None)),  # a flag overrides what the cluster says
+        ((None, None, None), {"JAX_COORDINATOR_ADDRESS": "h:9"}, NO_CLUSTER,
+         "--num-processes and --process-id missing: no SLURM, Open MPI, Kubernetes or Cloud TPU cluster"),
+        (("h:9", 2, None), {}, NO_CLUSTER, "--process-id missing"),
+        (("nohost", 2, 0), {}, NO_CLUSTER, "--coordinator: 'nohost' is not HOST:PORT"),
+        ((None, 2, 0), {"JAX_COORDINATOR_ADDRESS": "h"}, NO_CLUSTER, "JAX_COORDINATOR_ADDRESS .read by JAX.: 'h'"),
+        (("h:9", 2, 2), {}, NO_CLUSTER, "--process-id: 2; accepted: 0 to 1"),
+        (("h:9", 0, 0), {}, NO_CLUSTER, "--num-processes: 0; accepted: an integer >= 1"),
+        ((None, None, -1), {}, SLURM_OF_4, "--process-id: -1; accepted: an integer >= 0"),
+    ],
+)
+def test_process_settings(flags, env, cluster, expected):
+    """Flags -> what jax.distributed.initialize is given (None: JAX finds it from its variable or the cluster)."""
     from purejaxppo.scale.distributed import DistributedError, resolve
 
     if isinstance(expected, str):
         with pytest.raises(DistributedError, match=expected):
-            resolve(*flags, environ=env)
+            resolve(*flags, environ=env, detect=cluster)
     else:
-        got = resolve(*flags, environ=env)
+        got = resolve(*flags, environ=env, detect=cluster)
         assert (tuple(got) if got else None) == expected
+
+
+def test_timed_out_messages_and_a_taken_port():
+    """What a process says when the others never come, and process 0's check of its port (JAX's
+    service would crash on a taken one)."""
+    import socket
+
+    from purejaxppo.scale.distributed import DistributedError, ProcessSettings, check_port_free, timed_out
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert "reached the coordinator at" in timed_out(ProcessSettings(f"127.0.0.1:{port}", 3, 2), 7)
+        with pytest.raises(DistributedError, match=f"process 0 cannot listen on port {port} of the coordinator "
+                                                   f"127.0.0.1:{port} .*; choose a free port"):
+            check_port_free(ProcessSettings(f"127.0.0.1:{port}", 2, 0))
+    check_port_free(ProcessSettings(f"127.0.0.1:{port}", 2, 1))  # only process 0 listens
+    assert "within 7 s (nothing accepts connections there)" in timed_out(ProcessSettings(f"127.0.0.1:{port}", 3, 2), 7)
+    assert timed_out(ProcessSettings(None, None, None), 7).startswith("this process reached the coordinator at the "
+                                                                       "address JAX found")
+
+
+def test_describe_mismatch():
+    from purejaxppo.scale.distributed import describe_mismatch
+
+    base = {"--num-processes": 3, "config": {"lr": 0.1, "seed": 0}, "settings": [{"lr": 0.1}], "--num-seeds": 2}
+    prints = ["a" * 16, "b" * 16, "c" * 16]
+    assert describe_mismatch([base, base, dict(base, **{"--num-seeds": 4})], prints) == (
+        "process 2 runs a different sweep than process 0 (sweep fingerprint cccccccccccccccc, process 0's "
+        "aaaaaaaaaaaaaaaa): its --num-seeds is 4, process 0's 2; start every process with the same command")
+    assert "its --grid/--sample settings differ" in describe_mismatch([base, dict(base, settings=[])], prints)
+    assert "its config field lr is 0.3, process 0's 0.1" in describe_mismatch(
+        [base, dict(base, config={"lr": 0.3, "seed": 0})], prints)
+    assert describe_mismatch([None, base], prints) == "process 0 stopped before its sweep began; its own error says why"
