@@ -37,7 +37,7 @@ _EXPORTS = {
     "make_env": "purejaxppo.envs",
     "register_env": "purejaxppo.envs",
     "make_data_parallel_train": "purejaxppo.scale.parallel",
-    "sweep": "purejaxppo.scale.sweep",
+    "sweep": "purejaxppo.run.sweeps",
     "Distribution": "purejaxppo.scale.plan",
     "Policy": "purejaxppo.run.policy",
     "load_policy": "purejaxppo.run.policy",

@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import dataclasses
 import difflib
-import math
 import os
 import sys
 import threading
@@ -122,10 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="PPO compiled end to end in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parser.subcommands = sub.choices  # type: ignore[attr-defined]
+    for add in (_add_train, _add_sweep, _add_eval, _add_reproduce, _add_rlhf):
+        add(sub)
+    sub.add_parser("envs", help="list the environment names accepted by --env")
+    sub.add_parser("presets", help="list the presets and their settings")
+    return parser
+
+
+def _add_train(sub) -> None:
+    """``purejaxppo train``."""
     train = sub.add_parser("train", help="train one agent and write its results", description="Train one PPO agent.")
     _add_run_flags(train, "runs/ENV_sSEED_TIME")
     _add_long_run_flags(train)
     add_config_flags(train)
+
+
+def _add_sweep(sub) -> None:
+    """``purejaxppo sweep``."""
     sweep = sub.add_parser(
         "sweep",
         help="train seeds x hyperparameter settings in one compiled program",
@@ -156,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--coordinator-timeout", type=_positive_int, default=60, metavar="S",
                        help="seconds to wait for all processes to join (default: 60)")
     add_config_flags(sweep)
+
+
+def _add_eval(sub) -> None:
+    """``purejaxppo eval``."""
     ev = sub.add_parser(
         "eval",
         help="evaluate a trained run from its checkpoint",
@@ -170,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--render", default=None, metavar="OUT.gif",
                     help="also record one episode as an animated GIF (CartPole, Acrobot, Pendulum, MountainCar, MinAtar)")
     _add_cache_flag(ev)
+
+
+def _add_reproduce(sub) -> None:
+    """``purejaxppo reproduce``."""
     rep = sub.add_parser(
         "reproduce",
         help="run a reproduction suite against published numbers",
@@ -186,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, metavar="DIR", help="where the result files go (default: results/SUITE)")
     rep.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     _add_cache_flag(rep)
+
+
+def _add_rlhf(sub) -> None:
+    """``purejaxppo rlhf``."""
     rl = sub.add_parser(
         "rlhf",
         help="align a small language model with PPO, DPO and best-of-n on a task with a known truth",
@@ -210,9 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
                     help="PPO iterations, a multiple of 10 (default: 150; 40 with --tiny)")
     _add_cache_flag(rl)
-    sub.add_parser("envs", help="list the environment names accepted by --env")
-    sub.add_parser("presets", help="list the presets and their settings")
-    return parser
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -257,30 +278,12 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
     for flag, value in (("--seed", args.seed), ("--task-seed", args.task_seed)):
         if value is not None and value < 0:
             raise ConfigError(f"rlhf {flag}: must be 0 or more, got {value}")
+    if args.kl_target is not None and not args.kl_target > 0:
+        raise ConfigError(f"rlhf --kl-target: must be a positive number of nats, got {args.kl_target}")
     # A single stage starts from the study's saved settings (flags given change them).
-    if args.stage != "demo" and os.path.exists(saved):
-        with open(saved) as f:
-            import json
-
-            settings = pipeline.settings_from_dict(json.load(f))
-    else:
-        settings = pipeline.tiny() if args.tiny else pipeline.DemoSettings()
-    task = settings.task
-    if args.task_seed is not None:
-        task = task._replace(seed=args.task_seed)
-    if args.length is not None:
-        task = task._replace(length=args.length)
-    if args.prompts is not None:
-        task = task._replace(n_prompts=args.prompts)
-    settings = settings._replace(task=task)
-    if args.seed is not None:
-        settings = settings._replace(seed=args.seed)
-    if args.kl_target is not None:
-        if not args.kl_target > 0:
-            raise ConfigError(f"rlhf --kl-target: must be a positive number of nats, got {args.kl_target}")
-        settings = settings._replace(hparams=settings.hparams._replace(kl_target=args.kl_target))
-    if args.iterations is not None:
-        settings = settings._replace(ppo=settings.ppo._replace(iterations=args.iterations))
+    settings = pipeline.study_settings(args.out, args.stage, args.tiny, seed=args.seed, task_seed=args.task_seed,
+                                       length=args.length, prompts=args.prompts, kl_target=args.kl_target,
+                                       iterations=args.iterations)
     stages = pipeline.STAGES if args.stage == "demo" else (args.stage,)
     if args.stage == "demo" and os.path.isdir(args.out):
         pipeline.check_settings(settings)  # a study is replaced only by one that can run
@@ -375,8 +378,10 @@ def resolve_resume(args: argparse.Namespace, out: str):
     """The run's saved settings <- preset (if given) <- explicit flags, as a built trainer and the
     run's preset name; refuses changes other than SAFE_RESUME_FIELDS (and those without
     --allow-safe-changes)."""
-    from purejaxppo.run.layout import read_config, read_run_settings
+    from purejaxppo.errors import ResumeRefused
     from purejaxppo.run.compiled import build_trainer
+    from purejaxppo.run.layout import read_config, read_run_settings
+    from purejaxppo.run.runner import check_resumable
 
     try:
         saved = read_config(out)
@@ -388,30 +393,33 @@ def resolve_resume(args: argparse.Namespace, out: str):
     base = preset(preset_name) if preset_name else PPOConfig() if plain else saved
     trainer = build_trainer(base.replace(**_explicit_overrides(args)),
                             args.data_parallel or bool(run_settings.get("data_parallel")))
-    config = trainer.config
-    changed = [f.name for f in dataclasses.fields(PPOConfig) if getattr(config, f.name) != getattr(saved, f.name)]
-    unsafe = [c for c in changed if c not in SAFE_RESUME_FIELDS]
-    if unsafe or (changed and not args.allow_safe_changes):
-        listed = ", ".join(f"{c} (run: {getattr(saved, c)}, now: {getattr(config, c)})" for c in changed)
-        how = (f"drop the flags that change {', '.join(unsafe)}" if unsafe else "pass --allow-safe-changes")
-        if unsafe and args.preset:  # the preset's settings differ, not (only) the flags
+    try:
+        check_resumable(saved, trainer.config, allow_safe_changes=args.allow_safe_changes)
+    except ResumeRefused as e:
+        listed = ", ".join(f"{c} (run: {run}, now: {now})" for c, (run, now) in e.changes.items())
+        how = (f"drop the flags that change {', '.join(e.unsafe)}" if e.unsafe else "pass --allow-safe-changes")
+        if e.unsafe and args.preset:  # the preset's settings differ, not (only) the flags
             how = f"drop --preset {args.preset} (a resumed run starts from its saved settings) and the flags that " \
-                  f"change {', '.join(unsafe)}"
+                  f"change {', '.join(e.unsafe)}"
         raise UsageError(
             f"--resume: the settings differ from the run's: {listed}; {how} "
             f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)"
-        )
+        ) from None
     return trainer, None if plain else preset_name or run_settings.get("preset")
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    for flag, value, low in (("--chunk-updates", args.chunk_updates, 1), ("--checkpoint-every", args.checkpoint_every, 0),
-                             ("--keep-checkpoints", args.keep_checkpoints, 1)):
-        if value is not None and value < low:
-            raise UsageError(f"{flag}: {value} is out of range; accepted: an integer >= {low}")
-    if getattr(args, "stop_at_return", None) is not None and not math.isfinite(args.stop_at_return):
-        raise UsageError(f"--stop-at-return: {args.stop_at_return} is not a finite number; accepted: a return, "
-                         "e.g. 475")
+    from purejaxppo.run.options import MINIMUM, check_option
+
+    for name in ("chunk_updates", "checkpoint_every", "keep_checkpoints", "stop_at_return"):
+        value = getattr(args, name, None)
+        try:
+            check_option(name, value)
+        except ConfigError:
+            if name in MINIMUM:
+                raise UsageError(f"{_flag(name)}: {value} is out of range; accepted: an integer >= {MINIMUM[name]}") \
+                    from None
+            raise UsageError(f"{_flag(name)}: {value} is not a finite number; accepted: a return, e.g. 475") from None
     if args.resume and not args.out:
         raise UsageError("--resume: needs --out DIR, the folder of the run to continue")
     if args.resume and args.overwrite:
@@ -422,7 +430,6 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from purejaxppo.run import layout
-    from purejaxppo.run.programs import FOLDER as PROGRAMS
     from purejaxppo.run.compiled import build_trainer
     from purejaxppo.run.runner import run
 
@@ -452,7 +459,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
         wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else None,
         stop_at_return=args.stop_at_return,
-        program_cache=os.path.join(cache, PROGRAMS) if cache is not None else None,
+        program_cache=_programs_folder(cache),
     )
     return 0
 
@@ -464,6 +471,13 @@ def _setup_cache(args: argparse.Namespace) -> str | None:
     return enable_compilation_cache(args.compilation_cache)
 
 
+def _programs_folder(cache: str | None) -> str | None:
+    """The folder of saved traced programs inside the compilation cache ``cache`` (None: off)."""
+    from purejaxppo.run.programs import FOLDER
+
+    return os.path.join(cache, FOLDER) if cache is not None else None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from purejaxppo.run.evaluate import evaluate_run
 
@@ -471,12 +485,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--episodes: {args.episodes} is out of range; accepted: an integer >= 1")
     if not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed: {args.seed} is out of range; accepted: an integer from 0 to 2**63 - 1")
-    from purejaxppo.run.programs import FOLDER as PROGRAMS
-
     cache = _setup_cache(args)
     evaluate_run(args.run, args.episodes, args.deterministic, args.seed, args.step, args.render,
-                 log=lambda m: print(m, flush=True),
-                 program_cache=os.path.join(cache, PROGRAMS) if cache is not None else None)
+                 log=lambda m: print(m, flush=True), program_cache=_programs_folder(cache))
     return 0
 
 
@@ -489,10 +500,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if args.coordinator_timeout < 1:
             raise UsageError(f"--coordinator-timeout: {args.coordinator_timeout}; accepted: an integer >= 1")
         distributed.initialize(processes, timeout=args.coordinator_timeout, prefix=f"{PROG} sweep: error: ")
-    import jax
-
     from purejaxppo.core.train import make_trainer
     from purejaxppo.run import layout
+    from purejaxppo.run.sweeps import launch_sweep
     from purejaxppo.scale import plan as sweep_plan
 
     grid, samples = sweep_plan.parse_specs(args.grid, args.sample)
@@ -509,61 +519,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cache = _setup_cache(args)  # a refused cache folder leaves no --out behind
     if processes is not None:  # before training: every process runs this same sweep, or all stop here
         distributed.check_same_sweep(config, plan, processes)
-    with contextlib.ExitStack() as stack:
-        if jax.process_index() == 0:  # the process that writes holds the folder's lock
-            stack.enter_context(layout.locked(out))
-            layout.check_out_dir(out, args.overwrite)
-        return _sweep(args, trainer, plan, config, preset_name, grid, samples, out, cache)
-
-
-def _sweep(args, trainer, plan, config, preset_name, grid, samples, out, cache) -> int:
-    import jax
-
-    from purejaxppo.run import layout, results
-    from purejaxppo.run.compiled import auto_chunk, make_programs
-    from purejaxppo.run.loggers import ProgressBar
-    from purejaxppo.run.programs import FOLDER as PROGRAMS
-    from purejaxppo.run.signals import StopSignals
-    from purejaxppo.scale.stats import format_table
-    from purejaxppo.scale.sweep import run_plan
-
-    programs = make_programs(trainer, os.path.join(cache, PROGRAMS) if cache is not None else None)
-    print(f"preset: {preset_name or 'none'}", flush=True)
-    print(
-        f"sweep on {config.env}: {len(plan.settings)} setting(s) x {args.num_seeds} seed(s) = {plan.num_agents} "
-        f"agents, {config.num_updates} updates each, on {jax.device_count()} {jax.default_backend()} device(s)"
-        + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""),
-        flush=True,
-    )
-    steps_per_update = plan.num_agents * config.batch_size
-    bar = ProgressBar(config.num_updates * steps_per_update, enabled=args.progress and jax.process_index() == 0
-                      if args.progress is not None else None)
-    t0 = time.perf_counter()
-    try:
-        result = run_plan(trainer, plan, chunk_updates=auto_chunk(config.num_updates),
-                          on_chunk=lambda done: bar.update(done * steps_per_update), programs=programs)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - t0
     spec = {"num_seeds": args.num_seeds, "grid": grid, "sample": {k: [v.kind, *v.values] for k, v in samples.items()},
-            "num_samples": args.num_samples, "preset": preset_name, "seconds": round(seconds, 2)}
-    if jax.process_index() != 0:
-        print(f"process {jax.process_index()}: done in {seconds:.1f} s; process 0 writes the results", flush=True)
-        return 0
-    # the results are written whole; a signal that came meanwhile then stops the command
-    with StopSignals("stopping once the results are written", "stopped at once; the results may be incomplete") \
-            as stop:
-        if args.overwrite:
-            layout.clear_run(out)
-        rows = results.write_sweep(out, config, result, spec)
-    if stop.signum is not None:
-        raise Interrupted(f"stopped after writing the sweep's results in {out}", stop.signum)
-    total_steps = plan.num_agents * config.num_updates * config.batch_size
-    loaded = programs.loaded_note()
-    print(f"trained {plan.num_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included"
-          f"{loaded}", flush=True)
-    print(format_table(rows))
-    print(f"results in {out}")
+            "num_samples": args.num_samples, "preset": preset_name}
+    launch_sweep(trainer, plan, out, spec, overwrite=args.overwrite, progress=args.progress,
+                 program_cache=_programs_folder(cache), log=lambda m: print(m, flush=True))
     return 0
 
 

@@ -23,6 +23,17 @@ class RunError(PurejaxppoError):
     """A run cannot start or continue as asked."""
 
 
+class ResumeRefused(RunError):
+    """A resume whose config differs from the run's saved one in more than it may: ``changes``
+    maps each differing field to ``(run's value, value now)``; ``unsafe`` lists those that no
+    resume may change."""
+
+    def __init__(self, message: str, changes: dict[str, tuple[Any, Any]], unsafe: list[str]):
+        super().__init__(message)
+        self.changes = changes
+        self.unsafe = unsafe
+
+
 class CheckpointError(PurejaxppoError):
     """No usable checkpoint or run folder."""
 

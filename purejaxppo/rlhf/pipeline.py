@@ -122,6 +122,32 @@ def settings_from_dict(d: dict[str, Any]) -> DemoSettings:
     return DemoSettings(**kw)
 
 
+def study_settings(out: str, stage: str, tiny_budget: bool = False, *, seed: int | None = None,
+                   task_seed: int | None = None, length: int | None = None, prompts: int | None = None,
+                   kl_target: float | None = None, iterations: int | None = None) -> DemoSettings:
+    """The settings a stage runs with: a single stage starts from the study's saved settings in
+    ``out`` (when it has them), the demo from :func:`tiny` or :class:`DemoSettings`; each value
+    given (not None) replaces the one there."""
+    saved = os.path.join(out, "settings.json")
+    if stage != "demo" and os.path.exists(saved):
+        with open(saved) as f:
+            settings = settings_from_dict(json.load(f))
+    else:
+        settings = tiny() if tiny_budget else DemoSettings()
+    task = settings.task
+    for field, value in (("seed", task_seed), ("length", length), ("n_prompts", prompts)):
+        if value is not None:
+            task = task._replace(**{field: value})
+    settings = settings._replace(task=task)
+    if seed is not None:
+        settings = settings._replace(seed=seed)
+    if kl_target is not None:
+        settings = settings._replace(hparams=settings.hparams._replace(kl_target=kl_target))
+    if iterations is not None:
+        settings = settings._replace(ppo=settings.ppo._replace(iterations=iterations))
+    return settings
+
+
 # ---- checkpoints ------------------------------------------------------------------------
 def _ckpt_path(out: str, stage: str) -> str:
     return os.path.join(os.path.abspath(out), "checkpoints", stage)

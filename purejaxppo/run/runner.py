@@ -11,24 +11,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import math
 import os
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
-from purejaxppo.core.config import SAFE_RESUME_FIELDS, HParams, PPOConfig, check_integer
+from purejaxppo.core.config import SAFE_RESUME_FIELDS, HParams, PPOConfig
 from purejaxppo.core.metrics import final_return, first_non_finite
 from purejaxppo.core.state import finite_state
 from purejaxppo.core.train import Trainer
-from purejaxppo.errors import CheckpointError, Diverged, Interrupted, RunError
+from purejaxppo.errors import CheckpointError, ConfigError, Diverged, Interrupted, ResumeRefused, RunError
 from purejaxppo.run import layout, results
 from purejaxppo.run.checkpoints import DAMAGED, FROM_ZERO, Checkpointer
 from purejaxppo.run.compiled import auto_chunk, build_trainer, init_shapes, make_chunk, make_programs, placed
+from purejaxppo.run.options import RunOptions
 from purejaxppo.run.programs import Programs
 from purejaxppo.run.signals import StopSignals
 
@@ -108,13 +108,6 @@ def make_loggers(config: PPOConfig, out_dir: str | None, history: dict[str, np.n
     return loggers
 
 
-# How a run is managed; saved in run.json and reused by --resume unless given again.
-RUN_SETTING_DEFAULTS: dict[str, Any] = {
-    "chunk_updates": None, "checkpoint_every": None, "keep_checkpoints": 3, "tensorboard": False, "wandb": None,
-    "data_parallel": False, "stop_at_return": None,
-}
-
-
 def run(
     config: PPOConfig | Trainer,
     out_dir: str | None = None,
@@ -136,112 +129,94 @@ def run(
     """Train ``config`` (or a trainer already built) and write its results to ``out_dir``; returns the summary.
 
     Args:
-        chunk_updates: updates per compiled chunk (default: about 1/20 of the run, a divisor of
-            the number of updates where one is near).
-        checkpoint_every: save a checkpoint after the chunk that reaches each multiple of this
-            many updates, and at the end (default: every 5 minutes of training, and at the end;
-            0: none). Needs ``out_dir``.
-        keep_checkpoints: how many of the latest checkpoints to keep (default: 3).
+        chunk_updates, checkpoint_every, keep_checkpoints, tensorboard, wandb, data_parallel, stop_at_return:
+            how the run is managed, each described on :class:`~purejaxppo.run.options.RunOptions`
+            (None or False: the default; ``summary["stopped_at_return"]`` records a target's stop).
         resume: continue from the latest usable checkpoint in ``out_dir`` (a folder without a
             run starts one). ``config`` must be the run's own, except for ``total_timesteps``
-            (:func:`check_resumable`). The run-management settings (these arguments, the preset
-            name, the loggers) default to the run's own, saved in ``run.json``. Resuming a
-            finished run changes nothing.
+            (:func:`check_resumable`). The run-management options and the preset name default
+            to the run's own, saved in ``run.json``. Resuming a finished run changes nothing.
         overwrite: replace the results of a previous run in ``out_dir``.
         progress: draw a progress bar on stderr (default: only when stderr is a terminal).
-        tensorboard: also write TensorBoard event files to ``out_dir/tensorboard``.
-        wandb: also log to Weights & Biases: ``{"project": ..., "mode": "offline"|"online"}``.
-        data_parallel: split the environments over all devices of this process and average
-            the gradients (:mod:`purejaxppo.scale.parallel`); the same as the default on one device.
-        stop_at_return: end the run, as if it had reached its last update, at the end of the
-            first chunk after which its final return (the summary's: the episode-weighted mean
-            return of the last 10% of the updates so far) is at least this;
-            ``summary["stopped_at_return"]`` records where. The run up to there is the same as
-            without it.
         program_cache: a folder of saved traced programs (:mod:`purejaxppo.run.programs`):
             a later launch of the same run skips tracing and lowering. Only for trainers that
-            :func:`build_trainer` made from their config (the command line passes the
-            ``programs`` folder of its compilation cache); the key does not cover functions of
-            one's own.
+            :func:`~purejaxppo.run.compiled.build_trainer` made from their config (the command
+            line passes the ``programs`` folder of its compilation cache); the key does not
+            cover functions of one's own.
 
-    While it runs, ``out_dir`` is locked (a second writer is refused), and SIGINT or SIGTERM
-    stop it at the end of the current chunk with a consistent checkpoint
-    (:class:`~purejaxppo.errors.Interrupted`). Non-finite losses, parameters or returns stop it
-    at the end of that chunk without saving the non-finite state
-    (:class:`~purejaxppo.errors.Diverged`; ``summary.json`` records where).
+    While it runs, ``out_dir`` is locked (a second writer is refused); SIGINT or SIGTERM stop it at
+    the end of the current chunk with a consistent checkpoint (:class:`~purejaxppo.errors.Interrupted`);
+    non-finite losses, parameters or returns stop it at the end of that chunk without saving the
+    non-finite state (:class:`~purejaxppo.errors.Diverged`; ``summary.json`` records where).
 
     The summary (also written as ``summary.json``) holds the metrics under ``"metrics"`` and
     the final :class:`~purejaxppo.core.state.RunnerState` under ``"state"``.
     """
-    _check_run_arguments(out_dir, chunk_updates, checkpoint_every, keep_checkpoints, stop_at_return, wandb)
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise ConfigError(f"out_dir: got {out_dir!r}; accepted: a folder path, or None")
+    given = {"chunk_updates": chunk_updates, "checkpoint_every": checkpoint_every,
+             "keep_checkpoints": keep_checkpoints, "tensorboard": tensorboard or None, "wandb": wandb,
+             "data_parallel": data_parallel or None, "stop_at_return": stop_at_return}
+    asked = RunOptions.resolve(given)  # checks each option before anything runs
     if out_dir is None:
         if resume:
             raise RunError("resume needs the folder of the run to continue (--out DIR)")
         trainer = config if isinstance(config, Trainer) else build_trainer(config, data_parallel)
-        settings = dict(RUN_SETTING_DEFAULTS, chunk_updates=chunk_updates, checkpoint_every=0,
-                        stop_at_return=stop_at_return)
+        options = dataclasses.replace(asked, checkpoint_every=0)
         with StopSignals() as stop:
-            return _run(trainer, None, preset_name, log, None, settings, False, progress, stop,
+            return _run(trainer, None, preset_name, log, None, options, False, progress, stop,
                         make_programs(trainer, program_cache))
-    given = {"chunk_updates": chunk_updates, "checkpoint_every": checkpoint_every,
-             "keep_checkpoints": keep_checkpoints, "tensorboard": tensorboard or None, "wandb": wandb,
-             "data_parallel": data_parallel or None, "stop_at_return": stop_at_return}
     with layout.locked(out_dir):
-        saved: dict[str, Any] = {}
-        if resume:
-            saved = layout.read_run_settings(out_dir)
-            preset_name = preset_name or saved.get("preset")
-        else:
-            layout.check_out_dir(out_dir, overwrite)
-            if overwrite:
-                layout.clear_run(out_dir)
-        settings = {k: v if v is not None else saved.get(k, RUN_SETTING_DEFAULTS[k]) for k, v in given.items()}
-        trainer = config if isinstance(config, Trainer) else build_trainer(config, settings["data_parallel"])
-        if resume and os.path.exists(os.path.join(out_dir, layout.CONFIG)):
-            check_resumable(layout.read_config(out_dir), trainer.config)
-        finished = _finished_summary(trainer.config, out_dir, settings["stop_at_return"]) if resume else None
-        if finished is not None:
-            return _already_finished(trainer.config, out_dir, finished, log)
-        checkpointer = None
-        if settings["checkpoint_every"] != 0 or resume:
-            checkpointer = _checkpointer(out_dir, settings["keep_checkpoints"])
-        try:
-            with StopSignals() as stop:
-                return _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, progress, stop,
-                            make_programs(trainer, program_cache))
-        finally:
-            if checkpointer is not None:
-                checkpointer.close()
+        return _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, progress, program_cache)
 
 
-def _check_run_arguments(out_dir, chunk_updates, checkpoint_every, keep_checkpoints, stop_at_return, wandb) -> None:
-    """The run-management arguments of :func:`run`, each refused in one line (before anything runs)."""
-    from purejaxppo.errors import ConfigError
+def _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, progress, program_cache):
+    """:func:`run` with a folder, which the caller holds locked: the saved run's options and
+    preset under the given ones when resuming, a finished run left as it is, the checkpoints."""
+    saved: dict[str, Any] = {}
+    if resume:
+        saved = layout.read_run_settings(out_dir)
+        preset_name = preset_name or saved.get("preset")
+    else:
+        layout.check_out_dir(out_dir, overwrite)
+        if overwrite:
+            layout.clear_run(out_dir)
+    options = RunOptions.resolve(given, saved)
+    trainer = config if isinstance(config, Trainer) else build_trainer(config, options.data_parallel)
+    if resume and os.path.exists(os.path.join(out_dir, layout.CONFIG)):
+        check_resumable(layout.read_config(out_dir), trainer.config)
+    finished = _finished_summary(trainer.config, out_dir, options.stop_at_return) if resume else None
+    if finished is not None:
+        return _already_finished(trainer.config, out_dir, finished, log)
+    checkpointer = None
+    if options.checkpoint_every != 0 or resume:
+        checkpointer = _checkpointer(out_dir, options.keep_checkpoints)
+    try:
+        with StopSignals() as stop:
+            return _run(trainer, out_dir, preset_name, log, checkpointer, options, resume, progress, stop,
+                        make_programs(trainer, program_cache))
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()
 
-    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
-        raise ConfigError(f"out_dir: got {out_dir!r}; accepted: a folder path, or None")
-    for name, value, low in (("chunk_updates", chunk_updates, 1), ("checkpoint_every", checkpoint_every, 0),
-                             ("keep_checkpoints", keep_checkpoints, 1)):
-        check_integer(name, value, low, f"an integer >= {low}, or None for the default", none_ok=True)
-    if stop_at_return is not None and (isinstance(stop_at_return, bool)
-                                       or not isinstance(stop_at_return, (int, float, np.number))
-                                       or not math.isfinite(stop_at_return)):
-        raise ConfigError(f"stop_at_return: got {stop_at_return!r}; accepted: a finite return, e.g. 475, or None")
-    if wandb is not None and not isinstance(wandb, dict):
-        raise ConfigError(f"wandb: got {wandb!r}; accepted: a dict such as {{'project': 'ppo', 'mode': 'offline'}}, "
-                          "or None")
+
+def resume_changes(saved: PPOConfig, config: PPOConfig) -> dict[str, tuple[Any, Any]]:
+    """The fields in which ``config`` differs from the run's ``saved`` one: ``name -> (run's, now)``."""
+    return {f.name: (getattr(saved, f.name), getattr(config, f.name)) for f in dataclasses.fields(PPOConfig)
+            if getattr(config, f.name) != getattr(saved, f.name)}
 
 
-def check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
+def check_resumable(saved: PPOConfig, config: PPOConfig, allow_safe_changes: bool = True) -> None:
     """A resume continues the run it finds: a config that differs from the run's saved one in
-    anything but :data:`SAFE_RESUME_FIELDS` is refused (its checkpoints would not fit, or the run
-    would silently become another)."""
-    changed = [f.name for f in dataclasses.fields(PPOConfig)
-               if getattr(config, f.name) != getattr(saved, f.name) and f.name not in SAFE_RESUME_FIELDS]
-    if changed:
-        listed = ", ".join(f"{c} (run: {getattr(saved, c)}, now: {getattr(config, c)})" for c in changed)
-        raise RunError(f"resume: the config differs from the run's: {listed}; accepted: the run's own config "
-                       f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)")
+    anything but :data:`SAFE_RESUME_FIELDS` (or, without ``allow_safe_changes``, in anything) is
+    refused with :class:`~purejaxppo.errors.ResumeRefused` (its checkpoints would not fit, or the
+    run would silently become another)."""
+    changes = resume_changes(saved, config)
+    unsafe = [name for name in changes if name not in SAFE_RESUME_FIELDS]
+    if unsafe or (changes and not allow_safe_changes):
+        listed = ", ".join(f"{c} (run: {changes[c][0]}, now: {changes[c][1]})" for c in unsafe or changes)
+        raise ResumeRefused(f"resume: the config differs from the run's: {listed}; accepted: the run's own config "
+                            f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)", changes, unsafe)
 
 
 def _checkpointer(out_dir: str, keep: int) -> Checkpointer:
@@ -276,77 +251,107 @@ def _already_finished(config: PPOConfig, out_dir: str, summary: dict[str, Any], 
     return summary
 
 
-def _run(trainer, out_dir, preset_name, log, checkpointer, settings, resume, progress, stop,
+def _run(trainer, out_dir, preset_name, log, checkpointer, options: RunOptions, resume, progress, stop,
          programs: Programs) -> dict[str, Any]:
-    config, hparams = trainer.config, HParams.from_config(trainer.config)
     t0 = time.perf_counter()
-    history: dict[str, list[np.ndarray]] = {}
-    seconds_before = 0.0
-    step, state = 0, None
+    start = _start(trainer, checkpointer, log, options, resume, programs)
+    options = dataclasses.replace(options, chunk_updates=start.chunk)
+    if out_dir is not None:
+        # run.json first: a folder with config.json (what --resume looks for) also has run.json
+        layout.write_run_settings(out_dir, dict(options.to_dict(), preset=preset_name))
+        layout.write_config(out_dir, trainer.config)
+    compiled = _compile_chunk(trainer, start, programs, log)
+    compile_seconds = time.perf_counter() - t0
+    log(f"compiled in {compile_seconds:.1f} s{programs.loaded_note()}")
+    loop, step, state = _train_chunks(trainer, out_dir, checkpointer, options, start, compiled, progress, stop,
+                                      programs, log)
+    summary = _finish(trainer, out_dir, state, _concat(loop.history), step, start.step, loop.train_seconds,
+                      start.chunk, {"preset": preset_name, "resumed_from_update": start.step if resume else None,
+                                    "compile_seconds": round(compile_seconds + loop.extra_compile, 3),
+                                    "total_train_seconds": round(loop.elapsed(), 3), "diverged": loop.diverged,
+                                    "stopped_at_return": loop.reached}, log)
+    if loop.stop.signum is not None and loop.diverged is None:  # it came during the last chunk or the writing
+        log(f"{signal.Signals(loop.stop.signum).name} came after the last update: the run is complete and its "
+            "results are written")
+    if loop.diverged is not None:
+        _diverged(loop, step, summary)
+    return summary
+
+
+class _Start(NamedTuple):
+    """Where a run starts: a fresh state at update 0, or a restored checkpoint's."""
+
+    step: int
+    state: Any
+    history: dict[str, list[np.ndarray]]
+    seconds_before: float  # training time of the run before this launch
+    chunk: int  # updates per chunk
+    resumed: bool
+
+
+def _start(trainer, checkpointer, log, options: RunOptions, resume: bool, programs: Programs) -> _Start:
+    """The state to train from (restored when resuming, else fresh) and the chunk size: a resumed
+    run keeps the chunks it saved, so that it repeats the same computation."""
+    config, hparams = trainer.config, HParams.from_config(trainer.config)
+    step, state, history, seconds_before, chunk = 0, None, {}, 0.0, options.chunk_updates
     if resume:
         step, state, previous, meta = restore(trainer, checkpointer, log, programs)
         history = {k: [v] for k, v in previous.items()}
         seconds_before = float(meta.get("train_seconds", 0.0))
-        # the same chunks as before, so that the resumed run repeats the same computation
-        settings["chunk_updates"] = settings["chunk_updates"] or meta.get("chunk_updates")
+        chunk = chunk or meta.get("chunk_updates")
     if state is None:
         key = jax.random.key(config.seed)
         state = placed(trainer, programs.compile("init", trainer.init, (key, hparams))(key, hparams))
-    chunk = min(settings["chunk_updates"] or auto_chunk(config.num_updates), config.num_updates)
-    settings["chunk_updates"] = chunk
-    if out_dir is not None:
-        # run.json first: a folder with config.json (what --resume looks for) also has run.json
-        layout.write_run_settings(out_dir, dict(settings, preset=preset_name))
-        layout.write_config(out_dir, config)
+    chunk = min(chunk or auto_chunk(config.num_updates), config.num_updates)
+    return _Start(step, state, history, seconds_before, chunk, resume)
+
+
+def _compile_chunk(trainer, start: _Start, programs: Programs, log: Log) -> dict[int, Callable]:
+    """``{K: compiled chunk of K updates}`` for the run's chunk size, after the line saying what trains."""
+    config, chunk = trainer.config, start.chunk
     split = f", environments split over {trainer.mesh.devices.size} devices" if trainer.mesh is not None else ""
     log(f"training {config.env}: {config.num_updates} updates x {config.batch_size} env steps "
         f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}{split}, "
         f"{chunk} update{'s' if chunk > 1 else ''} per chunk")
-    compiled = {chunk: programs.compile(f"chunk{chunk}", make_chunk(trainer, chunk), (state, hparams), (0,))}
-    compile_seconds = time.perf_counter() - t0
-    loaded = programs.loaded_note()
-    log(f"compiled in {compile_seconds:.1f} s{loaded}")
+    hparams = HParams.from_config(config)
+    return {chunk: programs.compile(f"chunk{chunk}", make_chunk(trainer, chunk), (start.state, hparams), (0,))}
 
+
+def _train_chunks(trainer, out_dir, checkpointer, options: RunOptions, start: _Start, compiled, progress, stop,
+                  programs: Programs, log: Log):
+    """``(loop, step, state)`` after training from ``start`` with the loggers and the saver; a
+    stop signal before the last update raises :class:`~purejaxppo.errors.Interrupted`."""
+    config = trainer.config
     saver = None
-    if checkpointer is not None and settings["checkpoint_every"] != 0:
+    if checkpointer is not None and options.checkpoint_every != 0:
         meta = {"config": config.to_dict(), "version": results.package_versions().get("purejaxppo"),
-                "chunk_updates": chunk}
-        saver = Saver(checkpointer, settings["checkpoint_every"], meta, config.batch_size, step if resume else None)
-    loggers = make_loggers(config, out_dir, _concat(history), step, progress, settings["tensorboard"],
-                           settings["wandb"])
-    start_step = step
+                "chunk_updates": start.chunk}
+        saver = Saver(checkpointer, options.checkpoint_every, meta, config.batch_size,
+                      start.step if start.resumed else None)
+    loggers = make_loggers(config, out_dir, _concat(start.history), start.step, progress, options.tensorboard,
+                           options.wandb)
     if out_dir is not None:  # what the writing after training needs, imported while the device trains
         _import_in_background(*(["orbax.checkpoint"] if checkpointer is not None else []), *results.PLOT_MODULES)
-    loop = _Loop(trainer, hparams, chunk, compiled, history, loggers, saver, seconds_before, stop,
-                 settings["stop_at_return"], programs)
+    loop = _Loop(trainer, HParams.from_config(config), start.chunk, compiled, start.history, loggers, saver,
+                 start.seconds_before, stop, options.stop_at_return, programs)
     try:
-        step, state = loop.train(state, step)
+        step, state = loop.train(start.state, start.step)
     finally:
         for logger in loggers:
             logger.close()
     if loop.extra_compile:
         log(f"compiled the last, shorter chunk in {loop.extra_compile:.1f} s")
-    summary = {"env": config.env, "seed": config.seed, "preset": preset_name,
-               "compile_seconds": round(compile_seconds + loop.extra_compile, 3),
-               "resumed_from_update": start_step if resume else None,
-               "total_train_seconds": round(loop.elapsed(), 3),
-               "data_parallel_devices": trainer.mesh.devices.size if trainer.mesh is not None else 1,
-               "diverged": loop.diverged, "stopped_at_return": loop.reached}
     if loop.stopped is not None and step < config.num_updates:  # a run that got to its end finishes
         _stopped(loop, step, saver)
-    summary = _finish(config, out_dir, state, _concat(history), step, start_step, loop.train_seconds, chunk,
-                      summary, log)
-    if loop.stop.signum is not None and loop.diverged is None:  # it came during the last chunk or the writing
-        log(f"{signal.Signals(loop.stop.signum).name} came after the last update: the run is complete and its "
-            "results are written")
-    if loop.diverged is not None:
-        d = loop.diverged
-        kept = (f"the last finite checkpoint, at update {saver.last_saved}, is kept" if saver and saver.last_saved
-                else "no finite checkpoint was saved before")
-        raise Diverged(f"training diverged: {d['metric']} is not finite at update {d['update']} (found at the end "
-                       f"of the chunk ending at update {step}); {kept}; try a smaller --lr or --max-grad-norm",
-                       summary)
-    return summary
+    return loop, step, state
+
+
+def _diverged(loop: "_Loop", step: int, summary: dict[str, Any]) -> None:
+    d, saver = loop.diverged, loop.saver
+    kept = (f"the last finite checkpoint, at update {saver.last_saved}, is kept" if saver and saver.last_saved
+            else "no finite checkpoint was saved before")
+    raise Diverged(f"training diverged: {d['metric']} is not finite at update {d['update']} (found at the end "
+                   f"of the chunk ending at update {step}); {kept}; try a smaller --lr or --max-grad-norm", summary)
 
 
 def _import_in_background(*modules: str) -> None:
@@ -442,8 +447,9 @@ def _reached(history: dict[str, list[np.ndarray]], target: float) -> bool:
     return bool(np.isfinite(value) and value >= target)
 
 
-def _finish(config, out_dir, state, metrics, step, start_step, train_seconds, chunk, summary, log) -> dict[str, Any]:
+def _finish(trainer, out_dir, state, metrics, step, start_step, train_seconds, chunk, summary, log) -> dict[str, Any]:
     """Print the result line; write summary.json and the learning curve; return the summary."""
+    config = trainer.config
     done_steps = (step - start_step) * config.batch_size
     sps = done_steps / train_seconds if done_steps and train_seconds > 0 else None
     final = float(final_return(metrics)) if step else float("nan")
@@ -452,13 +458,14 @@ def _finish(config, out_dir, state, metrics, step, start_step, train_seconds, ch
         log(f"reached the target return {summary['stopped_at_return']['target']:g} after update {step}")
     log(f"trained {done_steps:,} env steps in {train_seconds:.1f} s{rate}; final return {final:.2f}")
     summary = {
-        "env": summary["env"], "seed": summary["seed"], "preset": summary["preset"],
+        "env": config.env, "seed": config.seed, "preset": summary["preset"],
         "env_steps": step * config.batch_size, "num_updates": config.num_updates, "final_return": final,
         "compile_seconds": summary["compile_seconds"], "train_seconds": round(train_seconds, 3),
         "sps": round(sps, 1) if sps else None, "chunk_updates": chunk,
         "resumed_from_update": summary["resumed_from_update"], "total_train_seconds": summary["total_train_seconds"],
         "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-        "data_parallel_devices": summary["data_parallel_devices"], "diverged": summary["diverged"],
+        "data_parallel_devices": trainer.mesh.devices.size if trainer.mesh is not None else 1,
+        "diverged": summary["diverged"],
         "stopped_at_return": summary["stopped_at_return"],
         "versions": results.package_versions(config.env),
     }

@@ -8,6 +8,9 @@ setting ``g`` and the ``s``-th seed key (the same seed keys for every setting, s
 compared on common random numbers, and any agent can be reproduced, to float rounding, by a
 single ``train`` call with its key and hyperparameters).
 
+The public :func:`purejaxppo.sweep` (in :mod:`purejaxppo.run.sweeps`) makes the plan and runs it
+here, through the saved programs of a cache folder when given one.
+
 Only the float hyperparameters of :class:`~purejaxppo.core.config.HParams` can be swept:
 they are traced inputs. A static field (one that changes shapes or the program, such as
 ``num_envs`` or the network widths) is refused with the list of sweepable fields.
@@ -23,11 +26,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.config import HParams
 from purejaxppo.core.metrics import final_return
-from purejaxppo.core.train import Trainer, make_trainer
+from purejaxppo.core.train import Trainer
 from purejaxppo.scale.agents import run_agents
-from purejaxppo.scale.plan import Distribution, SweepPlan, make_plan, stack_hparams
+from purejaxppo.scale.plan import SweepPlan, stack_hparams
 
 if TYPE_CHECKING:
     from purejaxppo.run.programs import Programs
@@ -57,36 +60,3 @@ def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_
         warnings.simplefilter("ignore", RuntimeWarning)  # an agent with no finished episode has no AUC
         auc = np.nanmean(returns, axis=-1)
     return SweepResult(plan.settings, s, shaped, np.asarray(final_return(shaped)), auc, hparams, plan.seed_keys)
-
-
-def sweep(
-    config: PPOConfig | Trainer,
-    num_seeds: int = 1,
-    grid: dict[str, list[float]] | None = None,
-    samples: dict[str, Distribution] | None = None,
-    num_samples: int = 0,
-    mesh: Mesh | None = None,
-    program_cache: str | None = None,
-) -> SweepResult:
-    """Train ``num_seeds`` seeds of every setting of ``grid`` x ``samples`` in one compiled program.
-
-    ``program_cache``: a folder of saved traced programs (:mod:`purejaxppo.run.programs`; the
-    command line uses the ``programs`` folder of its compilation cache). A later call of the
-    same sweep on one device loads its program instead of tracing it. The key covers a config's
-    trainer, not functions of one's own: give it only with a ``PPOConfig`` or a trainer that
-    :func:`~purejaxppo.core.train.make_trainer` built from one.
-
-    Example:
-        >>> from purejaxppo import PPOConfig, sweep
-        >>> r = sweep(PPOConfig(total_timesteps=4096), num_seeds=2, grid={"lr": [1e-3, 3e-4]})
-        >>> r.final_return.shape
-        (2, 2)
-    """
-    trainer = config if isinstance(config, Trainer) else make_trainer(config)
-    plan = make_plan(trainer.config, num_seeds, grid, samples, num_samples)
-    programs = None
-    if program_cache is not None:
-        from purejaxppo.run.compiled import make_programs
-
-        programs = make_programs(trainer, program_cache)
-    return run_plan(trainer, plan, mesh, programs=programs)

@@ -1,0 +1,123 @@
+"""Sweeps as entry points: :func:`sweep` in Python and the ``sweep`` command's launch, each
+compiling through the saved programs and, for the command, writing the results folder.
+
+:mod:`purejaxppo.scale.sweep` runs a plan (:func:`~purejaxppo.scale.sweep.run_plan`); this module
+adds what a run's folder and cache need (the lock, the saved programs, the progress bar, the
+result files), which live in :mod:`purejaxppo.run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from jax.sharding import Mesh
+
+from purejaxppo.core.config import PPOConfig
+from purejaxppo.core.train import Trainer, make_trainer
+from purejaxppo.errors import Interrupted
+from purejaxppo.run import layout, results
+from purejaxppo.run.compiled import auto_chunk, make_programs
+from purejaxppo.run.programs import Programs
+from purejaxppo.scale.plan import Distribution, SweepPlan, make_plan
+from purejaxppo.scale.sweep import SweepResult, run_plan
+
+Log = Callable[[str], None]
+
+
+def sweep(
+    config: PPOConfig | Trainer,
+    num_seeds: int = 1,
+    grid: dict[str, list[float]] | None = None,
+    samples: dict[str, Distribution] | None = None,
+    num_samples: int = 0,
+    mesh: Mesh | None = None,
+    program_cache: str | None = None,
+) -> SweepResult:
+    """Train ``num_seeds`` seeds of every setting of ``grid`` x ``samples`` in one compiled program.
+
+    ``program_cache``: a folder of saved traced programs (:mod:`purejaxppo.run.programs`; the
+    command line uses the ``programs`` folder of its compilation cache). A later call of the
+    same sweep on one device loads its program instead of tracing it. The key covers a config's
+    trainer, not functions of one's own: give it only with a ``PPOConfig`` or a trainer that
+    :func:`~purejaxppo.core.train.make_trainer` built from one.
+
+    Example:
+        >>> from purejaxppo import PPOConfig, sweep
+        >>> r = sweep(PPOConfig(total_timesteps=4096), num_seeds=2, grid={"lr": [1e-3, 3e-4]})
+        >>> r.final_return.shape
+        (2, 2)
+    """
+    trainer = config if isinstance(config, Trainer) else make_trainer(config)
+    plan = make_plan(trainer.config, num_seeds, grid, samples, num_samples)
+    programs = make_programs(trainer, program_cache) if program_cache is not None else None
+    return run_plan(trainer, plan, mesh, programs=programs)
+
+
+def launch_sweep(trainer: Trainer, plan: SweepPlan, out: str, spec: dict[str, Any], *, overwrite: bool,
+                 progress: bool | None, program_cache: str | None, log: Log = print) -> None:
+    """The ``sweep`` command after its settings are resolved: train every agent of ``plan`` in
+    chunks (a progress bar between them) through the saved programs in ``program_cache``, and
+    write the results to ``out`` from process 0, which holds the folder's lock meanwhile.
+    ``spec`` (how the plan was asked for) is saved with the results, with the seconds taken."""
+    with contextlib.ExitStack() as stack:
+        if jax.process_index() == 0:  # the process that writes holds the folder's lock
+            stack.enter_context(layout.locked(out))
+            layout.check_out_dir(out, overwrite)
+        programs = make_programs(trainer, program_cache)
+        log(f"preset: {spec.get('preset') or 'none'}")
+        result, seconds = _train_agents(trainer, plan, programs, progress, log)
+        if jax.process_index() != 0:
+            log(f"process {jax.process_index()}: done in {seconds:.1f} s; process 0 writes the results")
+            return
+        rows = _write(out, trainer.config, result, dict(spec, seconds=round(seconds, 2)), overwrite)
+        _report(trainer.config, plan, rows, seconds, programs, out, log)
+
+
+def _report(config: PPOConfig, plan: SweepPlan, rows: list, seconds: float, programs: Programs, out: str,
+            log: Log) -> None:
+    from purejaxppo.scale.stats import format_table
+
+    total_steps = plan.num_agents * config.num_updates * config.batch_size
+    log(f"trained {plan.num_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included"
+        f"{programs.loaded_note()}")
+    log(format_table(rows))
+    log(f"results in {out}")
+
+
+def _train_agents(trainer: Trainer, plan: SweepPlan, programs: Programs, progress: bool | None,
+                  log: Log) -> tuple[SweepResult, float]:
+    """``(result, seconds)`` of training the plan in chunks, with a progress bar on process 0."""
+    from purejaxppo.run.loggers import ProgressBar
+
+    config = trainer.config
+    log(f"sweep on {config.env}: {len(plan.settings)} setting(s) x {plan.num_seeds} seed(s) = {plan.num_agents} "
+        f"agents, {config.num_updates} updates each, on {jax.device_count()} {jax.default_backend()} device(s)"
+        + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+    steps_per_update = plan.num_agents * config.batch_size
+    bar = ProgressBar(config.num_updates * steps_per_update,
+                      enabled=progress and jax.process_index() == 0 if progress is not None else None)
+    t0 = time.perf_counter()
+    try:
+        result = run_plan(trainer, plan, chunk_updates=auto_chunk(config.num_updates),
+                          on_chunk=lambda done: bar.update(done * steps_per_update), programs=programs)
+    finally:
+        bar.close()
+    return result, time.perf_counter() - t0
+
+
+def _write(out: str, config: PPOConfig, result: SweepResult, spec: dict[str, Any], overwrite: bool) -> list:
+    """Write the sweep's results whole; a signal that came meanwhile then stops the command."""
+    from purejaxppo.run.signals import StopSignals
+
+    with StopSignals("stopping once the results are written", "stopped at once; the results may be incomplete") \
+            as stop:
+        if overwrite:
+            layout.clear_run(out)
+        rows = results.write_sweep(out, config, result, spec)
+    if stop.signum is not None:
+        raise Interrupted(f"stopped after writing the sweep's results in {out}", stop.signum)
+    return rows
