@@ -413,8 +413,8 @@ def test_timed_out_messages_and_a_taken_port():
             check_port_free(ProcessSettings(f"127.0.0.1:{port}", 2, 0))
     check_port_free(ProcessSettings(f"127.0.0.1:{port}", 2, 1))  # only process 0 listens
     assert "within 7 s (nothing accepts connections there)" in timed_out(ProcessSettings(f"127.0.0.1:{port}", 3, 2), 7)
-    assert timed_out(ProcessSettings(None, None, None), 7).startswith("this process reached the coordinator at the "
-                                                                       "address JAX found")
+    assert timed_out(ProcessSettings(None, None, None), 7).startswith(
+        "this process and the other processes of the SLURM, Open MPI, Kubernetes or Cloud TPU job did not all join")
 
 
 def test_describe_mismatch():

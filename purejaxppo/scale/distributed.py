@@ -20,9 +20,13 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from purejaxppo.errors import DistributedError
+
+if TYPE_CHECKING:
+    from purejaxppo.core.config import PPOConfig
+    from purejaxppo.scale.plan import SweepPlan
 
 CLUSTERS = "SLURM, Open MPI, Kubernetes or Cloud TPU"
 _GRACE_S = 10  # JAX's own deadline comes this long after ours, so ours always reports first
@@ -166,12 +170,15 @@ def check_port_free(settings: ProcessSettings) -> None:
 
 def timed_out(settings: ProcessSettings, timeout: int) -> str:
     """Why the processes did not all join within ``timeout`` seconds, as one sentence."""
-    address = _address(settings) or "the address JAX found"
+    address = _address(settings)
+    if address is None:  # the cluster named it, inside jax.distributed.initialize
+        return (f"{_who(settings)} and the other processes of the {CLUSTERS} job did not all join within {timeout} s; "
+                "check that every process of the job started, or raise --coordinator-timeout")
     hint = "start every process with the same --coordinator and --num-processes, or raise --coordinator-timeout"
     if settings.process_id == 0:
         return (f"{_who(settings)} waited {timeout} s at {address} for the other processes, which did not all "
                 f"come; {hint}")
-    if _address(settings) and not _answers(address):
+    if not _answers(address):
         return (f"{_who(settings)} could not join the coordinator at {address} within {timeout} s (nothing accepts "
                 "connections there); check --coordinator and that process 0 is running")
     return (f"{_who(settings)} reached the coordinator at {address}, but not every process joined within "
@@ -190,7 +197,7 @@ def _answers(address: str) -> bool:
     return True
 
 
-def check_same_sweep(config: Any, plan: Any, settings: ProcessSettings) -> None:
+def check_same_sweep(config: PPOConfig, plan: SweepPlan, settings: ProcessSettings) -> None:
     """Refuse, on every process alike, processes that run different sweeps or counts of processes.
 
     Each process hashes its sweep (the count it was given, the config, the plan's settings and
