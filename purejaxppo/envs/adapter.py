@@ -1,6 +1,8 @@
 """The adapter: any gymnax environment by name, seen as flat observations and one action space.
 
-Brax's tasks are named ``brax/<task>`` or ``brax/<task>-<backend>`` (:mod:`purejaxppo.envs.brax_envs`).
+Brax's tasks are named ``brax/<task>`` or ``brax/<task>-<backend>`` (:mod:`purejaxppo.envs.brax_envs`);
+the JAX suites' ``<suite>/<task>``, e.g. ``craftax/Craftax-Symbolic-v1`` or ``jumanji/Snake-v1``
+(:mod:`purejaxppo.envs.suites`).
 
 ``make_env(name)`` returns ``(env, env_params)`` where ``env`` is an :class:`EnvAdapter`
 over a gymnax 1.0 ``Environment``: observations are flattened to ``float32`` vectors,
@@ -16,11 +18,21 @@ Your own environment: subclass ``gymnax.environments.environment.Environment``
     import purejaxppo
     purejaxppo.register_env("MyEnv-v0", MyEnv)
     purejaxppo.make_train(purejaxppo.PPOConfig(env="MyEnv-v0"))
+
+or, with no registration, name a factory in an importable module as ``package.module:factory``
+(``--env my_envs:make_grid`` on the command line; a module in the current directory is found
+too). The factory is called with no arguments and returns a gymnax ``Environment`` (its
+``default_params`` are used) or an ``(env, env_params)`` pair. The name is stored in the run's
+``config.json`` like any other, so ``eval`` and ``resume`` import the factory again.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +40,9 @@ import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnax.environments import spaces
+from gymnax.environments import environment, spaces
 
-from purejaxppo.envs import brax_envs
+from purejaxppo.envs import brax_envs, suites
 from purejaxppo.errors import ConfigError
 from purejaxppo.naming import is_brax, suggest
 
@@ -39,9 +51,11 @@ _ADAPTERS: dict[str, EnvAdapter] = {}
 
 def register_env(name: str, factory: Callable[..., Any]) -> None:
     """Register a gymnax-API environment class or factory under ``name``."""
-    if not isinstance(name, str) or not name or is_brax(name):
-        raise ConfigError(f"register_env: got the name {name!r}; accepted: a non-empty string that does not start "
-                          "with brax/ (those are Brax's tasks)")
+    if not isinstance(name, str) or not name or is_brax(name) or suites.suite_of(name) or ":" in name:
+        prefixes = ", ".join(s.prefix for s in suites.SUITES)
+        raise ConfigError(f"register_env: got the name {name!r}; accepted: a non-empty string without ':' (that "
+                          f"names a factory, module:factory) that does not start with brax/ or a suite's prefix "
+                          f"({prefixes}): those are the suites' tasks")
     if not callable(factory):
         raise ConfigError(f"register_env: got {factory!r} for {name}; accepted: a gymnax Environment class, or a "
                           "function that returns an instance")
@@ -51,8 +65,15 @@ def register_env(name: str, factory: Callable[..., Any]) -> None:
 
 
 def known_envs() -> list[str]:
-    """Every environment name ``make_env`` accepts (the Brax ones need the ``brax`` extra)."""
-    return list(gymnax.registered_envs) + brax_envs.names()
+    """Every environment name ``make_env`` accepts (Brax's and each suite's need their extra)."""
+    return list(gymnax.registered_envs) + brax_envs.names() + suites.names()
+
+
+def describe_envs() -> str:
+    """The names for ``purejaxppo envs``, one heading per suite, with the extra a missing suite needs."""
+    brax_note = "" if importlib.util.find_spec("brax") else f"  (not installed: {brax_envs.EXTRA})"
+    return "\n".join(["# gymnax", *gymnax.registered_envs, f"# brax{brax_note}", *brax_envs.names(),
+                      suites.describe(), "# your own: --env package.module:factory (see make_env)"])
 
 
 def accepted_envs() -> str:
@@ -150,6 +171,17 @@ class EnvAdapter:
             return jnp.clip(action, self.action_low, self.action_high)
         raise ValueError(f"action mapping {how!r}; accepted: clip, none, tanh")
 
+    def action_mask(self, state: Any) -> jax.Array:
+        """``bool [num_actions]``: the discrete actions the environment allows in ``state`` (the one
+        :meth:`reset` or :meth:`step` returned), from its ``action_mask(state, params)`` where it has one
+        (Jumanji's tasks); all ``True`` otherwise. Not yet applied by the learner: an action the mask
+        rules out is handled as the environment handles it."""
+        if self.action_kind != "discrete":
+            raise ValueError(f"action_mask: {self.name} has continuous actions; accepted: a discrete action space")
+        if hasattr(self.env, "action_mask"):
+            return jnp.asarray(self.env.action_mask(state, self.params), bool)
+        return jnp.ones((self.num_actions,), bool)
+
     def _env_action(self, action: jax.Array) -> jax.Array:
         if self.action_kind == "discrete":
             return jnp.asarray(action, jnp.int32)
@@ -163,6 +195,10 @@ def make_env(name: str) -> tuple[EnvAdapter, Any]:
     if name not in _ADAPTERS and is_brax(name):
         env = brax_envs.make(name)
         _ADAPTERS[name] = EnvAdapter(name, env, env.default_params)
+    if name not in _ADAPTERS and suites.suite_of(name):
+        _ADAPTERS[name] = EnvAdapter(name, *suites.make(name))
+    if name not in _ADAPTERS and ":" in name:
+        _ADAPTERS[name] = EnvAdapter(name, *from_factory(name))
     if name not in _ADAPTERS:
         if name not in gymnax.registered_envs:
             raise ConfigError(f"env: unknown environment {name!r}{suggest(name, known_envs())}; accepted: "
@@ -172,3 +208,49 @@ def make_env(name: str) -> tuple[EnvAdapter, Any]:
     adapter = _ADAPTERS[name]
     return adapter, adapter.params
 
+
+
+def from_factory(name: str) -> tuple[environment.Environment, Any]:
+    """``(env, env_params)`` from ``package.module:factory``: the factory, called with no arguments,
+    returns a gymnax ``Environment`` or an ``(env, env_params)`` pair.
+
+    Raises:
+        ConfigError: in one line, for a module that does not import, a missing attribute, or a
+            factory that fails or returns something else.
+    """
+    module_name, _, attr = name.partition(":")
+    accepted = ("accepted: package.module:factory, where calling factory() returns a gymnax Environment or an "
+                "(env, env_params) pair")
+    if not module_name or not attr:
+        raise ConfigError(f"env: got {name!r}; {accepted}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # a module beside the user, as `python -m` would find it
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's module is reported in one line
+        raise ConfigError(f"env: {name}: module {module_name} could not be imported ({type(e).__name__}: {e}); "
+                          f"{accepted}") from None
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise ConfigError(f"env: {name}: {module_name} has no attribute {attr!r}; {accepted}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ConfigError(f"env: {name}: {attr} is a {type(factory).__name__}, not callable; {accepted}")
+    try:
+        made = factory()
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"env: {name}: {attr}() failed ({type(e).__name__}: {e}); {accepted}") from None
+    env, params = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+    if not isinstance(env, environment.Environment):
+        raise ConfigError(f"env: {name}: {attr}() returned {type(made).__name__}; {accepted}")
+    params = env.default_params if params is None else params
+    try:  # trace one reset and one step now, so a broken environment fails here in one line, not mid-compile
+        key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+        obs, state = jax.eval_shape(env.reset, key, params)
+        action = jax.eval_shape(env.action_space(params).sample, key)
+        jax.eval_shape(env.step, key, state, action, params)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"env: {name}: the environment's reset or step failed "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {accepted}") from None
+    return env, params

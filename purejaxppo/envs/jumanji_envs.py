@@ -1,0 +1,78 @@
+"""Jumanji (``jumanji/<task>``): InstaDeep's combinatorial and game environments.
+
+Jumanji steps like dm_env: ``LAST`` with discount 0 is ``terminated``, ``LAST`` with a
+positive discount ``truncated``. Snake, though, reports its own time limit (4000 steps) as a
+termination (discount 0), which would teach the learner that the snake's last state is worth
+nothing; the adapter builds Snake without that limit and applies the same 4000 steps itself
+as a truncation (``params.max_steps_in_episode``). Game2048 has no time limit (an episode ends
+when no move is left); ``params.max_steps_in_episode`` can add one.
+
+Observations: the suite's board part, flattened by the adapter: Snake's ``grid`` ``[12, 12, 5]``,
+Game2048's ``board`` ``[4, 4]`` (each tile's exponent). Both have an action mask,
+:meth:`JumanjiEnv.action_mask`; an action it rules out is handled as Jumanji handles it (Snake:
+the episode ends; 2048: nothing moves).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from purejaxppo.envs.suites import NO_LIMIT, SuiteEnv, SuiteParams, SuiteState, box, dm_end, import_or_explain
+
+PREFIX = "jumanji/"
+# task -> (the observation field that is the board, the suite's own time limit that the adapter applies)
+BOARDS = {"Snake-v1": ("grid", 4000), "Game2048-v1": ("board", NO_LIMIT)}
+TASKS = tuple(BOARDS)
+
+
+class JumanjiEnv(SuiteEnv):
+    """A Jumanji task as a gymnax environment."""
+
+    def __init__(self, task: str):
+        super().__init__()
+        jumanji = import_or_explain("jumanji", "jumanji")
+        self.task = task
+        self.field, max_steps = BOARDS[task]
+        kwargs = {"time_limit": NO_LIMIT} if task.startswith("Snake") else {}
+        self.jumanji = jumanji.make(task, **kwargs)
+        self._params = SuiteParams(max_steps_in_episode=max_steps)
+
+    @property
+    def name(self) -> str:
+        return PREFIX + self.task
+
+    @property
+    def default_params(self) -> SuiteParams:
+        return self._params
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.jumanji.action_spec.num_values)
+
+    def suite_reset(self, key: jax.Array, params: SuiteParams) -> tuple[jax.Array, Any]:
+        state, timestep = self.jumanji.reset(key)
+        return getattr(timestep.observation, self.field), state
+
+    def suite_step(self, key: jax.Array, inner: Any, action: jax.Array, params: SuiteParams):
+        state, timestep = self.jumanji.step(inner, action)  # its randomness lives in its state
+        terminated, truncated = dm_end(timestep.last(), timestep.discount)
+        return getattr(timestep.observation, self.field), state, timestep.reward, terminated, truncated, {}
+
+    def action_mask(self, state: SuiteState, params: SuiteParams) -> jax.Array:
+        """``bool [4]``: the moves Jumanji allows from ``state`` (``state.inner.action_mask``)."""
+        return jnp.asarray(state.inner.action_mask, bool)
+
+    def action_space(self, params: SuiteParams | None = None):
+        from gymnax.environments import spaces
+
+        return spaces.Discrete(self.num_actions)
+
+    def observation_space(self, params: SuiteParams):
+        return box(getattr(self.jumanji.observation_spec, self.field).shape)
+
+
+def make(task: str) -> JumanjiEnv:
+    return JumanjiEnv(task)
