@@ -555,9 +555,9 @@ def _main(argv: list[str] | None = None) -> int:
         if args.command == "rlhf":
             return cmd_rlhf(args)
         if args.command == "envs":
-            from purejaxppo.envs import known_envs
+            from purejaxppo.envs import describe_envs
 
-            print("\n".join(known_envs()))
+            print(describe_envs())
             return 0
         if args.command == "presets":
             for name, settings in PRESETS.items():
