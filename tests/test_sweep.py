@@ -343,6 +343,7 @@ def test_mismatched_process_counts_are_refused(tmp_path):
                           "its config field seed is 1, process 0's 0; start every process with the same command"),
         (["--grid", "lr=x"], "process 1 stopped before its sweep began; its own error says why"),
     ],
+    ids=["another-seed", "a-process-stopped"],
 )
 def test_processes_running_different_sweeps_are_refused(tmp_path, extra, expected):
     """Each process checks, once joined, that all run the same sweep; every one stops with one line
