@@ -527,8 +527,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from purejaxppo.run import quiet
     from purejaxppo.run.signals import ExitOnSignal
 
+    quiet.install()  # the command reports each failure in one line: the libraries' logs of it are dropped
     # Until a run installs its own handlers (which stop it at a consistent point), a signal ends
     # the command at once: nothing is being written yet.
     with ExitOnSignal(f"{PROG}: interrupted\n"):

@@ -284,7 +284,7 @@ def test_unretrieved_tensorstore_read_errors_are_dropped_and_other_task_errors_k
     import asyncio
     import gc
 
-    from purejaxppo.run.checkpoints import _drop_unretrieved_read_errors
+    from purejaxppo.run.quiet import _drop_unretrieved_read_errors
 
     _drop_unretrieved_read_errors()
 

@@ -37,6 +37,7 @@ from purejaxppo.rlhf import ppo as ppo_mod
 from purejaxppo.rlhf import reward as reward_mod
 from purejaxppo.rlhf import sft as sft_mod
 from purejaxppo.rlhf.task import TaskSpec, entropy_per_token, gold_reward, label_pairs, make_task, sequence_log_probs_g
+from purejaxppo.run.checkpoints import restore_tree, save_tree
 
 STAGES = ("sft", "reward", "ppo", "dpo", "bon")
 NEEDS = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft", "reward"), "bon": ("sft", "reward")}
@@ -154,29 +155,14 @@ def _ckpt_path(out: str, stage: str) -> str:
 
 
 def save_checkpoint(out: str, stage: str, tree: Any) -> None:
-    import orbax.checkpoint as ocp
-
-    path = _ckpt_path(out, stage)
-    if os.path.exists(path):
-        import shutil
-
-        shutil.rmtree(path)
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(path, tree)
+    save_tree(_ckpt_path(out, stage), tree)
 
 
 def load_checkpoint(out: str, stage: str, like: Any) -> Any:
-    import orbax.checkpoint as ocp
-
     path = _ckpt_path(out, stage)
     if not os.path.isdir(path):
         raise RunError(f"{out} has no {stage} checkpoint; run `purejaxppo rlhf {stage} --out {out}` (or `demo`) first")
-    def shape_of(x):
-        return jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "dtype") else jax.ShapeDtypeStruct((), jnp.asarray(x).dtype)
-
-    abstract = jax.tree_util.tree_map(shape_of, like)
-    with ocp.StandardCheckpointer() as ckpt:
-        return ckpt.restore(path, abstract)
+    return restore_tree(path, like)
 
 
 # ---- the study ----------------------------------------------------------------------------

@@ -16,25 +16,24 @@ Layout (``CheckpointManager`` under ``RUN/checkpoints``)::
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
 run killed while saving leaves the previous checkpoints as they were. A save that fails (a
 full disk) is reported as one :class:`~purejaxppo.errors.CheckpointError` naming the
-checkpoints still intact; Orbax's own error logs and the closed-event-loop tracebacks of its
-background threads after a failed read or write are kept off the terminal.
+checkpoints still intact; the command line keeps Orbax's own error logs and the
+closed-event-loop tracebacks of its background threads off the terminal
+(:mod:`purejaxppo.run.quiet`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import re
 import shutil
-import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from purejaxppo.errors import CheckpointError
@@ -110,56 +109,29 @@ def checksum(tree: Any) -> str:
     return h.hexdigest()
 
 
-def _quiet_orbax() -> None:
-    # Orbax logs every save at INFO through absl, and a failed save as several ERROR records
-    # with tracebacks; a run prints its own progress, and reports every failure as one line.
-    logging.getLogger("absl").setLevel(logging.CRITICAL)
+def save_tree(path: str, tree: Any) -> None:
+    """Save a pytree of arrays as one Orbax checkpoint in the folder ``path``, replacing one there
+    (the RLHF study's stage products; a training run's checkpoints are a :class:`Checkpointer`'s)."""
+    import orbax.checkpoint as ocp
+
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(path, tree)
 
 
-class _DropUnretrievedReadErrors(logging.Filter):
-    """When one read of a damaged checkpoint fails, Orbax gives up on the restore while the other
-    TensorStore reads of the same checkpoint fail too; nobody awaits those, and asyncio logs each
-    one ("Task exception was never retrieved", or "Future ..." for a bare future, with a
-    traceback) whenever the garbage collector meets it. The checkpoint is already reported as
-    damaged: those records (and only those, TensorStore's errors) are dropped."""
+def restore_tree(path: str, like: Any) -> Any:
+    """The tree :func:`save_tree` saved in ``path``, restored into the structure, shapes and dtypes
+    of ``like`` (whose leaves may be arrays or Python numbers)."""
+    import orbax.checkpoint as ocp
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.getMessage().startswith(("Task exception was never retrieved",
-                                               "Future exception was never retrieved")):
-            return True
-        exc = record.exc_info[1] if record.exc_info else None
-        return exc is None or "tensorstore_spec" not in str(exc)
+    def shape_of(x):
+        if hasattr(x, "dtype"):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype)
+        return jax.ShapeDtypeStruct((), jnp.asarray(x).dtype)  # JAX's type of a Python number
 
-
-def _drop_unretrieved_read_errors() -> None:
-    log = logging.getLogger("asyncio")
-    if not any(isinstance(f, _DropUnretrievedReadErrors) for f in log.filters):
-        log.addFilter(_DropUnretrievedReadErrors())
-
-
-def _closed_loop_error(exc: BaseException | None) -> bool:
-    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
-
-
-def _ignore_closed_loop_errors() -> None:
-    """When Orbax gives up on a checkpoint (damaged, or a failed write) it closes its event loop
-    while TensorStore still has reads or writes in flight; each of those then fails to call back
-    into the closed loop, in a thread, and Python prints its traceback. Those (and only those)
-    are dropped; every other thread or unraisable exception goes to the previous hook."""
-    if getattr(threading.excepthook, "_purejaxppo", False):
-        return
-    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
-
-    def on_thread(args: Any) -> None:
-        if not _closed_loop_error(args.exc_value):
-            thread_hook(args)
-
-    def on_unraisable(unraisable: Any) -> None:
-        if not _closed_loop_error(unraisable.exc_value):
-            unraisable_hook(unraisable)
-
-    on_thread._purejaxppo = True  # type: ignore[attr-defined]
-    threading.excepthook, sys.unraisablehook = on_thread, on_unraisable
+    with ocp.StandardCheckpointer() as ckpt:
+        return ckpt.restore(path, jax.tree_util.tree_map(shape_of, like))
 
 
 def _failure(e: BaseException) -> str:
@@ -195,9 +167,6 @@ class Checkpointer:
         only when it saves or restores, which lets the runner import it while training."""
         if self._manager is None:
             ocp = self.ocp
-            _quiet_orbax()
-            _ignore_closed_loop_errors()
-            _drop_unretrieved_read_errors()
             self._manager = ocp.CheckpointManager(
                 self.directory,
                 options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
