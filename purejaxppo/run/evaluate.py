@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -43,43 +44,72 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
         raise ConfigError(f"make_evaluate: got a {type(trainer).__name__}; accepted: a Trainer (make_trainer(config))")
     _count("num_episodes", num_episodes)
     _count("max_steps", max_steps, none_ok=True)
-    env, act = trainer.env, trainer.act
-    how = action_mapping(trainer.config)
+    act, how = trainer.act, action_mapping(trainer.config)
     limit = _episode_limit(trainer, max_steps)
-    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
     recurrent = trainer.config.policy == "gru"
+    no_start = jnp.zeros((num_episodes,), bool)
 
     def evaluate(state: Any, key: jax.Array) -> jax.Array:
-        reset_key, run_key = jax.random.split(key)
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+        def policy(h, obs, act_key):
+            if recurrent:
+                h, action, _ = act(state.params, state.obs_rms, h, obs, no_start, act_key, deterministic)
+                return h, action
+            action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
+            return h, action
+
         # a recurrent policy starts every episode from a zero hidden state; each environment plays one
         # episode (later ones are not counted), so the state is never reset after the first step
         h0 = jnp.zeros((num_episodes, trainer.config.gru_hidden)) if recurrent else None
-        no_start = jnp.zeros((num_episodes,), bool)
-
-        def step(carry):
-            t, obs, env_state, ret, alive, h = carry
-            act_key, env_key = jax.random.split(jax.random.fold_in(run_key, t))
-            if recurrent:
-                h, action, _ = act(state.params, state.obs_rms, h, obs, no_start, act_key, deterministic)
-            else:
-                action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
-            obs, env_state, reward, terminated, truncated, _ = vstep(
-                jax.random.split(env_key, num_episodes), env_state, action
-            )
-            ret = ret + reward * alive
-            alive = alive * (1.0 - (terminated | truncated).astype(jnp.float32))
-            return t + 1, obs, env_state, ret, alive, h
-
-        def running(carry):  # stop as soon as every episode has ended, not at the time limit
-            t, *_, alive, _ = carry
-            return (t < limit) & jnp.any(alive > 0)
-
-        init = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes), h0)
-        _, _, _, returns, _, _ = jax.lax.while_loop(running, step, init)
-        return returns
+        return episode_returns(trainer.env, policy, h0, key, num_episodes, limit, how)
 
     return evaluate
+
+
+def episode_returns(env: Any, policy: Callable, policy_carry: Any, key: jax.Array, num_episodes: int, limit: int,
+                    how: str = "clip") -> jax.Array:
+    """The returns ``[num_episodes]`` of one episode in each of ``num_episodes`` environments run in
+    parallel, pure and jittable: the loop ends as soon as the last episode does (or after ``limit``
+    steps), and step ``t`` draws its randomness from ``key`` folded with ``t``.
+    ``policy(carry, obs [num_episodes, ...], key) -> (carry, action [num_episodes, ...])`` acts,
+    starting from ``policy_carry`` (a recurrent state, or None); ``how`` maps its continuous actions
+    into the environment's bounds (``EnvAdapter.step``)."""
+    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
+    reset_key, run_key = jax.random.split(key)
+    obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+
+    def step(carry):
+        t, obs, env_state, ret, alive, h = carry
+        act_key, env_key = jax.random.split(jax.random.fold_in(run_key, t))
+        h, action = policy(h, obs, act_key)
+        obs, env_state, reward, terminated, truncated, _ = vstep(
+            jax.random.split(env_key, num_episodes), env_state, action
+        )
+        ret = ret + reward * alive
+        alive = alive * (1.0 - (terminated | truncated).astype(jnp.float32))
+        return t + 1, obs, env_state, ret, alive, h
+
+    def running(carry):  # stop as soon as every episode has ended, not at the time limit
+        t, *_, alive, _ = carry
+        return (t < limit) & jnp.any(alive > 0)
+
+    init = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes), policy_carry)
+    _, _, _, returns, _, _ = jax.lax.while_loop(running, step, init)
+    return returns
+
+
+def random_policy_return(trainer: Trainer, episodes: int, key: jax.Array) -> float:
+    """Mean return of a uniformly random policy over ``episodes`` episodes (:func:`episode_returns`, jitted)."""
+    env = trainer.env
+
+    def policy(carry, obs, act_key):
+        if env.action_kind == "discrete":
+            return carry, jax.random.randint(act_key, (episodes,), 0, env.num_actions)
+        return carry, jax.random.uniform(act_key, (episodes, env.action_dim), minval=env.action_low,
+                                         maxval=env.action_high)
+
+    limit = int(getattr(env.params, "max_steps_in_episode", 1000))
+    returns = jax.jit(lambda k: episode_returns(env, policy, None, k, episodes, limit))(key)
+    return float(np.mean(np.asarray(returns)))
 
 
 def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int = 0, max_steps: int | None = None,

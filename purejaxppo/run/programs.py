@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -49,6 +48,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+
+from purejaxppo.versions import installed_version
 
 FOLDER = "programs"
 SUFFIX = ".jaxprog"
@@ -81,11 +82,7 @@ def code_digest() -> str:
         with open(path, "rb") as f:
             h.update(f.read())
     for lib in LIBRARIES:
-        try:
-            version = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            version = None
-        h.update(f"{lib}={version}\n".encode())
+        h.update(f"{lib}={installed_version(lib)}\n".encode())
     for package in SOURCE_PACKAGES:  # an edited or editable install keeps its version number
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import importlib.metadata as md
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from collections.abc import Callable
 import numpy as np
 
 from purejaxppo.errors import ConfigError
+from purejaxppo.versions import installed_versions
 
 GYMNAX = "gymnax README, PPO baselines of gymnax-blines (github.com/RobertTLange/gymnax, column 'PPO, ES (R: ...)')"
 
@@ -148,58 +148,28 @@ class TaskResult:
         return (self.eval_return - self.random_return) / (span if abs(span) > 1e-9 else 1.0)
 
 
-def random_policy_return(trainer, episodes: int, key) -> float:
-    """Mean return of a uniformly random policy over ``episodes`` episodes (jitted, vmapped)."""
-    import jax
-    import jax.numpy as jnp
-
-    env = trainer.env
-    limit = int(getattr(env.params, "max_steps_in_episode", 1000))
-
-    def run(key):
-        reset_key, run_key = jax.random.split(key)
-        obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
-
-        def step(carry):
-            t, state, ret, alive = carry
-            a_key, e_key = jax.random.split(jax.random.fold_in(run_key, t))
-            if env.action_kind == "discrete":
-                action = jax.random.randint(a_key, (episodes,), 0, env.num_actions)
-            else:
-                action = jax.random.uniform(a_key, (episodes, env.action_dim), minval=env.action_low,
-                                            maxval=env.action_high)
-            _, state, reward, term, trunc, _ = jax.vmap(env.step)(jax.random.split(e_key, episodes), state, action)
-            ret = ret + reward * alive
-            return t + 1, state, ret, alive * (1.0 - (term | trunc).astype(jnp.float32))
-
-        def running(carry):
-            return (carry[0] < limit) & jnp.any(carry[3] > 0)
-
-        _, _, ret, _ = jax.lax.while_loop(running, step, (0, state, jnp.zeros(episodes), jnp.ones(episodes)))
-        return ret
-
-    return float(np.mean(np.asarray(jax.jit(run)(key))))
-
-
 def run_task(task: Task, seeds: int, tiny: bool, eval_episodes: int) -> TaskResult:
-    """Train ``seeds`` seeds of ``task``'s preset in one program; evaluate every final policy."""
+    """Train ``seeds`` seeds of ``task``'s preset in one program (:func:`~purejaxppo.scale.agents.run_agents`);
+    evaluate every final policy."""
     import jax
 
     from purejaxppo.core.config import HParams
     from purejaxppo.core.metrics import final_return
     from purejaxppo.core.presets import preset
     from purejaxppo.core.train import make_trainer
-    from purejaxppo.run.evaluate import make_evaluate
+    from purejaxppo.run.evaluate import make_evaluate, random_policy_return
+    from purejaxppo.scale.agents import run_agents
 
     config = preset(task.env)
     if tiny:
         config = tiny_config(config)
     trainer = make_trainer(config)
-    hp = HParams.from_config(config)
+    hparams = jax.tree.map(lambda x: np.repeat(np.asarray(x)[None], seeds, axis=0), HParams.from_config(config))
     keys = jax.random.split(jax.random.key(config.seed), seeds)
     t0 = time.perf_counter()
-    states, metrics = jax.block_until_ready(jax.jit(jax.vmap(trainer.train, in_axes=(0, None)))(keys, hp))
+    states, metrics = run_agents(trainer, keys, hparams)
     seconds = time.perf_counter() - t0
+    states = jax.tree.map(lambda x: x[:seeds], states)  # without the agents that pad to the device count
     evaluate = jax.jit(jax.vmap(make_evaluate(trainer, num_episodes=eval_episodes, deterministic=True)))
     eval_returns = np.asarray(evaluate(states, jax.random.split(jax.random.key(12345), seeds))).mean(axis=1)
     random_ret = random_policy_return(trainer, max(eval_episodes, 64), jax.random.key(777))
@@ -263,12 +233,7 @@ def _commit() -> str:
 def environment_info() -> dict:
     import jax
 
-    versions = {}
-    for p in ("purejaxppo", "jax", "jaxlib", "flax", "optax", "gymnax"):
-        try:
-            versions[p] = md.version(p)
-        except md.PackageNotFoundError:
-            pass
+    versions = installed_versions(("purejaxppo", "jax", "jaxlib", "flax", "optax", "gymnax"))
     d = jax.devices()[0]
     return {
         "commit": _commit(),

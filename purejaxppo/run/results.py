@@ -10,7 +10,6 @@ import csv
 import math
 import os
 import warnings
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from purejaxppo.core.metrics import METRIC_NAMES
 from purejaxppo.errors import RunError
 from purejaxppo.naming import is_brax
 from purejaxppo.run import layout
+from purejaxppo.versions import installed_versions
 
 CSV_COLUMNS = ("env_steps", *METRIC_NAMES)
 
@@ -31,16 +31,7 @@ _BRAX_PACKAGES = ("brax", "mujoco", "mujoco-mjx")
 
 def package_versions(env: str | None = None) -> dict[str, str]:
     """Installed versions of the packages a result depends on (Brax's too for a ``brax/`` environment)."""
-    out = {}
-    for name in _PACKAGES + (_BRAX_PACKAGES if env and is_brax(env) else ()):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            if name == "purejaxppo":
-                import purejaxppo
-
-                out[name] = purejaxppo.__version__
-    return out
+    return installed_versions(_PACKAGES + (_BRAX_PACKAGES if env and is_brax(env) else ()))
 
 
 def metrics_rows(config: PPOConfig, metrics: dict[str, Any], start: int = 0) -> list[dict[str, Any]]:
