@@ -1,0 +1,336 @@
+"""The JAX environment suites (purejaxppo.envs.suites) and ``--env package.module:factory``.
+
+Per suite: a time-limit end is ``truncated`` (not ``terminated``) and keeps the observation the
+suite's own step reached as ``final_obs``, while ``obs`` is the reset's; a true end is
+``terminated`` (not ``truncated``). Then short learning checks. A suite's tests skip when its
+extra is not installed.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import run_main
+
+from purejaxppo import PPOConfig, make_train
+from purejaxppo.envs import EnvAdapter, describe_envs, known_envs, make_env, register_env
+from purejaxppo.errors import ConfigError
+
+DATA = Path(__file__).parent / "data"
+
+
+def flat(x):
+    return np.asarray(x, np.float32).reshape(-1)
+
+
+class Stepper:
+    """One environment of ``adapter``, stepped with compiled functions, next to the suite's own step."""
+
+    def __init__(self, adapter: EnvAdapter, own_obs):
+        self.adapter = adapter
+        self.step = jax.jit(adapter.step)
+        self.reset = jax.jit(adapter.reset)
+        self.own_obs = jax.jit(own_obs)  # (key, state, action) -> the suite's observation after its own step
+
+    def until_end(self, key, choose, limit=2000):
+        """Step from a reset with ``choose(state, key) -> action`` until an episode ends; check what the
+        adapter says against the suite's own step; returns ``(terminated, truncated, steps, state)``."""
+        key, reset_key = jax.random.split(key)
+        _, state = self.reset(reset_key)
+        for t in range(1, limit + 1):
+            key, act_key, step_key = jax.random.split(key, 3)
+            action = choose(state, act_key)
+            expected_final = self.own_obs(jax.random.split(step_key)[0], state, action)
+            obs, new_state, _, terminated, truncated, final_obs = self.step(step_key, state, action)
+            if terminated or truncated:
+                np.testing.assert_array_equal(final_obs, flat(expected_final))
+                reset_obs, _ = self.reset(jax.random.split(step_key)[1])  # gymnax resets with the step key's 2nd half
+                np.testing.assert_array_equal(obs, reset_obs)
+                assert int(new_state.time) == 0
+                return bool(terminated), bool(truncated), t, state
+            np.testing.assert_array_equal(obs, final_obs)
+            state = new_state
+        raise AssertionError(f"no episode end in {limit} steps")
+
+
+def with_params(adapter: EnvAdapter, params) -> EnvAdapter:
+    return EnvAdapter(adapter.name, adapter.env, params)
+
+
+def random_action(adapter):
+    return lambda state, key: jax.random.randint(key, (), 0, adapter.num_actions)
+
+
+def masked_random_action(adapter):
+    def choose(state, key):
+        mask = adapter.action_mask(state)
+        return jax.random.choice(key, adapter.num_actions, p=mask / mask.sum())
+
+    return choose
+
+
+def learn(env, steps, **settings):
+    """Mean episodic return of the first and the last 3 updates of a short PPO run."""
+    config = PPOConfig(env=env, total_timesteps=steps, **{"num_envs": 16, "num_steps": 64, **settings})
+    _, metrics = jax.jit(make_train(config))(jax.random.key(0))
+    returns = np.asarray(metrics["charts/episodic_return"])
+    return returns[:3].mean(), returns[-3:].mean()
+
+
+# ---- names, listing, errors ------------------------------------------------------------------------
+
+
+def test_names_listing_and_unknown_tasks():
+    names = known_envs()
+    for name in ("craftax/Craftax-Symbolic-v1", "craftax/Craftax-Classic-Symbolic-v1", "xminigrid/MiniGrid-Empty-8x8",
+                 "xminigrid/XLand-MiniGrid-R1-9x9", "navix/Navix-Empty-8x8-v0", "jumanji/Snake-v1",
+                 "jumanji/Game2048-v1", "playground/CartpoleBalance"):
+        assert name in names
+    listing = run_main("envs")
+    assert listing.returncode == 0
+    for heading in ("# gymnax", "# brax", "# craftax", "# xminigrid", "# navix", "# jumanji", "# playground"):
+        assert heading in listing.stdout.splitlines(), heading
+    assert listing.stdout == describe_envs() + "\n"
+    with pytest.raises(ConfigError, match=r"unknown jumanji task 'Snake-v2' \(did you mean Snake-v1"):
+        make_env("jumanji/Snake-v2")
+    with pytest.raises(ConfigError, match="suite's prefix"):
+        register_env("navix/Mine-v0", lambda: None)
+
+
+def test_a_missing_suite_names_its_extra(monkeypatch):
+    from purejaxppo.envs import suites
+
+    monkeypatch.setattr(suites.Suite, "installed", lambda self: False)
+    with pytest.raises(ConfigError, match=r"needs the craftax extra .* pip install -e \"\.\[craftax\]\""):
+        suites.make("craftax/Craftax-Classic-Symbolic-v1")
+    assert '# craftax  (not installed: pip install -e ".[craftax]")' in suites.describe()
+
+
+# ---- XLand-MiniGrid --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minigrid():
+    pytest.importorskip("xminigrid")
+    adapter, params = make_env("xminigrid/MiniGrid-Empty-5x5")
+    small = with_params(adapter, params.replace(suite=params.suite.replace(max_steps=3)))
+    own = lambda key, s, a: adapter.env.xminigrid.step(small.params.suite, s.inner, a).observation  # noqa: E731
+    return adapter, small, own
+
+
+def test_minigrid_time_limit_is_a_truncation(minigrid):
+    adapter, small, own = minigrid
+    assert adapter.obs_shape == (7, 7, 2) and adapter.action_kind == "discrete"  # the agent's 7x7 view
+    turn = lambda state, key: jnp.int32(1)  # noqa: E731 - turning in place never reaches the goal
+    terminated, truncated, steps, _ = Stepper(small, own).until_end(jax.random.key(0), turn)
+    assert (terminated, truncated, steps) == (False, True, 3)
+
+
+def test_minigrid_goal_is_a_termination(minigrid):
+    adapter, _, _ = minigrid
+    long = with_params(adapter, adapter.params.replace(suite=adapter.params.suite.replace(max_steps=10_000)))
+    own = lambda key, s, a: adapter.env.xminigrid.step(long.params.suite, s.inner, a).observation  # noqa: E731
+    terminated, truncated, _, _ = Stepper(long, own).until_end(jax.random.key(1), random_action(adapter))
+    assert (terminated, truncated) == (True, False)
+
+
+def test_xland_needs_its_benchmark_on_disk(tmp_path, monkeypatch):
+    pytest.importorskip("xminigrid")
+    from purejaxppo.envs import xminigrid_envs
+
+    monkeypatch.setenv("XLAND_MINIGRID_DATA", str(tmp_path))
+    with pytest.raises(ConfigError, match="trivial-21k benchmark, which is not on disk .* never downloads"):
+        xminigrid_envs.make("XLand-MiniGrid-R1-9x9")
+    # a one-ruleset benchmark made here (the goal: stand next to a red ball) stands in for the downloaded one
+    from xminigrid.benchmarks import save_bz2_pickle
+    from xminigrid.core.constants import TILES_REGISTRY, Colors, Tiles
+    from xminigrid.core.goals import AgentNearGoal
+    from xminigrid.core.rules import EmptyRule
+
+    ball = TILES_REGISTRY[Tiles.BALL, Colors.RED]
+    save_bz2_pickle({"goals": AgentNearGoal(tile=ball).encode()[None], "rules": EmptyRule().encode()[None, None],
+                     "init_tiles": jnp.asarray(ball)[None, None], "num_rules": jnp.ones((1,), jnp.int32)},
+                    xminigrid_envs.benchmark_path())
+    env = xminigrid_envs.make("XLand-MiniGrid-R1-9x9")
+    params = env.default_params
+    adapter = EnvAdapter("xminigrid/XLand-MiniGrid-R1-9x9", env, params.replace(suite=params.suite.replace(
+        max_steps=10_000)))
+    own = lambda key, s, a: env.xminigrid.step(adapter.params.suite, s.inner, a).observation  # noqa: E731
+    terminated, truncated, _, _ = Stepper(adapter, own).until_end(jax.random.key(0), random_action(adapter), 10_000)
+    assert (terminated, truncated) == (True, False)
+
+
+def test_minigrid_is_learned():
+    pytest.importorskip("xminigrid")
+    first, last = learn("xminigrid/MiniGrid-Empty-5x5", 40_000)
+    # reward 1 - 0.9 t / 100 at the goal: the shortest paths give about 0.95; random walks far less
+    assert last > 0.9 and last > first + 0.2, (first, last)
+
+
+# ---- Navix -------------------------------------------------------------------------------------------
+
+
+def test_navix_truncation_and_termination():
+    pytest.importorskip("navix")
+    from purejaxppo.envs.navix_envs import NavixEnv
+
+    for max_steps, choose_turn, expected in ((3, True, (False, True)), (10_000, False, (True, False))):
+        env = NavixEnv("Navix-Empty-5x5-v0", max_steps=max_steps)
+        adapter = EnvAdapter("navix/Navix-Empty-5x5-v0", env, env.default_params)
+        own = lambda key, s, a, env=env: env.navix.step(s.inner, a).observation  # noqa: E731 - its public step
+        choose = (lambda state, key: jnp.int32(0)) if choose_turn else random_action(adapter)  # 0: rotate
+        terminated, truncated, steps, _ = Stepper(adapter, own).until_end(jax.random.key(2), choose)
+        assert (terminated, truncated) == expected
+        assert steps == 3 or not choose_turn
+
+
+# ---- Jumanji ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def snake():
+    pytest.importorskip("jumanji")
+    adapter, _ = make_env("jumanji/Snake-v1")
+    own = lambda key, s, a: adapter.env.jumanji.step(s.inner, a)[1].observation.grid  # noqa: E731
+    return adapter, own
+
+
+def test_snake_time_limit_is_a_truncation(snake):
+    adapter, own = snake
+    assert adapter.obs_shape == (12, 12, 5) and adapter.num_actions == 4
+    assert adapter.params.max_steps_in_episode == 4000  # Snake's own limit, applied by the adapter as a truncation
+    small = with_params(adapter, adapter.params.replace(max_steps_in_episode=3))
+    terminated, truncated, steps, _ = Stepper(small, own).until_end(jax.random.key(0), masked_random_action(small))
+    assert (terminated, truncated, steps) == (False, True, 3)
+
+
+def test_snake_hitting_the_wall_is_a_termination(snake):
+    adapter, own = snake
+    up = lambda state, key: jnp.int32(0)  # noqa: E731 - straight up, into the top wall within 12 steps
+    terminated, truncated, steps, state = Stepper(adapter, own).until_end(jax.random.key(3), up)
+    assert (terminated, truncated) == (True, False) and steps <= 12
+    assert not adapter.action_mask(state)[0]  # the mask said so: moving up was not allowed
+
+
+def test_game2048_ends_when_no_move_is_left_and_masks_actions():
+    pytest.importorskip("jumanji")
+    adapter, _ = make_env("jumanji/Game2048-v1")
+    assert adapter.obs_shape == (4, 4) and adapter.num_actions == 4
+    own = lambda key, s, a: adapter.env.jumanji.step(s.inner, a)[1].observation.board  # noqa: E731
+    terminated, truncated, _, state = Stepper(adapter, own).until_end(jax.random.key(0), masked_random_action(adapter))
+    assert (terminated, truncated) == (True, False)
+    small = with_params(adapter, adapter.params.replace(max_steps_in_episode=5))
+    terminated, truncated, steps, _ = Stepper(small, own).until_end(jax.random.key(0), masked_random_action(small))
+    assert (terminated, truncated, steps) == (False, True, 5)
+    mask = jax.jit(jax.vmap(adapter.action_mask))(jax.vmap(adapter.reset)(jax.random.split(jax.random.key(0), 3))[1])
+    assert mask.shape == (3, 4) and mask.dtype == bool
+
+
+# ---- Craftax -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def craftax():
+    pytest.importorskip("craftax")
+    adapter, params = make_env("craftax/Craftax-Classic-Symbolic-v1")  # the full game takes minutes to compile
+    small = with_params(adapter, params.replace(suite=params.suite.replace(max_timesteps=4)))
+    own = lambda key, s, a: small.env.craftax.step_env(key, s.inner, a, small.params.suite)[0]  # noqa: E731
+    return small, Stepper(small, own)
+
+
+def test_craftax_time_limit_is_a_truncation(craftax):
+    adapter, stepper = craftax
+    assert adapter.params.suite.max_timesteps == 4 and make_env(adapter.name)[1].suite.max_timesteps == 10_000
+    noop = lambda state, key: jnp.int32(0)  # noqa: E731
+    terminated, truncated, steps, _ = stepper.until_end(jax.random.key(0), noop)
+    assert (terminated, truncated, steps) == (False, True, 4)
+
+
+def test_craftax_death_is_a_termination_even_at_the_time_limit(craftax):
+    adapter, stepper = craftax
+    _, state = stepper.reset(jax.random.key(0))
+    for steps_before in (0, 3):  # a death mid-episode, and one on the step the time limit ends
+        dying = state.replace(time=jnp.int32(steps_before), inner=state.inner.replace(
+            player_health=jnp.zeros_like(state.inner.player_health), timestep=jnp.int32(steps_before)))
+        _, new_state, _, terminated, truncated, _ = stepper.step(jax.random.key(1), dying, jnp.int32(0))
+        assert (bool(terminated), bool(truncated), int(new_state.time)) == (True, False, 0)
+
+
+# ---- MuJoCo Playground -----------------------------------------------------------------------------
+
+
+def test_playground_time_limit_is_a_truncation():
+    pytest.importorskip("mujoco_playground")
+    adapter, params = make_env("playground/CartpoleBalance")
+    assert adapter.action_kind == "continuous" and adapter.obs_shape == (5,) and params.max_steps_in_episode == 1000
+    small = with_params(adapter, params.replace(max_steps_in_episode=3))
+    own = lambda key, s, a: adapter.env.playground.step(s.inner, a).obs  # noqa: E731
+    zero = lambda state, key: jnp.zeros((adapter.action_dim,))  # noqa: E731
+    # CartpoleBalance has no end of its own (the pole may fall and rise again): only the time limit ends it
+    terminated, truncated, steps, _ = Stepper(small, own).until_end(jax.random.key(0), zero)
+    assert (terminated, truncated, steps) == (False, True, 3)
+
+
+# ---- your own environment: --env package.module:factory ---------------------------------------------
+
+
+@pytest.fixture
+def my_env_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(DATA))
+
+
+def test_factory_env_trains_evaluates_and_resumes_from_the_command_line(my_env_on_path, tmp_path):
+    flags = ["--env", "my_env:make", "--total-timesteps", "1024", "--num-envs", "4", "--num-steps", "64",
+             "--num-minibatches", "2", "--update-epochs", "1", "--chunk-updates", "2", "--checkpoint-every", "2"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    r = run_main("train", *flags, "--out", str(whole))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((whole / "config.json").read_text())["env"] == "my_env:make"
+    r = run_main("eval", "--run", str(whole), "--episodes", "2")
+    assert r.returncode == 0, r.stderr
+    record = json.loads((whole / "eval.json").read_text())
+    assert record["episodes"] == 2 and all(0 <= r <= 8 for r in record["returns"])  # 8 steps of at most 1
+    part.mkdir()
+    for name in ("config.json", "run.json"):
+        (part / name).write_text((whole / name).read_text())
+    (part / "checkpoints").mkdir()
+    import shutil
+
+    shutil.copytree(whole / "checkpoints" / "2", part / "checkpoints" / "2")
+    rows = (whole / "metrics.csv").read_text().splitlines()
+    (part / "metrics.csv").write_text("\n".join(rows[:3]) + "\n")
+    r = run_main("train", "--out", str(part), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert (part / "metrics.csv").read_text().splitlines() == rows
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_such_module_here:make", "module no_such_module_here could not be imported (ModuleNotFoundError"),
+    ("my_env:nope", "my_env has no attribute 'nope'"),
+    ("my_env:NOT_CALLABLE", "NOT_CALLABLE is a int, not callable"),
+    ("my_env:not_an_env", "not_an_env() returned int"),
+    ("my_env:broken", "broken() failed (RuntimeError: no such level)"),
+    ("my_env:bad_step", "the environment's reset or step failed (TypeError"),
+    ("my_env:", "got 'my_env:'"),
+])
+def test_factory_errors_are_one_line(my_env_on_path, tmp_path, name, message):
+    r = run_main("train", "--env", name, "--out", str(tmp_path / "x"))
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("purejaxppo train: error: env: ") and message in line, line
+    assert line.endswith("accepted: package.module:factory, where calling factory() returns a gymnax Environment "
+                         "or an (env, env_params) pair"), line
+
+
+def test_factory_env_from_python_learns_and_is_found_in_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "sign_env_here.py").write_text((DATA / "my_env.py").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    env, params = make_env("sign_env_here:make_pair")  # (env, params): the factory's params are used
+    assert params.max_steps_in_episode == 4 and env.obs_shape == (1,)
+    first, last = learn("sign_env_here:make_pair", 16_384, num_envs=8, num_steps=32)
+    assert last > 3.5 and last > first + 1.0, (first, last)  # 4 steps of 1 each; guessing gives 2
