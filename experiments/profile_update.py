@@ -61,19 +61,16 @@ def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int, floors: 
     import jax
 
     from purejaxppo import HParams, PPOConfig
-    from purejaxppo.core.batch import make_batch
-    from purejaxppo.core.parts import make_parts
-    from purejaxppo.core.rollout import collect
-    from purejaxppo.core.train import init_state, update_state
-    from purejaxppo.core.update import (
+    from purejaxppo.core.feedforward import collect, make_batch
+    from purejaxppo.core.stages import (
         MinibatchCarry,
         Optimiser,
-        epoch_order,
         learning_rate,
         make_optimizer,
         minibatch_step,
         optimise,
     )
+    from purejaxppo.core.train import init_state, make_parts, make_stages, update_state
 
     config = PPOConfig(env=env, num_envs=num_envs, total_timesteps=num_envs * 128 * 100, **HPARAMS)
     parts = make_parts(config)
@@ -84,7 +81,7 @@ def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int, floors: 
 
     keys = jax.random.split(jax.random.key(0), seeds) if seeds > 1 else jax.random.key(0)
     state = per_seed(lambda k: init_state(parts, k, hp))(keys)
-    update = per_seed(lambda s: update_state(parts, s, hp))
+    update = per_seed(lambda s: update_state(parts, make_stages(parts), s, hp))
     for _ in range(warm_updates):  # a typical state: some episodes ended, some truncated
         state, _ = update(state)
     jax.block_until_ready(state)
@@ -99,7 +96,7 @@ def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int, floors: 
     optimise_j = per_seed(lambda s, b: optimise(parts, opt_for(s), b, s.params, s.opt_state, s.key)[:2])
 
     def shuffle_one(b, key):
-        order = epoch_order(parts, key)
+        order = parts.layout.permute(key, config.batch_size)
         return jax.tree_util.tree_map(lambda x: x[order], b)
 
     shuffle_j = per_seed(lambda b, s: shuffle_one(b, s.key))
@@ -140,11 +137,10 @@ def in_program_times(parts, hp, opt_for, state, batch, minibatch, repeats: int) 
     import jax
     import jax.numpy as jnp
 
-    from purejaxppo.core.batch import make_batch
+    from purejaxppo.core.feedforward import collect, make_batch
     from purejaxppo.core.networks import ActorCritic
-    from purejaxppo.core.rollout import collect
-    from purejaxppo.core.train import update_state
-    from purejaxppo.core.update import optimise
+    from purejaxppo.core.stages import optimise
+    from purejaxppo.core.train import make_stages, update_state
 
     config, network, dist = parts.config, parts.network, parts.dist
     steps = config.update_epochs * config.num_minibatches
@@ -177,7 +173,7 @@ def in_program_times(parts, hp, opt_for, state, batch, minibatch, repeats: int) 
         return s.replace(params=params), params
 
     stages = {  # each returns (the state the next repeat starts from, or None for the same; outputs)
-        "update": lambda s: update_state(parts, s, hp),
+        "update": lambda s: update_state(parts, make_stages(parts), s, hp),
         "collect": lambda s: (None, collect(parts, s, s.key)[1].reward),
         "collect + make_batch": lambda s: (None, make_batch(parts, s, collect(parts, s, s.key)[1], hp)[1]),
         "optimise": lambda s: (None, optimise(parts, opt_for(s), batch, s.params, s.opt_state, s.key)[0]),

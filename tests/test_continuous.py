@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from purejaxppo import HParams, PPOConfig
-from purejaxppo.core.batch import scale_rewards
 from purejaxppo.core.distributions import DiagGaussian, TanhGaussian, tanh_log_det
 from purejaxppo.core.networks import MIN_STD, ActorCritic
-from purejaxppo.core.parts import make_parts
-from purejaxppo.core.train import init_state
+from purejaxppo.core.stages import scale_rewards
+from purejaxppo.core.train import init_state, make_parts
 from purejaxppo.envs import make_env
 from purejaxppo.errors import ConfigError
 

@@ -9,8 +9,8 @@ import pytest
 
 from purejaxppo import HParams, PPOConfig
 from purejaxppo.core import losses
-from purejaxppo.core.batch import Batch
 from purejaxppo.core.distributions import Categorical, DiagGaussian
+from purejaxppo.core.feedforward import Batch
 from purejaxppo.core.normalize import rms_init, rms_normalize, rms_update
 
 

@@ -13,8 +13,7 @@ from helpers import run_main
 
 from purejaxppo import HParams, PPOConfig
 from purejaxppo.core import recurrent
-from purejaxppo.core.parts import make_parts
-from purejaxppo.core.train import init_state, make_trainer
+from purejaxppo.core.train import init_state, make_parts, make_trainer
 from purejaxppo.errors import ConfigError
 from purejaxppo.run.evaluate import make_evaluate, record_episode
 from purejaxppo.run.runner import run

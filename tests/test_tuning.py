@@ -16,10 +16,9 @@ import pytest
 
 from purejaxppo import HParams, PPOConfig
 from purejaxppo.core import tuning as tuning_module
-from purejaxppo.core.batch import make_batch, truncated_values
-from purejaxppo.core.parts import make_parts
-from purejaxppo.core.rollout import collect
-from purejaxppo.core.train import init_state
+from purejaxppo.core.feedforward import collect, make_batch
+from purejaxppo.core.layout import value_truncated_rows as truncated_values
+from purejaxppo.core.train import init_state, make_parts
 from purejaxppo.core.tuning import DEFAULTS, Tuning, parse, tuning_for
 from purejaxppo.errors import ConfigError
 
@@ -41,10 +40,10 @@ def test_cpu_layout_is_the_recorded_one_but_the_shuffle_and_weight_grad_and_gpu_
 
 @pytest.mark.parametrize("continuous", [False, True])
 def test_transposed_weight_grad_same_outputs_and_gradients(continuous):
-    from purejaxppo.core.networks import ActorCritic
+    from purejaxppo.core.networks import ActorCritic, dense_dot_general
 
     def loss_and_grad(weight_grad, params, obs):
-        net = ActorCritic(action_dim=2, continuous=continuous, weight_grad=weight_grad)
+        net = ActorCritic(action_dim=2, continuous=continuous, dot_general=dense_dot_general(weight_grad))
 
         def loss(p):
             policy, value = net.apply(p, obs)

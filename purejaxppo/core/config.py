@@ -26,7 +26,6 @@ from flax import struct
 from purejaxppo.errors import ConfigError
 from purejaxppo.naming import suggest  # re-exported: presets and the config's own field check use it
 
-
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 KL_PENALTIES = ("off", "fixed", "adaptive")
 POLICIES = ("mlp", "gru")

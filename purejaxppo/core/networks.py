@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -91,7 +92,8 @@ def transposed_weight_grad(lhs, rhs, dimension_numbers, precision=None, preferre
 
 
 def dense_dot_general(weight_grad: str):
-    """The ``dot_general`` of the dense layers for a ``weight_grad`` layout (None: JAX's own)."""
+    """The ``dot_general`` of the dense layers for a ``weight_grad`` layout (None: JAX's own); the
+    program layout resolves it once (:mod:`purejaxppo.core.layout`)."""
     return transposed_weight_grad if weight_grad == "transposed" else None
 
 
@@ -100,14 +102,14 @@ class MLP(nn.Module):
 
     hidden: Sequence[int]
     activation: str = "tanh"
-    weight_grad: str = "dot"  # how the layers' weight gradients are computed (core/tuning.py)
+    dot_general: Any = None  # the layers' product (core/layout.py); None: JAX's own
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
-        dot = dense_dot_general(self.weight_grad)
         for width in self.hidden:
-            x = act(nn.Dense(width, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0), dot_general=dot)(x))
+            x = act(nn.Dense(width, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0),
+                             dot_general=self.dot_general)(x))
         return x
 
 
@@ -152,14 +154,14 @@ class ActorCritic(nn.Module):
     shared_torso: bool = False
     log_std_init: float = 0.0
     state_dependent_std: bool = False
-    weight_grad: str = "dot"  # how the dense layers' weight gradients are computed (core/tuning.py)
+    dot_general: Any = None  # the dense layers' product (core/layout.py); None: JAX's own
 
     def setup(self):
-        self.actor_torso = MLP(tuple(self.actor_hidden), self.activation, self.weight_grad)
+        self.actor_torso = MLP(tuple(self.actor_hidden), self.activation, self.dot_general)
         if not self.shared_torso:
-            self.critic_torso = MLP(tuple(self.critic_hidden), self.activation, self.weight_grad)
+            self.critic_torso = MLP(tuple(self.critic_hidden), self.activation, self.dot_general)
         width = policy_head_width(self.action_dim, self.continuous, self.state_dependent_std)
-        dot = dense_dot_general(self.weight_grad)
+        dot = self.dot_general
         self.policy_head = nn.Dense(width, kernel_init=orthogonal(0.01), bias_init=constant(0.0), dot_general=dot)
         self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0), dot_general=dot)
         if self.continuous and not self.state_dependent_std:
@@ -179,9 +181,9 @@ class ActorCritic(nn.Module):
         return self.policy(obs), self.value(obs)
 
 
-def make_network(config, env, weight_grad: str = "dot") -> ActorCritic:
-    """The actor-critic for ``config`` and the adapted environment ``env``; ``weight_grad`` is the
-    program layout's choice (:mod:`purejaxppo.core.tuning`)."""
+def make_network(config, env, dot_general: Any = None) -> ActorCritic:
+    """The actor-critic for ``config`` and the adapted environment ``env``; ``dot_general`` is the
+    program layout's product for the dense layers (:mod:`purejaxppo.core.layout`)."""
     continuous = env.action_kind == "continuous"
     return ActorCritic(
         action_dim=env.action_dim if continuous else env.num_actions,
@@ -192,5 +194,5 @@ def make_network(config, env, weight_grad: str = "dot") -> ActorCritic:
         shared_torso=config.shared_torso,
         log_std_init=config.log_std_init,
         state_dependent_std=config.state_dependent_std,
-        weight_grad=weight_grad,
+        dot_general=dot_general,
     )

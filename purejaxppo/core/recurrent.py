@@ -25,19 +25,36 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.linen.initializers import constant
 
-from purejaxppo.core import losses
 from purejaxppo.core.act import observe
 from purejaxppo.core.collectives import LOCAL, Collectives
-from purejaxppo.core.config import HParams
+from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.kind import PolicyKind
 from purejaxppo.core.networks import _ACTIVATIONS, MLP, gaussian_params, orthogonal, policy_head_width
-from purejaxppo.core.rollout import EpisodeStats, StepCarry, track_episodes
+from purejaxppo.core.stages import (
+    EpisodeStats,
+    MinibatchCarry,
+    Optimiser,
+    StepCarry,
+    advantages_and_targets,
+    mean_info,
+    minibatch_step,
+    rollout_end,
+    rollout_start,
+    scale_rewards,
+    track_episodes,
+    update_obs_stats,
+)
+from purejaxppo.core.state import RunnerState
+
+if TYPE_CHECKING:
+    from purejaxppo.core.parts import Parts
 
 
 class RecurrentActorCritic(nn.Module):
@@ -82,7 +99,8 @@ class RecurrentActorCritic(nn.Module):
         return h, self.policy(y), self.value(y)
 
 
-def make_recurrent_network(config, env) -> RecurrentActorCritic:
+def make_recurrent_network(config: PPOConfig, env: Any, layout: Any = None) -> RecurrentActorCritic:
+    """The recurrent actor-critic for ``config`` and ``env`` (JAX's own weight gradient, whatever the layout)."""
     continuous = env.action_kind == "continuous"
     return RecurrentActorCritic(
         action_dim=env.action_dim if continuous else env.num_actions,
@@ -97,6 +115,7 @@ def make_recurrent_network(config, env) -> RecurrentActorCritic:
 
 
 def init_params(network: RecurrentActorCritic, key: jax.Array, obs_dim: int):
+    """Parameters for observations of length ``obs_dim``."""
     return network.init(key, jnp.zeros((1, network.hidden_size)), jnp.zeros((1, obs_dim)), jnp.ones((1,), bool))
 
 
@@ -157,11 +176,10 @@ class RecurrentTransition(NamedTuple):
     final_obs: jax.Array  # [N, D] the observation the step reached, before any reset
 
 
-def collect(parts, state, key):
+def collect(parts: Parts, state: RunnerState, key: jax.Array):
     """``num_steps`` steps of this device's environments with the recurrent policy; the trajectory
     ``[T, N, ...]`` and the hidden state the rollout started from."""
-    n_envs, tuning, comm = parts.config.num_envs, parts.tuning, parts.comm
-    act = make_recurrent_act(parts.config, parts.network, parts.dist, comm)
+    n_envs, comm, act = parts.config.num_envs, parts.comm, parts.act
 
     def step(carry, key_t):
         base, h, start = carry
@@ -174,14 +192,12 @@ def collect(parts, state, key):
         t = RecurrentTransition(base.obs, start, action, log_prob, reward, terminated, truncated, final_obs)
         return (StepCarry(env_state, next_obs, ep_ret, ep_len, stats), h, done), t
 
-    stats = jax.tree_util.tree_map(lambda x: jnp.zeros((parts.num_local_envs,), x.dtype), EpisodeStats.zeros())
-    base = StepCarry(state.env_state, state.obs, state.episode_return, state.episode_length, stats)
+    base = rollout_start(state, EpisodeStats.zeros((parts.num_local_envs,)))  # summed once, after the rollout
     (end, h, start), traj = jax.lax.scan(step, (base, state.hidden, state.starts),
                                          jax.random.split(key, parts.config.num_steps),
-                                         unroll=tuning.rollout_unroll)
+                                         unroll=parts.layout.rollout_unroll)
     h0 = state.hidden
-    state = state.replace(env_state=end.env_state, obs=end.obs, episode_return=end.episode_return,
-                          episode_length=end.episode_length, hidden=h, starts=start)
+    state = rollout_end(state, end, hidden=h, starts=start)
     return state, (traj, h0), jax.tree_util.tree_map(lambda x: comm.sum(jnp.sum(x)), end.stats)
 
 
@@ -197,12 +213,9 @@ class RecurrentBatch(NamedTuple):
     target: jax.Array
 
 
-def make_batch(parts, state, rollout, hparams: HParams):
+def make_batch(parts: Parts, state: RunnerState, rollout, hparams: HParams):
     """Values of this device's sequences (re-run from their first hidden state), truncation values,
     GAE; then every device's environments, cut into sequences of ``seq_len`` steps."""
-    from purejaxppo.core.batch import advantages_and_targets, scale_rewards
-    from purejaxppo.core.normalize import rms_update
-
     traj, h0 = rollout
     config, network, comm = parts.config, parts.network, parts.comm
     state, rewards = scale_rewards(parts, state, traj, hparams)
@@ -231,9 +244,7 @@ def make_batch(parts, state, rollout, hparams: HParams):
     batch = RecurrentBatch(
         Sequences(sequences(seq.obs), sequences(seq.start), h0.reshape((-1,) + h0.shape[2:])),
         *[sequences(x) for x in (traj.action, traj.log_prob, values, advantages, targets)])
-    if config.normalize_obs:
-        state = state.replace(obs_rms=rms_update(state.obs_rms, comm.gather(traj.obs, axis=1)))
-    return state, batch
+    return update_obs_stats(parts, state, traj.obs), batch
 
 
 def split_sequences(x: jax.Array, perm: jax.Array, m: int) -> jax.Array:
@@ -252,10 +263,9 @@ def own(comm, batch: RecurrentBatch) -> RecurrentBatch:
                           *[flat(mine(x)) for x in batch[1:]])
 
 
-def run_epoch(parts, opt, batch: RecurrentBatch, params, opt_state, key):
-    """Shuffle the sequences, cut them into minibatches, a step on each."""
-    from purejaxppo.core.update import MinibatchCarry, minibatch_step
-
+def run_epoch(parts: Parts, opt: Optimiser, batch: RecurrentBatch, params, opt_state, key: jax.Array):
+    """Shuffle the sequences (always by JAX's own permutation: a sequence batch is small), cut them
+    into minibatches, a step on each."""
     m, seq = parts.config.num_minibatches, batch.obs
     n = seq.h0.shape[0]
     perm = jax.random.permutation(key, n)
@@ -266,16 +276,20 @@ def run_epoch(parts, opt, batch: RecurrentBatch, params, opt_state, key):
     )
     step = functools.partial(minibatch_step, parts, opt)
     end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), shuffled)
-    return end.params, end.opt_state, jax.tree_util.tree_map(lambda x: x.mean(axis=0), info)
+    return end.params, end.opt_state, mean_info(info)
 
 
-def adapt_kl(parts, kl, params, batch: RecurrentBatch, hparams):
-    if parts.config.kl_penalty != "adaptive":
-        return kl, jnp.asarray(jnp.nan, jnp.float32)
+def loss_inputs(parts: Parts, mb: RecurrentBatch):
+    """Minibatches of sequences, re-run from their first hidden state: ``(sequence_apply, this
+    device's sequences)``."""
+    return sequence_apply(parts.network), own(parts.comm, mb)
+
+
+def new_policy(parts: Parts, params: Any, batch: RecurrentBatch):
+    """The policy output of ``params`` on this device's sequences of ``batch``, and those sequences."""
     mine = own(parts.comm, batch)
     pi, _ = sequence_apply(parts.network)(params, mine.obs)
-    measured = parts.comm.mean(losses.kl_estimate(parts.dist.log_prob(pi, mine.action) - mine.log_prob))
-    return losses.adaptive_kl_update(kl, measured, hparams.kl_target), measured
+    return pi, mine
 
 
 def make_recurrent_act(config, network: RecurrentActorCritic, dist, comm: Collectives = LOCAL):
@@ -294,3 +308,33 @@ def make_recurrent_act(config, network: RecurrentActorCritic, dist, comm: Collec
         return h, action, dist.log_prob(pi, action)
 
     return act_fn
+
+
+def init_memory(config: PPOConfig, n: int) -> jax.Array:
+    """``[n, gru_hidden]`` zeros: the hidden state at an episode's start."""
+    return jnp.zeros((n, config.gru_hidden), jnp.float32)
+
+
+def stepper(act):
+    """``step(params, obs_rms, h, obs, key, deterministic) -> (next h, action, log_prob)``: the
+    recurrent ``act`` inside one episode (no start to reset at)."""
+
+    def step(params, obs_rms, h, obs, key, deterministic=False):
+        return act(params, obs_rms, h, obs, jnp.zeros(obs.shape[:-1], bool), key, deterministic)
+
+    return step
+
+
+KIND = PolicyKind(
+    name="gru",
+    make_network=make_recurrent_network,
+    init_params=init_params,
+    make_act=make_recurrent_act,
+    init_memory=init_memory,
+    stepper=stepper,
+    collect=collect,
+    make_batch=make_batch,
+    loss_inputs=loss_inputs,
+    new_policy=new_policy,
+    run_epoch=run_epoch,
+)

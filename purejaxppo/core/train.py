@@ -5,11 +5,11 @@ The run is nested ``lax.scan``s and ``jit`` compiles it into one XLA program::
     train(key, hparams):
         state = init(key, hparams)
         scan over num_updates:                               # update: one PPO iteration
-            collect      N envs x T steps with pi_old        #   rollout.py
-            make_batch   V(s_t), V(final obs), GAE           #   batch.py
-            optimise     epochs x shuffled minibatches:      #   update.py
+            collect      N envs x T steps with pi_old        #   feedforward.py / recurrent.py
+            make_batch   V(s_t), V(final obs), GAE           #   (the policy kind's), stages.py
+            optimise     epochs x shuffled minibatches:      #   stages.py
                          grad of ppo_loss -> clip -> Adam    #   losses.py
-            adapt_kl     adaptive KL coefficient             #   update.py
+            adapt_kl     adaptive KL coefficient             #   stages.py
         return state, metrics                                # metrics.py: one row per update
 
 Static settings (shapes, switches) come from ``config`` and are closed over; float
@@ -26,20 +26,21 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.core import losses
-from purejaxppo.core.act import Act
-from purejaxppo.core.batch import make_batch
+from purejaxppo.core import feedforward, losses, recurrent, stages
+from purejaxppo.core.act import Act, action_mapping
 from purejaxppo.core.collectives import LOCAL, Collectives
-from purejaxppo.core.config import HParams, PPOConfig, validate
+from purejaxppo.core.config import HParams, PPOConfig, validate, validate_for_env
+from purejaxppo.core.distributions import distribution
+from purejaxppo.core.kind import PolicyKind
+from purejaxppo.core.layout import make_layout
 from purejaxppo.core.metrics import METRIC_NAMES, update_metrics
-from purejaxppo.core.networks import ActorCritic
 from purejaxppo.core.normalize import rms_init
-from purejaxppo.core.parts import Parts, make_parts
-from purejaxppo.core.rollout import collect
+from purejaxppo.core.parts import Parts
 from purejaxppo.core.state import RunnerState
-from purejaxppo.core.tuning import Tuning
-from purejaxppo.core.update import Optimiser, adapt_kl, learning_rate, make_optimizer, optimise
-from purejaxppo.envs import EnvAdapter
+from purejaxppo.core.tuning import Tuning, tuning_for
+from purejaxppo.envs import EnvAdapter, make_env
+
+POLICY_KINDS: dict[str, PolicyKind] = {kind.name: kind for kind in (feedforward.KIND, recurrent.KIND)}
 
 Metrics = dict[str, jax.Array]
 
@@ -49,7 +50,7 @@ class Trainer(NamedTuple):
 
     config: PPOConfig
     env: EnvAdapter
-    network: ActorCritic
+    network: Any
     init: Callable[[jax.Array, HParams], RunnerState]
     update: Callable[[RunnerState, HParams], tuple[RunnerState, Metrics]]
     train: Callable[..., tuple[RunnerState, Metrics]]
@@ -57,6 +58,49 @@ class Trainer(NamedTuple):
     # act(params, obs_rms, h, obs, start, key, deterministic=False) -> (next h, action, log_prob)
     mesh: Any = None  # the device mesh of a data-parallel trainer (purejaxppo.scale.parallel)
     tuning: Tuning | None = None  # the program layout it was built with (purejaxppo.core.tuning)
+    policy: PolicyKind | None = None  # the policy kind's stages (init_memory and stepper serve evaluation)
+
+
+def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | None = None) -> Parts:
+    """Build the environment (checking the settings that depend on it), the policy kind's network and
+    acting function, the loss, and the resolved layout.
+
+    ``tuning`` defaults to the choices for JAX's default backend (:mod:`purejaxppo.core.tuning`).
+    """
+    env, _ = make_env(config.env)
+    validate_for_env(config, env)
+    tuning = tuning_for() if tuning is None else tuning
+    layout = make_layout(tuning, config.bootstrap_truncation)
+    kind = POLICY_KINDS[config.policy]
+    network = kind.make_network(config, env, layout)
+    dist = distribution(env.action_kind == "continuous", squash=config.action_dist == "tanh")
+    how = action_mapping(config)
+    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
+
+    def loss(apply_fn):
+        return functools.partial(losses.ppo_loss, apply_fn, dist, kl_penalty=config.kl_penalty != "off",
+                                 clip_vloss=config.clip_vloss)
+
+    act = kind.make_act(config, network, dist, comm)
+    return Parts(config, env, kind, network, dist, comm, act, vstep, loss, layout, tuning)
+
+
+class Stages(NamedTuple):
+    """One PPO iteration's stages, chosen once where the trainer is made: each takes the state or
+    the batch and names no variant. ``optimise`` is the policy step (PPO's epochs of clipped-loss
+    minibatches); ``adapt_kl`` the KL coefficient's rule (adaptive, or kept)."""
+
+    collect: Callable  # (state, key) -> (state, rollout, EpisodeStats)
+    make_batch: Callable  # (state, rollout, hparams) -> (state, batch)
+    optimise: Callable  # (opt, batch, params, opt_state, key) -> (params, opt_state, LossInfo, epochs run)
+    adapt_kl: Callable  # (kl state, params, batch, hparams) -> (kl state, measured KL or NaN)
+
+
+def make_stages(parts: Parts) -> Stages:
+    """PPO's stages for ``parts``: the policy kind's rollout and batch, PPO's epochs, the KL rule."""
+    adapt = stages.adapt_kl if parts.config.kl_penalty == "adaptive" else stages.keep_kl
+    return Stages(*(functools.partial(f, parts) for f in
+                    (parts.policy.collect, parts.policy.make_batch, stages.optimise, adapt)))
 
 
 def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
@@ -64,16 +108,11 @@ def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
     config, env, n = parts.config, parts.env, parts.num_local_envs
     key, net_key, env_key = jax.random.split(key, 3)
     obs, env_state = jax.vmap(env.reset)(parts.comm.own(jax.random.split(env_key, config.num_envs)))
-    recurrent = config.policy == "gru"
-    if recurrent:
-        from purejaxppo.core.recurrent import init_params
-
-        params = init_params(parts.network, net_key, env.obs_dim)
-    else:
-        params = parts.network.init(net_key, jnp.zeros((1, env.obs_dim), jnp.float32))
+    params = parts.policy.init_params(parts.network, net_key, env.obs_dim)
+    memory = parts.policy.init_memory(config, n)
     return RunnerState(
         params=params,
-        opt_state=make_optimizer(hparams).init(params),
+        opt_state=stages.make_optimizer(hparams).init(params),
         env_state=env_state,
         obs=obs,
         key=key,
@@ -84,26 +123,21 @@ def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
         episode_length=jnp.zeros((n,), jnp.int32),
         kl=losses.kl_controller_init(hparams.kl_coef),
         update_step=jnp.zeros((), jnp.int32),
-        hidden=jnp.zeros((n, config.gru_hidden), jnp.float32) if recurrent else None,
-        starts=jnp.ones((n,), bool) if recurrent else None,
+        hidden=memory,
+        starts=None if memory is None else jnp.ones((n,), bool),
     )
 
 
-def update_state(parts: Parts, state: RunnerState, hparams: HParams) -> tuple[RunnerState, Metrics]:
-    """One PPO iteration: collect, make the batch, optimise, adapt the KL coefficient; its metrics."""
+def update_state(parts: Parts, run: Stages, state: RunnerState, hparams: HParams) -> tuple[RunnerState, Metrics]:
+    """One PPO iteration (Algorithm 1 of the PPO paper): collect, make the batch, optimise, adapt the
+    KL coefficient; its metrics."""
     key, rollout_key, epoch_key = jax.random.split(state.key, 3)
-    stages = (collect, make_batch, adapt_kl)
-    if parts.config.policy == "gru":
-        from purejaxppo.core import recurrent
-
-        stages = (recurrent.collect, recurrent.make_batch, recurrent.adapt_kl)
-    collect_fn, make_batch_fn, adapt_kl_fn = stages
-    state, traj, episodes = collect_fn(parts, state, rollout_key)
-    state, batch = make_batch_fn(parts, state, traj, hparams)
-    lr = learning_rate(parts.config, hparams, state.update_step)
-    opt = Optimiser(make_optimizer(hparams), lr, state.kl.coef, hparams)
-    params, opt_state, info, epochs = optimise(parts, opt, batch, state.params, state.opt_state, epoch_key)
-    kl, post_update_kl = adapt_kl_fn(parts, state.kl, params, batch, hparams)
+    state, rollout, episodes = run.collect(state, rollout_key)  # N actors x T steps with pi_old
+    state, batch = run.make_batch(state, rollout, hparams)  # advantages A_1..A_T (GAE), targets
+    lr = stages.learning_rate(parts.config, hparams, state.update_step)
+    opt = stages.Optimiser(stages.make_optimizer(hparams), lr, state.kl.coef, hparams)
+    params, opt_state, info, epochs = run.optimise(opt, batch, state.params, state.opt_state, epoch_key)
+    kl, post_update_kl = run.adapt_kl(state.kl, params, batch, hparams)
     state = state.replace(params=params, opt_state=opt_state, key=key, kl=kl, update_step=state.update_step + 1)
     episodic_return, episodic_length = episodes.means()
     return state, update_metrics(
@@ -135,7 +169,7 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | 
     parts = make_parts(config, comm, tuning)
     default_hparams = HParams.from_config(config)
     init = functools.partial(init_state, parts)
-    update = functools.partial(update_state, parts)
+    update = functools.partial(update_state, parts, make_stages(parts))
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[RunnerState, Metrics]:
         """Train from ``key``; returns ``(final RunnerState, metrics {name: [num_updates]})``."""
@@ -143,13 +177,8 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | 
         state = init(key, hparams)
         return jax.lax.scan(lambda s, _: update(s, hparams), state, None, length=config.num_updates)
 
-    if config.policy == "gru":
-        from purejaxppo.core.recurrent import make_recurrent_act
-
-        act = make_recurrent_act(config, parts.network, parts.dist, parts.comm)
-    else:
-        act = parts.act
-    return Trainer(config, parts.env, parts.network, init, update, train, act, tuning=parts.tuning)
+    return Trainer(config, parts.env, parts.network, init, update, train, parts.act, tuning=parts.tuning,
+                   policy=parts.policy)
 
 
 def make_train(config: PPOConfig, tuning: Tuning | None = None) -> Callable[..., tuple[RunnerState, Metrics]]:
@@ -166,4 +195,4 @@ def make_train(config: PPOConfig, tuning: Tuning | None = None) -> Callable[...,
     return make_trainer(config, tuning=tuning).train
 
 
-__all__ = ["METRIC_NAMES", "RunnerState", "Trainer", "make_train", "make_trainer"]
+__all__ = ["METRIC_NAMES", "RunnerState", "Stages", "Trainer", "make_train", "make_trainer"]

@@ -65,7 +65,7 @@ def parse_name(name: str) -> tuple[str, str]:
         if rest.endswith("-" + b):
             task, backend = rest[: -len(b) - 1], b
     if task not in TASKS:
-        from purejaxppo.core.config import suggest
+        from purejaxppo.naming import suggest
 
         raise ConfigError(f"env: unknown Brax task {task!r} in {name!r}{suggest(task, TASKS)}; accepted: "
                           f"brax/<task> or brax/<task>-<backend> with task one of {', '.join(TASKS)} and backend "

@@ -1,0 +1,170 @@
+"""Feed-forward PPO (``policy="mlp"``): the stages of a policy that sees one observation at a time.
+
+A rollout is a ``[T, N]`` trajectory; the batch is its ``T * N`` rows, shuffled each epoch and cut
+into minibatches of rows. :data:`KIND` bundles the stages; :mod:`purejaxppo.core.train` composes them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purejaxppo.core.act import make_act, observe
+from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.kind import PolicyKind
+from purejaxppo.core.networks import ActorCritic, make_network
+from purejaxppo.core.stages import (
+    EpisodeStats,
+    MinibatchCarry,
+    Optimiser,
+    StepCarry,
+    advantages_and_targets,
+    mean_info,
+    minibatch_order,
+    minibatch_step,
+    rollout_end,
+    rollout_start,
+    scale_rewards,
+    track_episodes,
+    update_obs_stats,
+)
+from purejaxppo.core.state import RunnerState
+
+if TYPE_CHECKING:
+    from purejaxppo.core.parts import Parts
+
+
+class Transition(NamedTuple):
+    """One rollout step of N environments (time-major when stacked: ``[T, N, ...]``)."""
+
+    obs: jax.Array  # [N, obs_dim] raw observation the action was chosen from
+    action: jax.Array  # [N] or [N, D]
+    log_prob: jax.Array  # [N]
+    reward: jax.Array  # [N] raw reward
+    terminated: jax.Array  # [N]
+    truncated: jax.Array  # [N]
+    final_value: jax.Array | None  # [N] V(observation reached before the reset) where truncated, else 0
+    final_obs: jax.Array | None = None  # [N, obs_dim] that observation, when the batch pass values it
+
+
+class Batch(NamedTuple):
+    """A flat training batch ``[B, ...]`` (B = num_envs * num_steps)."""
+
+    obs: jax.Array  # [B, obs_dim] normalised as the acting policy saw them
+    action: jax.Array  # [B] or [B, D]
+    log_prob: jax.Array  # [B] log pi_old(a|s)
+    value: jax.Array  # [B] V_old(s)
+    advantage: jax.Array  # [B] GAE
+    target: jax.Array  # [B] return targets A + V_old
+
+
+def critic(parts: Parts, state: RunnerState):
+    """``value(raw obs [..., obs_dim]) -> [...]``: the critic of ``state``, normalisation included."""
+
+    def value(o):
+        return parts.network.apply(state.params, observe(parts.config, state.obs_rms, o), method=ActorCritic.value)
+
+    return value
+
+
+def collect(parts: Parts, state: RunnerState, key: jax.Array) -> tuple[RunnerState, Transition, EpisodeStats]:
+    """Run ``num_steps`` steps of every environment; returns the trajectory ``[T, N, ...]``."""
+    n_envs, comm, layout = parts.config.num_envs, parts.comm, parts.layout
+    value = critic(parts, state)
+
+    def step(carry: StepCarry, key_t: jax.Array):
+        act_key_t, env_key_t = jax.random.split(key_t)
+        env_keys_t = comm.own(jax.random.split(env_key_t, n_envs))
+        action, log_prob = parts.act(state.params, state.obs_rms, carry.obs, act_key_t)
+        next_obs, env_state, reward, terminated, truncated, final_obs = parts.vstep(env_keys_t, carry.env_state, action)
+        final_value, final_obs = layout.truncation.in_rollout(value, truncated, final_obs)
+        ep_ret, ep_len, stats = track_episodes(carry, reward, terminated | truncated)
+        transition = Transition(carry.obs, action, log_prob, reward, terminated, truncated, final_value, final_obs)
+        return StepCarry(env_state, next_obs, ep_ret, ep_len, stats), transition
+
+    start = rollout_start(state, EpisodeStats.zeros(layout.episode_sums.zeros(parts.num_local_envs)))
+    end, traj = jax.lax.scan(step, start, jax.random.split(key, parts.config.num_steps), unroll=layout.rollout_unroll)
+    stats = jax.tree_util.tree_map(layout.episode_sums.total, end.stats)
+    return rollout_end(state, end), traj, jax.tree_util.tree_map(comm.sum, stats)
+
+
+def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HParams) -> tuple[RunnerState, Batch]:
+    """Advantages and targets of the trajectory, flattened to a batch of every device's environments.
+
+    The batch is normalised with the statistics the rollout used; they are then updated.
+    """
+    config, network, comm = parts.config, parts.network, parts.comm
+    state, rewards = scale_rewards(parts, state, traj, hparams)
+    obs = observe(config, state.obs_rms, traj.obs)  # [T, N, D]
+    values = network.apply(state.params, obs, method=ActorCritic.value)  # [T, N]
+    value = critic(parts, state)
+    last_value = value(state.obs)
+
+    def final_value():  # from the rollout, or valued now as the layout says
+        if traj.final_value is not None:
+            return traj.final_value
+        return parts.layout.truncation.after_rollout(value, traj.truncated, traj.final_obs)
+
+    advantages, targets = advantages_and_targets(parts, traj, rewards, values, last_value, final_value, hparams)
+
+    def flat(x):  # [T, N, ...] -> [T * N, ...]; with data parallelism, every device's environments first
+        return comm.gather(x, axis=1).reshape((config.batch_size,) + x.shape[2:])
+
+    batch = Batch(flat(obs), flat(traj.action), flat(traj.log_prob), flat(values), flat(advantages), flat(targets))
+    return update_obs_stats(parts, state, traj.obs), batch
+
+
+def loss_inputs(parts: Parts, mb: Batch):
+    """``(apply(params, obs) -> (policy output, values), this device's rows of the minibatch)``."""
+    return parts.network.apply, jax.tree_util.tree_map(parts.comm.own, mb)
+
+
+def new_policy(parts: Parts, params: Any, batch: Batch):
+    """The policy output of ``params`` on this device's rows of ``batch``, and those rows."""
+    mine = jax.tree_util.tree_map(parts.comm.own, batch)
+    return parts.network.apply(params, mine.obs, method=ActorCritic.policy), mine
+
+
+def run_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state: Any, key: jax.Array):
+    """Shuffle the batch's rows, cut them into minibatches, take a step on each; mean of their LossInfo."""
+    config, layout = parts.config, parts.layout
+    order = minibatch_order(layout.permute, key, config.batch_size, config.num_minibatches,
+                            config.minibatch_size)
+    body, xs = layout.feed(lambda carry, mb: minibatch_step(parts, opt, carry, mb), batch, order)
+    end, info = jax.lax.scan(body, MinibatchCarry(params, opt_state), xs, unroll=layout.minibatch_unroll)
+    return end.params, end.opt_state, mean_info(info)
+
+
+def init_params(network: ActorCritic, key: jax.Array, obs_dim: int):
+    return network.init(key, jnp.zeros((1, obs_dim), jnp.float32))
+
+
+def init_memory(config: PPOConfig, n: int):
+    """A feed-forward policy carries nothing from step to step."""
+    return None
+
+
+def stepper(act):
+    """``step(params, obs_rms, memory, obs, key, deterministic) -> (memory, action, log_prob)``."""
+
+    def step(params, obs_rms, memory, obs, key, deterministic=False):
+        return (memory, *act(params, obs_rms, obs, key, deterministic))
+
+    return step
+
+
+KIND = PolicyKind(
+    name="mlp",
+    make_network=lambda config, env, layout: make_network(config, env, layout.dot_general),
+    init_params=init_params,
+    make_act=make_act,
+    init_memory=init_memory,
+    stepper=stepper,
+    collect=collect,
+    make_batch=make_batch,
+    loss_inputs=loss_inputs,
+    new_policy=new_policy,
+    run_epoch=run_epoch,
+)
