@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +20,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from purejaxppo.core.config import HParams
 from purejaxppo.core.train import Trainer
 
-if TYPE_CHECKING:
-    from purejaxppo.run.programs import Programs
+class Compiler(Protocol):
+    """What compiles a sweep's programs when given (:class:`purejaxppo.run.programs.Programs` is one)."""
+
+    def compile(self, name: str, fn: Callable, args: Any, donate_argnums: tuple[int, ...] = ()) -> Callable: ...
 
 
 def agent_mesh(devices: list | None = None) -> Mesh:
@@ -32,7 +34,7 @@ def agent_mesh(devices: list | None = None) -> Mesh:
 
 def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh | None = None,
                chunk_updates: int | None = None, on_chunk: Callable[[int], None] | None = None,
-               programs: Programs | None = None):
+               programs: Compiler | None = None):
     """Train ``A`` agents (``keys [A]``, ``hparams [A]``) in one program, split over ``mesh``.
 
     ``jit(vmap(train))`` with the agent axis sharded as ``NamedSharding(mesh, P("agents"))``
@@ -62,17 +64,47 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
     (padding included), metrics are host NumPy arrays of the ``A`` agents.
     """
     mesh = agent_mesh() if mesh is None else mesh
-    n_agents = keys.shape[0]
-    n_dev = mesh.devices.size
+    n_agents, n_dev = keys.shape[0], mesh.devices.size
+    args, jit_kw = _agent_args(keys, hparams, mesh)
+    saved = programs if programs is not None and n_dev == 1 and jax.process_count() == 1 else None
+
+    def build(name, fn, call_args, donate_argnums=()):
+        if saved is None:
+            return jax.jit(fn, donate_argnums=donate_argnums, **jit_kw)
+        return saved.compile(name, fn, call_args, donate_argnums)
+
+    if chunk_updates is None:
+        def train(key_data, hparams):
+            return jax.vmap(trainer.train)(jax.random.wrap_key_data(key_data), hparams)
+
+        states, metrics = build("sweep-train", train, args)(*args)
+        metrics = _host(metrics)
+    else:
+        states, metrics = _train_in_chunks(trainer, args, build, chunk_updates, on_chunk)
+    return states, jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], metrics)
+
+
+def _agent_args(keys: jax.Array, hparams: HParams, mesh: Mesh):
+    """``((key data, hparams), jit options)``: the agents padded to a multiple of the device count
+    by repeating the last one, and placed as ``P("agents")`` over ``mesh`` when it has several devices."""
+    n_agents, n_dev = keys.shape[0], mesh.devices.size
     padded = -(-n_agents // n_dev) * n_dev
     key_data = np.asarray(jax.random.key_data(keys))
     host_hparams = jax.tree_util.tree_map(np.asarray, hparams)
-    if padded != n_agents:  # pad by repeating the last agent; the copies are dropped below
+    if padded != n_agents:  # pad by repeating the last agent; the copies are dropped by run_agents
         pad = lambda x: np.concatenate([x, np.repeat(x[-1:], padded - n_agents, axis=0)])  # noqa: E731
         key_data, host_hparams = pad(key_data), jax.tree_util.tree_map(pad, host_hparams)
+    if n_dev == 1:
+        return (key_data, host_hparams), {}
+    sharding = NamedSharding(mesh, PartitionSpec("agents"))
+    put = lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])  # noqa: E731
+    return (put(key_data), jax.tree_util.tree_map(put, host_hparams)), {"out_shardings": sharding}
 
-    def train(key_data, hparams):
-        return jax.vmap(trainer.train)(jax.random.wrap_key_data(key_data), hparams)
+
+def _train_in_chunks(trainer: Trainer, args, build: Callable, chunk_updates: int,
+                     on_chunk: Callable[[int], None] | None):
+    """``(states, metrics)``: the agents initialised by one program, then trained by repeated calls
+    of a ``lax.scan`` of ``chunk_updates`` vmapped updates, ``on_chunk(updates done)`` after each."""
 
     def init(key_data, hparams):
         return jax.vmap(trainer.init)(jax.random.wrap_key_data(key_data), hparams)
@@ -82,37 +114,18 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
         # the scan stacks updates first ([length, agents]); agents first, as the fused program's vmap gives
         return states, jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, 0, 1), metrics)
 
-    jit_kw: dict = {}
-    args = (key_data, host_hparams)
-    if n_dev > 1:
-        sharding = NamedSharding(mesh, PartitionSpec("agents"))
-        put = lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])  # noqa: E731
-        args = (put(key_data), jax.tree_util.tree_map(put, host_hparams))
-        jit_kw = {"out_shardings": sharding}
-    saved = programs if programs is not None and n_dev == 1 and jax.process_count() == 1 else None
-
-    def build(name, fn, call_args, donate_argnums=()):
-        if saved is None:
-            return jax.jit(fn, donate_argnums=donate_argnums, **jit_kw)
-        return saved.compile(name, fn, call_args, donate_argnums)
-
-    if chunk_updates is None:
-        states, metrics = build("sweep-train", train, args)(*args)
-        metrics = _host(metrics)
-    else:
-        states = build("sweep-init", init, args)(*args)
-        n_updates, done, pieces, compiled = trainer.config.num_updates, 0, [], {}
-        while done < n_updates:
-            k = min(chunk_updates, n_updates - done)
-            if k not in compiled:
-                compiled[k] = build(f"sweep-chunk{k}", functools.partial(chunk, length=k), (states, args[1]), (0,))
-            states, m = compiled[k](states, args[1])
-            pieces.append(_host(m))
-            done += k
-            if on_chunk is not None:
-                on_chunk(done)
-        metrics = {name: np.concatenate([p[name] for p in pieces], axis=1) for name in pieces[0]}
-    return states, jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], metrics)
+    states = build("sweep-init", init, args)(*args)
+    n_updates, done, pieces, compiled = trainer.config.num_updates, 0, [], {}
+    while done < n_updates:
+        k = min(chunk_updates, n_updates - done)
+        if k not in compiled:
+            compiled[k] = build(f"sweep-chunk{k}", functools.partial(chunk, length=k), (states, args[1]), (0,))
+        states, m = compiled[k](states, args[1])
+        pieces.append(_host(m))
+        done += k
+        if on_chunk is not None:
+            on_chunk(done)
+    return states, {name: np.concatenate([p[name] for p in pieces], axis=1) for name in pieces[0]}
 
 
 def _host(metrics):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -29,12 +29,8 @@ from jax.sharding import Mesh
 from purejaxppo.core.config import HParams
 from purejaxppo.core.metrics import final_return
 from purejaxppo.core.train import Trainer
-from purejaxppo.scale.agents import run_agents
+from purejaxppo.scale.agents import Compiler, run_agents
 from purejaxppo.scale.plan import SweepPlan, stack_hparams
-
-if TYPE_CHECKING:
-    from purejaxppo.run.programs import Programs
-
 
 class SweepResult(NamedTuple):
     settings: list[dict[str, float]]  # G settings: swept field -> value
@@ -47,7 +43,7 @@ class SweepResult(NamedTuple):
 
 
 def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_updates: int | None = None,
-             on_chunk: Callable[[int], None] | None = None, programs: Programs | None = None) -> SweepResult:
+             on_chunk: Callable[[int], None] | None = None, programs: Compiler | None = None) -> SweepResult:
     """Train every agent of ``plan`` with ``trainer``'s program, over the devices of ``mesh``
     (in chunks of ``chunk_updates`` updates, calling ``on_chunk(updates done)`` between them),
     through the saved programs of ``programs`` on one device (:func:`run_agents`)."""
