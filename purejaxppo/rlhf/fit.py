@@ -9,6 +9,8 @@ from typing import Any
 import jax
 import optax
 
+from purejaxppo.core.stages import minibatch_order, scan_epochs
+
 
 def minibatch_epochs(
     loss_fn: Callable[[Any, jax.Array], jax.Array],
@@ -31,8 +33,7 @@ def minibatch_epochs(
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        order = jax.random.permutation(k, n)[: batches * batch].reshape(batches, batch)
-        return jax.lax.scan(minibatch, carry, order)
+        return jax.lax.scan(minibatch, carry, minibatch_order(jax.random.permutation, k, n, batches, batch))
 
-    (params, _), losses = jax.lax.scan(epoch, (params, opt.init(params)), jax.random.split(key, epochs))
+    (params, _), losses = scan_epochs(epoch, (params, opt.init(params)), key, epochs)
     return params, losses.reshape(-1)

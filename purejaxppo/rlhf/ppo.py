@@ -32,6 +32,7 @@ from purejaxppo.core import losses
 from purejaxppo.core.config import check_integer
 from purejaxppo.core.distributions import Categorical
 from purejaxppo.core.gae import gae_advantages
+from purejaxppo.core.stages import minibatch_order, scan_epochs
 from purejaxppo.rlhf import model as seqmodel
 from purejaxppo.rlhf.reward import RewardModel, proxy_reward
 from purejaxppo.rlhf.task import Task, TaskSpec, gold_reward
@@ -151,20 +152,35 @@ def _apply(model):
     return apply
 
 
-def iteration(model, settings: RLHFSettings, spec: TaskSpec, frozen: Frozen, state: PPOState, hparams: RLHFHParams):
-    """One PPO iteration; returns ``(state, Iteration)``. Pure."""
+class Scored(NamedTuple):
+    """A batch of sampled responses, scored: every field ``[B, ...]`` (``B`` = ``batch``)."""
+
+    prompts: jax.Array  # [B]
+    responses: jax.Array  # [B, L]
+    tokens: jax.Array  # [B, L + 1] the model's inputs
+    log_probs: jax.Array  # [B, L] log pi_old of each token
+    values: jax.Array  # [B, L]
+    ref_log_probs: jax.Array  # [B, L]
+    score: jax.Array  # [B] the proxy reward model's score
+    rewards: jax.Array  # [B, L] per-token rewards with the KL penalty
+    advantages: jax.Array  # [B, L] GAE
+    targets: jax.Array  # [B, L]
+
+
+def sample_and_score(model, settings: RLHFSettings, spec: TaskSpec, frozen: Frozen, params, beta: jax.Array,
+                     hparams: RLHFHParams, k_prompt: jax.Array, k_sample: jax.Array) -> Scored:
+    """Sample ``batch`` prompts and a response each, score them, and compute per-token rewards
+    (KL penalty ``beta``) and GAE over each response."""
     b, length = settings.batch, spec.length
-    key, k_prompt, k_sample, k_shuffle = jax.random.split(state.key, 4)
     prompts = jax.random.randint(k_prompt, (b,), 0, frozen.task.n_prompts)
-    responses = seqmodel.sample(model, state.params, k_sample, prompts)
+    responses = seqmodel.sample(model, params, k_sample, prompts)
     tokens = seqmodel.inputs(model, prompts, responses)
 
-    logits, values, _ = model.apply(state.params, tokens)
+    logits, values, _ = model.apply(params, tokens)
     log_probs = Categorical.log_prob(logits[:, :-1], responses)
     values = values[:, :-1]
     ref_log_probs = seqmodel.token_log_probs(model, frozen.ref_params, prompts, responses)
     score = proxy_reward(model, frozen.reward, prompts, responses)
-    beta = state.kl.coef
     rewards = token_rewards(log_probs, ref_log_probs, score, beta)
     if settings.whiten_rewards:
         rewards = whiten(rewards, shift_mean=False)
@@ -175,18 +191,24 @@ def iteration(model, settings: RLHFSettings, spec: TaskSpec, frozen: Frozen, sta
     adv, targets = adv.T, targets.T
     if settings.normalize_advantages:
         adv = whiten(adv)
+    return Scored(prompts, responses, tokens, log_probs, values, ref_log_probs, score, rewards, adv, targets)
 
+
+def fit(model, settings: RLHFSettings, scored: Scored, params, opt_state, hparams: RLHFHParams, beta: jax.Array,
+        key: jax.Array):
+    """PPO's epochs of shuffled minibatches of whole responses (:func:`purejaxppo.core.stages.scan_epochs`);
+    ``(params, opt_state, mean LossInfo, max |ratio - 1| on the first minibatch before any step)``."""
+    b = settings.batch
     apply = _apply(model)
     opt = _optimizer(hparams)
-    per_seq = (tokens, responses, log_probs, values, adv, targets)
-    mb_size = b // settings.minibatches
+    per_seq = (scored.tokens, scored.responses, scored.log_probs, scored.values, scored.advantages, scored.targets)
 
     def as_batch(idx) -> TokenBatch:
         t, a, lp, v, ad, tg = (x[idx] for x in per_seq)
         return TokenBatch(t, a.reshape(-1), lp.reshape(-1), v.reshape(-1), ad.reshape(-1), tg.reshape(-1))
 
-    first = as_batch(jnp.arange(mb_size))
-    new_logits, _ = apply(state.params, first.obs)
+    first = as_batch(jnp.arange(b // settings.minibatches))
+    new_logits, _ = apply(params, first.obs)
     first_ratio_dev = jnp.max(jnp.abs(jnp.exp(Categorical.log_prob(new_logits, first.action) - first.log_prob) - 1.0))
 
     def loss_fn(params, mb):
@@ -199,22 +221,28 @@ def iteration(model, settings: RLHFSettings, spec: TaskSpec, frozen: Frozen, sta
         return (optax.apply_updates(params, updates), opt_state), info
 
     def epoch(carry, k):
-        order = jax.random.permutation(k, b).reshape(settings.minibatches, mb_size)
-        return jax.lax.scan(minibatch, carry, order)
+        return jax.lax.scan(minibatch, carry, minibatch_order(jax.random.permutation, k, b, settings.minibatches,
+                                                                   b // settings.minibatches))
 
-    (params, opt_state), infos = jax.lax.scan(
-        epoch, (state.params, state.opt_state), jax.random.split(k_shuffle, settings.epochs)
-    )
-    info = jax.tree_util.tree_map(jnp.mean, infos)
+    (params, opt_state), infos = scan_epochs(epoch, (params, opt_state), key, settings.epochs)
+    return params, opt_state, jax.tree_util.tree_map(jnp.mean, infos), first_ratio_dev
 
-    seq_kl = jnp.mean(jnp.sum(log_probs - ref_log_probs, axis=1))
-    kl_state = losses.proportional_kl_update(state.kl, seq_kl, hparams.kl_target, b, hparams.kl_horizon)
+
+def iteration(model, settings: RLHFSettings, spec: TaskSpec, frozen: Frozen, state: PPOState, hparams: RLHFHParams):
+    """One PPO iteration; returns ``(state, Iteration)``. Pure."""
+    key, k_prompt, k_sample, k_shuffle = jax.random.split(state.key, 4)
+    beta = state.kl.coef
+    scored = sample_and_score(model, settings, spec, frozen, state.params, beta, hparams, k_prompt, k_sample)
+    params, opt_state, info, first_ratio_dev = fit(model, settings, scored, state.params, state.opt_state, hparams,
+                                                   beta, k_shuffle)
+    seq_kl = jnp.mean(jnp.sum(scored.log_probs - scored.ref_log_probs, axis=1))
+    kl_state = losses.proportional_kl_update(state.kl, seq_kl, hparams.kl_target, settings.batch, hparams.kl_horizon)
     metrics = Iteration(
-        proxy=jnp.mean(score),
-        gold=jnp.mean(gold_reward(frozen.task, spec, prompts, responses)),
+        proxy=jnp.mean(scored.score),
+        gold=jnp.mean(gold_reward(frozen.task, spec, scored.prompts, scored.responses)),
         kl=seq_kl,
         kl_coef=beta,
-        reward=jnp.mean(jnp.sum(rewards, axis=1)),
+        reward=jnp.mean(jnp.sum(scored.rewards, axis=1)),
         policy_loss=info.policy_loss,
         value_loss=info.value_loss,
         entropy=info.entropy,
