@@ -141,7 +141,7 @@ def init_params(network: ActorCritic, key: jax.Array, obs_dim: int):
     return network.init(key, jnp.zeros((1, obs_dim), jnp.float32))
 
 
-def init_memory(config: PPOConfig, n: int):
+def init_memory(config: PPOConfig, shape: tuple[int, ...]):
     """A feed-forward policy carries nothing from step to step."""
     return None
 
@@ -157,6 +157,7 @@ def stepper(act):
 
 KIND = PolicyKind(
     name="mlp",
+    stateful=False,
     make_network=lambda config, env, layout: make_network(config, env, layout.dot_general),
     init_params=init_params,
     make_act=make_act,

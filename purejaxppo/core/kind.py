@@ -19,8 +19,10 @@ class PolicyKind(NamedTuple):
         make_network: ``(config, env, layout) -> network``.
         init_params: ``(network, key, obs_dim) -> params``.
         make_act: ``(config, network, dist, comm) -> act`` (the signature differs: see each kind).
-        init_memory: ``(config, n) -> memory`` carried from step to step by ``n`` environments
-            at an episode's start (None for a feed-forward policy).
+        stateful: whether the policy carries a memory from step to step (its action depends on
+            more than the current observation).
+        init_memory: ``(config, shape) -> memory`` carried from step to step by environments of
+            batch ``shape`` at an episode's start (None for a feed-forward policy).
         stepper: ``act -> step(params, obs_rms, memory, obs, key, deterministic) -> (memory,
             action, log_prob)``: acting with one signature for every kind (evaluation).
         collect: ``(parts, state, key) -> (state, rollout, EpisodeStats)``.
@@ -31,6 +33,7 @@ class PolicyKind(NamedTuple):
     """
 
     name: str
+    stateful: bool
     make_network: Callable[..., Any]
     init_params: Callable[..., Any]
     make_act: Callable[..., Any]

@@ -310,9 +310,9 @@ def make_recurrent_act(config, network: RecurrentActorCritic, dist, comm: Collec
     return act_fn
 
 
-def init_memory(config: PPOConfig, n: int) -> jax.Array:
-    """``[n, gru_hidden]`` zeros: the hidden state at an episode's start."""
-    return jnp.zeros((n, config.gru_hidden), jnp.float32)
+def init_memory(config: PPOConfig, shape: tuple[int, ...]) -> jax.Array:
+    """``[*shape, gru_hidden]`` zeros: the hidden state at an episode's start."""
+    return jnp.zeros((*shape, config.gru_hidden), jnp.float32)
 
 
 def stepper(act):
@@ -327,6 +327,7 @@ def stepper(act):
 
 KIND = PolicyKind(
     name="gru",
+    stateful=True,
     make_network=make_recurrent_network,
     init_params=init_params,
     make_act=make_recurrent_act,

@@ -109,7 +109,7 @@ def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
     key, net_key, env_key = jax.random.split(key, 3)
     obs, env_state = jax.vmap(env.reset)(parts.comm.own(jax.random.split(env_key, config.num_envs)))
     params = parts.policy.init_params(parts.network, net_key, env.obs_dim)
-    memory = parts.policy.init_memory(config, n)
+    memory = parts.policy.init_memory(config, (n,))
     return RunnerState(
         params=params,
         opt_state=stages.make_optimizer(hparams).init(params),

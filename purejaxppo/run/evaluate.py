@@ -44,23 +44,18 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
         raise ConfigError(f"make_evaluate: got a {type(trainer).__name__}; accepted: a Trainer (make_trainer(config))")
     _count("num_episodes", num_episodes)
     _count("max_steps", max_steps, none_ok=True)
-    act, how = trainer.act, action_mapping(trainer.config)
+    step, how = trainer.policy.stepper(trainer.act), action_mapping(trainer.config)
     limit = _episode_limit(trainer, max_steps)
-    recurrent = trainer.config.policy == "gru"
-    no_start = jnp.zeros((num_episodes,), bool)
 
     def evaluate(state: Any, key: jax.Array) -> jax.Array:
-        def policy(h, obs, act_key):
-            if recurrent:
-                h, action, _ = act(state.params, state.obs_rms, h, obs, no_start, act_key, deterministic)
-                return h, action
-            action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
-            return h, action
+        def policy(memory, obs, act_key):
+            memory, action, _ = step(state.params, state.obs_rms, memory, obs, act_key, deterministic)
+            return memory, action
 
         # a recurrent policy starts every episode from a zero hidden state; each environment plays one
         # episode (later ones are not counted), so the state is never reset after the first step
-        h0 = jnp.zeros((num_episodes, trainer.config.gru_hidden)) if recurrent else None
-        return episode_returns(trainer.env, policy, h0, key, num_episodes, limit, how)
+        memory = trainer.policy.init_memory(trainer.config, (num_episodes,))
+        return episode_returns(trainer.env, policy, memory, key, num_episodes, limit, how)
 
     return evaluate
 
@@ -122,23 +117,19 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
     ``programs`` (a :class:`purejaxppo.run.programs.Programs` of the trainer) compiles it
     through the saved programs.
     """
-    env, act, how = trainer.env, trainer.act, action_mapping(trainer.config)
+    env, act, how = trainer.env, trainer.policy.stepper(trainer.act), action_mapping(trainer.config)
     limit = _episode_limit(trainer, max_steps)
-    recurrent = trainer.config.policy == "gru"
     positions = getattr(env.env, "body_positions", None)  # Brax: draw the bodies, not the observation
 
     def run(state, key):
         reset_key, key = jax.random.split(key)
         obs, env_state = env.reset(reset_key)
-        h0 = jnp.zeros((trainer.config.gru_hidden,)) if recurrent else None
+        h0 = trainer.policy.init_memory(trainer.config, ())
 
         def step(carry, key_t):
             obs, env_state, alive, h = carry
             act_key, env_key = jax.random.split(key_t)
-            if recurrent:
-                h, action, _ = act(state.params, state.obs_rms, h, obs, jnp.zeros((), bool), act_key, deterministic)
-            else:
-                action, _ = act(state.params, state.obs_rms, obs, act_key, deterministic)
+            h, action, _ = act(state.params, state.obs_rms, h, obs, act_key, deterministic)
             next_obs, next_state, reward, terminated, truncated, final_obs, info = env.step_with_info(
                 env_key, env_state, action, how)
             done = terminated | truncated

@@ -68,7 +68,7 @@ def load_state(run_dir: str, step: int | None = None, log: Callable[[str], None]
 def policy_act(trainer: Trainer, deterministic: bool = False):
     """``act(PolicyParams, obs, key) -> action`` from the trainer's ``act``, as the environment receives it."""
     env, how = trainer.env, action_mapping(trainer.config)
-    if trainer.config.policy == "gru":
+    if trainer.policy.stateful:
         def stateful(params, obs, key):
             raise ConfigError("policy.act: a recurrent (policy gru) agent's action depends on its hidden state; "
                               "accepted: trainer.act(params, obs_rms, h, obs, start, key, deterministic), or "
