@@ -28,33 +28,41 @@ def flat(x):
 
 
 class Stepper:
-    """One environment of ``adapter``, stepped with compiled functions, next to the suite's own step."""
+    """One environment of ``adapter`` stepped ``limit`` times in one compiled scan, next to the suite's own step."""
 
-    def __init__(self, adapter: EnvAdapter, own_obs):
-        self.adapter = adapter
-        self.step = jax.jit(adapter.step)
-        self.reset = jax.jit(adapter.reset)
-        self.own_obs = jax.jit(own_obs)  # (key, state, action) -> the suite's observation after its own step
+    def __init__(self, adapter: EnvAdapter, own_obs, choose, limit: int):
+        """``own_obs(key, state, action)``: the suite's observation after its own step from ``state``;
+        ``choose(state, key) -> action``."""
 
-    def until_end(self, key, choose, limit=2000):
-        """Step from a reset with ``choose(state, key) -> action`` until an episode ends; check what the
-        adapter says against the suite's own step; returns ``(terminated, truncated, steps, state)``."""
-        key, reset_key = jax.random.split(key)
-        _, state = self.reset(reset_key)
-        for t in range(1, limit + 1):
-            key, act_key, step_key = jax.random.split(key, 3)
+        def one(state, key):
+            act_key, step_key = jax.random.split(key)
             action = choose(state, act_key)
-            expected_final = self.own_obs(jax.random.split(step_key)[0], state, action)
-            obs, new_state, _, terminated, truncated, final_obs = self.step(step_key, state, action)
-            if terminated or truncated:
-                np.testing.assert_array_equal(final_obs, flat(expected_final))
-                reset_obs, _ = self.reset(jax.random.split(step_key)[1])  # gymnax resets with the step key's 2nd half
-                np.testing.assert_array_equal(obs, reset_obs)
-                assert int(new_state.time) == 0
-                return bool(terminated), bool(truncated), t, state
-            np.testing.assert_array_equal(obs, final_obs)
-            state = new_state
-        raise AssertionError(f"no episode end in {limit} steps")
+            mask = adapter.action_mask(state) if adapter.action_kind == "discrete" else jnp.ones(())
+            expected_final = jnp.reshape(own_obs(jax.random.split(step_key)[0], state, action), -1)
+            obs, state, _, terminated, truncated, final_obs = adapter.step(step_key, state, action)
+            reset_obs, _ = adapter.reset(jax.random.split(step_key)[1])  # gymnax resets with the key's 2nd half
+            out = dict(obs=obs, final_obs=final_obs, expected_final=expected_final.astype(jnp.float32),
+                       reset_obs=reset_obs, terminated=terminated, truncated=truncated, time=state.time, mask=mask)
+            return state, out
+
+        self.adapter = adapter
+        self.reset = jax.jit(adapter.reset)
+        self.run = jax.jit(lambda key, state: jax.lax.scan(one, state, jax.random.split(key, limit))[1])
+
+    def until_end(self, key, state=None):
+        """From ``state`` (default: a reset), step until an episode ends; check what the adapter says against
+        the suite's own step; returns ``(terminated, truncated, steps, action mask before the last step)``."""
+        reset_key, key = jax.random.split(key)
+        state = self.reset(reset_key)[1] if state is None else state
+        out = jax.tree_util.tree_map(np.asarray, self.run(key, state))
+        ends = np.flatnonzero(out["terminated"] | out["truncated"])
+        assert len(ends), "no episode end"
+        t = ends[0]
+        np.testing.assert_array_equal(out["obs"][:t], out["final_obs"][:t])  # no reset before the end
+        np.testing.assert_array_equal(out["final_obs"][t], out["expected_final"][t])  # the suite's own last obs
+        np.testing.assert_array_equal(out["obs"][t], out["reset_obs"][t])  # and the reset's first
+        assert out["time"][t] == 0
+        return bool(out["terminated"][t]), bool(out["truncated"][t]), int(t) + 1, out["mask"][t]
 
 
 def with_params(adapter: EnvAdapter, params) -> EnvAdapter:
@@ -126,7 +134,7 @@ def test_minigrid_time_limit_is_a_truncation(minigrid):
     adapter, small, own = minigrid
     assert adapter.obs_shape == (7, 7, 2) and adapter.action_kind == "discrete"  # the agent's 7x7 view
     turn = lambda state, key: jnp.int32(1)  # noqa: E731 - turning in place never reaches the goal
-    terminated, truncated, steps, _ = Stepper(small, own).until_end(jax.random.key(0), turn)
+    terminated, truncated, steps, _ = Stepper(small, own, turn, 5).until_end(jax.random.key(0))
     assert (terminated, truncated, steps) == (False, True, 3)
 
 
@@ -134,7 +142,7 @@ def test_minigrid_goal_is_a_termination(minigrid):
     adapter, _, _ = minigrid
     long = with_params(adapter, adapter.params.replace(suite=adapter.params.suite.replace(max_steps=10_000)))
     own = lambda key, s, a: adapter.env.xminigrid.step(long.params.suite, s.inner, a).observation  # noqa: E731
-    terminated, truncated, _, _ = Stepper(long, own).until_end(jax.random.key(1), random_action(adapter))
+    terminated, truncated, _, _ = Stepper(long, own, random_action(adapter), 1000).until_end(jax.random.key(1))
     assert (terminated, truncated) == (True, False)
 
 
@@ -160,7 +168,8 @@ def test_xland_needs_its_benchmark_on_disk(tmp_path, monkeypatch):
     adapter = EnvAdapter("xminigrid/XLand-MiniGrid-R1-9x9", env, params.replace(suite=params.suite.replace(
         max_steps=10_000)))
     own = lambda key, s, a: env.xminigrid.step(adapter.params.suite, s.inner, a).observation  # noqa: E731
-    terminated, truncated, _, _ = Stepper(adapter, own).until_end(jax.random.key(0), random_action(adapter), 10_000)
+    terminated, truncated, _, _ = Stepper(adapter, own, random_action(adapter), 3000).until_end(
+        jax.random.key(0))
     assert (terminated, truncated) == (True, False)
 
 
@@ -183,7 +192,7 @@ def test_navix_truncation_and_termination():
         adapter = EnvAdapter("navix/Navix-Empty-5x5-v0", env, env.default_params)
         own = lambda key, s, a, env=env: env.navix.step(s.inner, a).observation  # noqa: E731 - its public step
         choose = (lambda state, key: jnp.int32(0)) if choose_turn else random_action(adapter)  # 0: rotate
-        terminated, truncated, steps, _ = Stepper(adapter, own).until_end(jax.random.key(2), choose)
+        terminated, truncated, steps, _ = Stepper(adapter, own, choose, 1000).until_end(jax.random.key(2))
         assert (terminated, truncated) == expected
         assert steps == 3 or not choose_turn
 
@@ -204,16 +213,17 @@ def test_snake_time_limit_is_a_truncation(snake):
     assert adapter.obs_shape == (12, 12, 5) and adapter.num_actions == 4
     assert adapter.params.max_steps_in_episode == 4000  # Snake's own limit, applied by the adapter as a truncation
     small = with_params(adapter, adapter.params.replace(max_steps_in_episode=3))
-    terminated, truncated, steps, _ = Stepper(small, own).until_end(jax.random.key(0), masked_random_action(small))
+    terminated, truncated, steps, _ = Stepper(small, own, masked_random_action(small), 5).until_end(
+        jax.random.key(0))
     assert (terminated, truncated, steps) == (False, True, 3)
 
 
 def test_snake_hitting_the_wall_is_a_termination(snake):
     adapter, own = snake
     up = lambda state, key: jnp.int32(0)  # noqa: E731 - straight up, into the top wall within 12 steps
-    terminated, truncated, steps, state = Stepper(adapter, own).until_end(jax.random.key(3), up)
+    terminated, truncated, steps, mask = Stepper(adapter, own, up, 14).until_end(jax.random.key(3))
     assert (terminated, truncated) == (True, False) and steps <= 12
-    assert not adapter.action_mask(state)[0]  # the mask said so: moving up was not allowed
+    assert not mask[0]  # the mask said so: moving up was not allowed
 
 
 def test_game2048_ends_when_no_move_is_left_and_masks_actions():
@@ -221,13 +231,22 @@ def test_game2048_ends_when_no_move_is_left_and_masks_actions():
     adapter, _ = make_env("jumanji/Game2048-v1")
     assert adapter.obs_shape == (4, 4) and adapter.num_actions == 4
     own = lambda key, s, a: adapter.env.jumanji.step(s.inner, a)[1].observation.board  # noqa: E731
-    terminated, truncated, _, state = Stepper(adapter, own).until_end(jax.random.key(0), masked_random_action(adapter))
+    terminated, truncated, _, _ = Stepper(adapter, own, masked_random_action(adapter), 2000).until_end(
+        jax.random.key(0))
     assert (terminated, truncated) == (True, False)
     small = with_params(adapter, adapter.params.replace(max_steps_in_episode=5))
-    terminated, truncated, steps, _ = Stepper(small, own).until_end(jax.random.key(0), masked_random_action(small))
+    terminated, truncated, steps, _ = Stepper(small, own, masked_random_action(small), 6).until_end(
+        jax.random.key(0))
     assert (terminated, truncated, steps) == (False, True, 5)
-    mask = jax.jit(jax.vmap(adapter.action_mask))(jax.vmap(adapter.reset)(jax.random.split(jax.random.key(0), 3))[1])
+    mask = jax.vmap(adapter.action_mask)(jax.vmap(adapter.reset)(jax.random.split(jax.random.key(0), 3))[1])
     assert mask.shape == (3, 4) and mask.dtype == bool
+
+
+def test_game2048_is_learned():
+    pytest.importorskip("jumanji")
+    first, last = learn("jumanji/Game2048-v1", 400_000, num_envs=64, num_steps=32, normalize_reward=True)
+    # uniformly random moves score 1012 on average (149 episodes; experiments/suite_speed.py's README section)
+    assert last > 1400 and last > first + 500, (first, last)
 
 
 # ---- Craftax -----------------------------------------------------------------------------------------
@@ -239,14 +258,14 @@ def craftax():
     adapter, params = make_env("craftax/Craftax-Classic-Symbolic-v1")  # the full game takes minutes to compile
     small = with_params(adapter, params.replace(suite=params.suite.replace(max_timesteps=4)))
     own = lambda key, s, a: small.env.craftax.step_env(key, s.inner, a, small.params.suite)[0]  # noqa: E731
-    return small, Stepper(small, own)
+    noop = lambda state, key: jnp.int32(0)  # noqa: E731
+    return small, Stepper(small, own, noop, 5)
 
 
 def test_craftax_time_limit_is_a_truncation(craftax):
     adapter, stepper = craftax
     assert adapter.params.suite.max_timesteps == 4 and make_env(adapter.name)[1].suite.max_timesteps == 10_000
-    noop = lambda state, key: jnp.int32(0)  # noqa: E731
-    terminated, truncated, steps, _ = stepper.until_end(jax.random.key(0), noop)
+    terminated, truncated, steps, _ = stepper.until_end(jax.random.key(0))
     assert (terminated, truncated, steps) == (False, True, 4)
 
 
@@ -256,8 +275,8 @@ def test_craftax_death_is_a_termination_even_at_the_time_limit(craftax):
     for steps_before in (0, 3):  # a death mid-episode, and one on the step the time limit ends
         dying = state.replace(time=jnp.int32(steps_before), inner=state.inner.replace(
             player_health=jnp.zeros_like(state.inner.player_health), timestep=jnp.int32(steps_before)))
-        _, new_state, _, terminated, truncated, _ = stepper.step(jax.random.key(1), dying, jnp.int32(0))
-        assert (bool(terminated), bool(truncated), int(new_state.time)) == (True, False, 0)
+        terminated, truncated, steps, _ = stepper.until_end(jax.random.key(1), dying)
+        assert (terminated, truncated, steps) == (True, False, 1)
 
 
 # ---- MuJoCo Playground -----------------------------------------------------------------------------
@@ -271,7 +290,7 @@ def test_playground_time_limit_is_a_truncation():
     own = lambda key, s, a: adapter.env.playground.step(s.inner, a).obs  # noqa: E731
     zero = lambda state, key: jnp.zeros((adapter.action_dim,))  # noqa: E731
     # CartpoleBalance has no end of its own (the pole may fall and rise again): only the time limit ends it
-    terminated, truncated, steps, _ = Stepper(small, own).until_end(jax.random.key(0), zero)
+    terminated, truncated, steps, _ = Stepper(small, own, zero, 5).until_end(jax.random.key(0))
     assert (terminated, truncated, steps) == (False, True, 3)
 
 
