@@ -154,12 +154,14 @@ def sequence_apply(network: RecurrentActorCritic):
 
 def flat(x: jax.Array) -> jax.Array:
     """``[T, n, ...] -> [T * n, ...]``."""
+    assert x.ndim >= 2, f"flat: expected [T, n, ...], got shape {x.shape}"
     return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
 def chunk(x: jax.Array, length: int) -> jax.Array:
     """``[T, N, ...] -> [L, (T / L) * N, ...]``: each environment's steps cut into chunks of ``length``
     consecutive steps; sequence ``c * N + n`` is environment n's steps ``c * L`` to ``(c + 1) * L - 1``."""
+    assert x.ndim >= 2 and x.shape[0] % length == 0, f"chunk: [T, N, ...] with T a multiple of {length}, got {x.shape}"
     t, n = x.shape[:2]
     x = x.reshape((t // length, length, n) + x.shape[2:])
     return jnp.swapaxes(x, 0, 1).reshape((length, (t // length) * n) + x.shape[3:])
@@ -251,6 +253,7 @@ def split_sequences(x: jax.Array, perm: jax.Array, m: int) -> jax.Array:
     """``[L, S, ...] -> [m, L, S / m, ...]``: the sequences in the order ``perm``, cut into ``m`` groups,
     each sequence kept whole and in time order."""
     t, n = x.shape[:2]
+    assert perm.shape == (n,) and n % m == 0, f"split_sequences: {n} sequences, perm {perm.shape}, {m} groups"
     x = x[:, perm].reshape((t, m, n // m) + x.shape[2:])
     return jnp.swapaxes(x, 0, 1)
 
@@ -259,6 +262,8 @@ def own(comm, batch: RecurrentBatch) -> RecurrentBatch:
     """This device's share of a batch's sequences (the sequence axis is 1, and 0 for ``h0``), the
     fields other than ``obs`` flattened to ``[L * n, ...]`` in the order of :func:`sequence_apply`."""
     seq, mine = batch.obs, functools.partial(comm.own, axis=1)
+    assert seq.h0.shape[0] == seq.obs.shape[1] == batch.action.shape[1], (
+        f"own: h0 {seq.h0.shape}, obs {seq.obs.shape} and action {batch.action.shape} hold different sequence counts")
     return RecurrentBatch(Sequences(mine(seq.obs), mine(seq.start), comm.own(seq.h0)),
                           *[flat(mine(x)) for x in batch[1:]])
 

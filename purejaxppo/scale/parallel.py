@@ -46,6 +46,7 @@ class MeshCollectives(Collectives):
         self.num_shards = num_shards
 
     def own(self, x: jax.Array, axis: int = 0) -> jax.Array:
+        assert x.shape[axis] % self.num_shards == 0, f"own: axis {axis} of {x.shape} does not split into {self.num_shards}"
         size = x.shape[axis] // self.num_shards
         return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(self.axis_name) * size, size, axis)
 
