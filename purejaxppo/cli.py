@@ -102,9 +102,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kw["nargs"] = "+"
             kw["metavar"] = "W"
         else:
-            kw["metavar"] = {"activation": "|".join(ACTIVATIONS), "kl_penalty": "|".join(KL_PENALTIES), "policy": "mlp|gru"}.get(
-                f.name, "NAME"
-            )
+            kw["metavar"] = {"activation": "|".join(ACTIVATIONS), "kl_penalty": "|".join(KL_PENALTIES), "policy": "mlp|gru",
+                             "algo": "ppo|trpo"}.get(f.name, "NAME")
         group.add_argument(_flag(f.name), help=f"{help_text} (default: {_shown(default, by_preset, f.name, env)})", **kw)
 
 

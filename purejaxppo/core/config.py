@@ -30,6 +30,7 @@ ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 KL_PENALTIES = ("off", "fixed", "adaptive")
 POLICIES = ("mlp", "gru")
 ACTION_DISTS = ("gaussian", "tanh")
+ALGOS = ("ppo", "trpo")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,19 @@ class PPOConfig:
     """Target KL d_targ of the adaptive penalty: beta halves when KL < d_targ/1.5, doubles when KL > 1.5 d_targ (traced)."""
     target_kl: float = 0.0
     """Stop the remaining epochs of an update once an epoch's mean KL exceeds this; 0 turns early stopping off (traced)."""
+
+    algo: str = "ppo"
+    """Policy step: ppo (epochs of clipped-surrogate minibatches) or trpo (a natural-gradient step within max_kl, found by conjugate gradient and a line search; the critic is fitted by Adam epochs on the value loss)."""
+    max_kl: float = 0.01
+    """TRPO: the trust region, the largest mean KL[pi_old || pi_new] a step may take (traced)."""
+    cg_damping: float = 0.1
+    """TRPO: damping added to the Fisher-vector products, (F + damping I) x = g (traced)."""
+    backtrack_ratio: float = 0.8
+    """TRPO: the line search shrinks the step by this factor after each rejected try (traced)."""
+    cg_iters: int = 10
+    """TRPO: conjugate-gradient iterations."""
+    backtrack_iters: int = 10
+    """TRPO: line-search tries before the old policy is kept."""
 
     bootstrap_truncation: bool = True
     """Bootstrap from V(final observation) when an episode hits its time limit; off treats truncation as termination."""
@@ -187,6 +201,9 @@ HPARAM_FIELDS = (
     "kl_coef",
     "kl_target",
     "target_kl",
+    "max_kl",
+    "cg_damping",
+    "backtrack_ratio",
 )
 
 
@@ -206,6 +223,9 @@ class HParams:
     kl_coef: jnp.ndarray
     kl_target: jnp.ndarray
     target_kl: jnp.ndarray
+    max_kl: jnp.ndarray
+    cg_damping: jnp.ndarray
+    backtrack_ratio: jnp.ndarray
 
     @classmethod
     def from_config(cls, config: PPOConfig) -> HParams:
@@ -264,9 +284,13 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "env": lambda v: None if isinstance(v, str) and v else "an environment name",
     "seed": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
     else "an integer from 0 to 2**63 - 1",
-    **{n: _positive_int for n in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs")},
+    **{n: _positive_int for n in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                                  "cg_iters", "backtrack_iters")},
     **{n: _POSITIVE for n in ("lr", "adam_eps", "max_grad_norm", "kl_target", "clip_obs", "clip_reward",
-                              "reward_scale")},
+                              "reward_scale", "max_kl")},
+    "cg_damping": _NON_NEGATIVE,
+    "backtrack_ratio": _number(lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "algo": _choice(ALGOS),
     **{n: _NON_NEGATIVE for n in ("clip_eps", "vf_clip_eps", "ent_coef", "vf_coef", "kl_coef", "target_kl")},
     **{n: _UNIT for n in ("gamma", "gae_lambda")},
     "activation": _choice(ACTIVATIONS),
@@ -348,6 +372,9 @@ def validate(config: PPOConfig) -> PPOConfig:
     if c.policy == "gru" and c.shared_torso:
         raise ConfigError("shared_torso: got True, but policy gru already shares its GRU between actor and critic; "
                           "accepted: false with policy gru")
+    if c.algo == "trpo" and c.kl_penalty != "off":
+        raise ConfigError(f"kl_penalty: got {c.kl_penalty!r}, but algo trpo keeps each step within max_kl instead of "
+                          "a penalty; accepted: off with algo trpo")
     if c.total_timesteps < c.batch_size:
         raise ConfigError(
             f"total_timesteps: {c.total_timesteps} is less than one batch of num_envs * num_steps = {c.batch_size}; "
