@@ -36,16 +36,25 @@ METRICS = (
     Metric("losses/post_update_kl", "KL[pi_old || pi_new] over the whole batch after the update (adaptive penalty; else NaN)"),
 )
 METRIC_NAMES = tuple(m.name for m in METRICS)
+# algo trpo: PPO's columns (the loss columns measured on the TRPO step, the value loss on the critic's fit), then its own
+TRPO_METRICS = METRICS + (
+    Metric("trpo/step_kl", "exact mean KL[pi_old || pi_new] of the accepted step (0 when none was)"),
+    Metric("trpo/surrogate_improvement", "L(theta_new) - L(theta_old) of the accepted step (0 when none was)"),
+    Metric("trpo/backtracks", "line-search shrinkings before the accepted step (backtrack_iters when none was)"),
+    Metric("trpo/accepted", "1 when the line search accepted a step, 0 when the old policy was kept"),
+)
+TRPO_METRIC_NAMES = tuple(m.name for m in TRPO_METRICS)
+SCHEMAS = {"ppo": METRIC_NAMES, "trpo": TRPO_METRIC_NAMES}
 # Metrics that are finite in every healthy update (the others may be NaN by definition).
 FINITE_METRICS = ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl")
 
 
-def update_metrics(**values: Any) -> dict[str, jax.Array]:
-    """The metrics of one update, keyed by name in schema order; refuses a missing or unknown one.
+def update_metrics(schema: tuple[str, ...] = METRIC_NAMES, **values: Any) -> dict[str, jax.Array]:
+    """The metrics of one update, keyed by name in ``schema``'s order; refuses a missing or unknown one.
 
     Keywords are the names' last parts (``episodic_return=...``, ``policy_loss=...``).
     """
-    short = {name.split("/")[1]: name for name in METRIC_NAMES}
+    short = {name.split("/")[1]: name for name in schema}
     if set(values) != set(short):
         raise KeyError(f"metrics: got {sorted(values)}; the schema has {sorted(short)}")
     return {name: jnp.asarray(values[key]) for key, name in short.items()}

@@ -26,19 +26,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.core import feedforward, losses, recurrent, stages
+from purejaxppo.core import feedforward, losses, recurrent, stages, trpo
 from purejaxppo.core.act import Act, action_mapping
 from purejaxppo.core.collectives import LOCAL, Collectives
 from purejaxppo.core.config import HParams, PPOConfig, validate, validate_for_env
 from purejaxppo.core.distributions import distribution
 from purejaxppo.core.kind import PolicyKind
 from purejaxppo.core.layout import make_layout
-from purejaxppo.core.metrics import METRIC_NAMES, update_metrics
+from purejaxppo.core.metrics import METRIC_NAMES, SCHEMAS, update_metrics
 from purejaxppo.core.normalize import rms_init
 from purejaxppo.core.parts import Parts
 from purejaxppo.core.state import RunnerState
 from purejaxppo.core.tuning import Tuning, tuning_for
 from purejaxppo.envs import EnvAdapter, make_env
+from purejaxppo.envs.vector import make_vector_step
 
 POLICY_KINDS: dict[str, PolicyKind] = {kind.name: kind for kind in (feedforward.KIND, recurrent.KIND)}
 
@@ -73,34 +74,41 @@ def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | No
     layout = make_layout(tuning, config.bootstrap_truncation)
     kind = POLICY_KINDS[config.policy]
     network = kind.make_network(config, env, layout)
-    dist = distribution(env.action_kind == "continuous", squash=config.action_dist == "tanh")
-    how = action_mapping(config)
-    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
+    dist = distribution(env.action_kind, squash=config.action_dist == "tanh", nvec=env.action_nvec)
+    vstep = make_vector_step(env, action_mapping(config), config.reset_ratio)
 
     def loss(apply_fn):
         return functools.partial(losses.ppo_loss, apply_fn, dist, kl_penalty=config.kl_penalty != "off",
                                  clip_vloss=config.clip_vloss)
 
     act = kind.make_act(config, network, dist, comm)
-    return Parts(config, env, kind, network, dist, comm, act, vstep, loss, layout, tuning)
+    return Parts(config, env, kind, network, dist, comm, act, vstep, env.action_masks, loss, layout, tuning)
 
 
 class Stages(NamedTuple):
-    """One PPO iteration's stages, chosen once where the trainer is made: each takes the state or
+    """One iteration's stages, chosen once where the trainer is made: each takes the state or
     the batch and names no variant. ``optimise`` is the policy step (PPO's epochs of clipped-loss
-    minibatches); ``adapt_kl`` the KL coefficient's rule (adaptive, or kept)."""
+    minibatches, or TRPO's trust-region step and critic fit); ``adapt_kl`` the KL coefficient's
+    rule (adaptive, or kept); ``schema`` the metric names the update returns."""
 
     collect: Callable  # (state, key) -> (state, rollout, EpisodeStats)
     make_batch: Callable  # (state, rollout, hparams) -> (state, batch)
     optimise: Callable  # (opt, batch, params, opt_state, key) -> (params, opt_state, LossInfo, epochs run)
     adapt_kl: Callable  # (kl state, params, batch, hparams) -> (kl state, measured KL or NaN)
+    schema: tuple[str, ...] = METRIC_NAMES
+
+
+# The policy step of each algorithm (config.algo), and its metric schema.
+POLICY_STEPS: dict[str, Callable] = {"ppo": stages.optimise, "trpo": trpo.optimise}
 
 
 def make_stages(parts: Parts) -> Stages:
-    """PPO's stages for ``parts``: the policy kind's rollout and batch, PPO's epochs, the KL rule."""
+    """The stages for ``parts``: the policy kind's rollout and batch, the algorithm's policy step
+    (PPO's epochs or TRPO's step), the KL rule."""
     adapt = stages.adapt_kl if parts.config.kl_penalty == "adaptive" else stages.keep_kl
+    algo = parts.config.algo
     return Stages(*(functools.partial(f, parts) for f in
-                    (parts.policy.collect, parts.policy.make_batch, stages.optimise, adapt)))
+                    (parts.policy.collect, parts.policy.make_batch, POLICY_STEPS[algo], adapt)), SCHEMAS[algo])
 
 
 def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
@@ -141,6 +149,7 @@ def update_state(parts: Parts, run: Stages, state: RunnerState, hparams: HParams
     state = state.replace(params=params, opt_state=opt_state, key=key, kl=kl, update_step=state.update_step + 1)
     episodic_return, episodic_length = episodes.means()
     return state, update_metrics(
+        run.schema,
         episodic_return=episodic_return,
         episodic_length=episodic_length,
         episodes=episodes.count,
