@@ -196,14 +196,20 @@ def _add_reproduce(sub) -> None:
                     "the final policies and write results.csv, summary.md and plots to --out.",
     )
     rep.add_argument("suite", nargs="?", default=None, metavar="SUITE",
-                     help="gymnax-classic, bsuite or minatar (omit with --list)")
+                     help="gymnax-classic, bsuite, minatar or ppo-paper (omit with --list)")
     rep.add_argument("--list", action="store_true", help="list the suites, their tasks and published numbers")
-    rep.add_argument("--seeds", type=_positive_int, default=5, metavar="N", help="seeds per task (default: 5)")
+    rep.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
+                     help="seeds per task (default: 5; ppo-paper: 3)")
     rep.add_argument("--task", action="append", default=None, metavar="ENV", help="run only this task (repeatable)")
     rep.add_argument("--tiny", action="store_true",
                      help="2 updates of 4 envs per task: checks the plumbing, not the numbers")
     rep.add_argument("--out", default=None, metavar="DIR", help="where the result files go (default: results/SUITE)")
     rep.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    rep.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                     help="ppo-paper: env steps per run (default: the paper's 1,000,000)")
+    rep.add_argument("--backend", default=None, metavar="NAME",
+                     help="ppo-paper: Brax physics backend of the tasks (default: mjx); a --task named TASK-BACKEND "
+                     "picks its own")
     _add_cache_flag(rep)
 
 
@@ -242,10 +248,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         for suite in [get_suite(args.suite)] if args.suite else SUITES.values():
             where = "" if suite.fits_cpu else " (sized for an accelerator)"
             print(f"{suite.name}{where}: " + ", ".join(f"{t.env} {t.published:g}" for t in suite.tasks))
+        if not args.suite:
+            print("ppo-paper (sized for an accelerator): Table 1's 11 surrogate objectives and TRPO on 7 Brax tasks")
         return 0
     if args.suite is None:
-        raise ConfigError(f"reproduce: name a suite ({', '.join(SUITES)}) or give --list")
+        raise ConfigError(f"reproduce: name a suite ({', '.join(SUITES)}, ppo-paper) or give --list")
+    if args.suite == "ppo-paper":
+        return _reproduce_ppo_paper(args)
     get_suite(args.suite)
+    args.seeds = args.seeds or 5
     if args.seeds < 1:
         raise ConfigError(f"reproduce --seeds: must be at least 1, got {args.seeds}")
     from purejaxppo.run.layout import check_out_path
@@ -262,6 +273,29 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                         log=lambda m: print(m, flush=True))
     print(f"IQM {summary['iqm']:.3f} [{summary['iqm_ci95'][0]:.3f}, {summary['iqm_ci95'][1]:.3f}]; "
           f"results in {out} (summary.md)")
+    return 0
+
+
+def _reproduce_ppo_paper(args: argparse.Namespace) -> int:
+    """``purejaxppo reproduce ppo-paper``: Table 1 and Figure 3 of the PPO paper (purejaxppo/run/ppo_paper.py)."""
+    from purejaxppo.run import ppo_paper
+    from purejaxppo.run.layout import check_out_path
+
+    _setup_cache(args)
+    out = args.out or os.path.join("results", "ppo-paper")
+    check_out_path(out)
+    held = [name for name in ppo_paper.RESULT_FILES if os.path.exists(os.path.join(out, name))]
+    if held and not args.overwrite:
+        raise UsageError(f"{out} already holds a suite's results ({', '.join(held)}); pass --overwrite to replace "
+                         "them, or --out DIR to write elsewhere")
+    command = "purejaxppo reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [args.suite])
+    summary = ppo_paper.run_paper(args.task, steps=args.steps or ppo_paper.FULL_STEPS,
+                                  seeds=args.seeds or ppo_paper.FULL_SEEDS,
+                                  backend=args.backend or ppo_paper.DEFAULT_BACKEND, is_tiny=args.tiny, out=out,
+                                  command=command, log=lambda m: print(m, flush=True))
+    for row in summary["rows"]:
+        print(f"{row['setting']}: {row['ours']:.2f} (published {row['published']})")
+    print(f"results in {out} (summary.md, figure3.png)")
     return 0
 
 
