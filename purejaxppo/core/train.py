@@ -39,6 +39,7 @@ from purejaxppo.core.parts import Parts
 from purejaxppo.core.state import RunnerState
 from purejaxppo.core.tuning import Tuning, tuning_for
 from purejaxppo.envs import EnvAdapter, make_env
+from purejaxppo.envs.vector import make_vector_step
 
 POLICY_KINDS: dict[str, PolicyKind] = {kind.name: kind for kind in (feedforward.KIND, recurrent.KIND)}
 
@@ -73,16 +74,15 @@ def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | No
     layout = make_layout(tuning, config.bootstrap_truncation)
     kind = POLICY_KINDS[config.policy]
     network = kind.make_network(config, env, layout)
-    dist = distribution(env.action_kind == "continuous", squash=config.action_dist == "tanh")
-    how = action_mapping(config)
-    vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
+    dist = distribution(env.action_kind, squash=config.action_dist == "tanh", nvec=env.action_nvec)
+    vstep = make_vector_step(env, action_mapping(config), config.reset_ratio)
 
     def loss(apply_fn):
         return functools.partial(losses.ppo_loss, apply_fn, dist, kl_penalty=config.kl_penalty != "off",
                                  clip_vloss=config.clip_vloss)
 
     act = kind.make_act(config, network, dist, comm)
-    return Parts(config, env, kind, network, dist, comm, act, vstep, loss, layout, tuning)
+    return Parts(config, env, kind, network, dist, comm, act, vstep, env.action_masks, loss, layout, tuning)
 
 
 class Stages(NamedTuple):

@@ -12,6 +12,7 @@ import numpy as np
 
 from purejaxppo.core.act import action_mapping
 from purejaxppo.core.config import check_integer
+from purejaxppo.core.distributions import distribution, mask_logits
 from purejaxppo.core.train import Trainer
 from purejaxppo.errors import ConfigError
 
@@ -48,8 +49,8 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
     limit = _episode_limit(trainer, max_steps)
 
     def evaluate(state: Any, key: jax.Array) -> jax.Array:
-        def policy(memory, obs, act_key):
-            memory, action, _ = step(state.params, state.obs_rms, memory, obs, act_key, deterministic)
+        def policy(memory, obs, act_key, mask):
+            memory, action, _ = step(state.params, state.obs_rms, memory, obs, act_key, deterministic, mask)
             return memory, action
 
         # a recurrent policy starts every episode from a zero hidden state; each environment plays one
@@ -65,7 +66,8 @@ def episode_returns(env: Any, policy: Callable, policy_carry: Any, key: jax.Arra
     """The returns ``[num_episodes]`` of one episode in each of ``num_episodes`` environments run in
     parallel, pure and jittable: the loop ends as soon as the last episode does (or after ``limit``
     steps), and step ``t`` draws its randomness from ``key`` folded with ``t``.
-    ``policy(carry, obs [num_episodes, ...], key) -> (carry, action [num_episodes, ...])`` acts,
+    ``policy(carry, obs [num_episodes, ...], key, mask) -> (carry, action [num_episodes, ...])`` acts
+    (``mask``: the environments' action masks, or None where they have none),
     starting from ``policy_carry`` (a recurrent state, or None); ``how`` maps its continuous actions
     into the environment's bounds (``EnvAdapter.step``)."""
     vstep = jax.vmap(lambda k, s, a: env.step(k, s, a, how))
@@ -75,7 +77,7 @@ def episode_returns(env: Any, policy: Callable, policy_carry: Any, key: jax.Arra
     def step(carry):
         t, obs, env_state, ret, alive, h = carry
         act_key, env_key = jax.random.split(jax.random.fold_in(run_key, t))
-        h, action = policy(h, obs, act_key)
+        h, action = policy(h, obs, act_key, env.action_masks(env_state))
         obs, env_state, reward, terminated, truncated, _ = vstep(
             jax.random.split(env_key, num_episodes), env_state, action
         )
@@ -96,8 +98,8 @@ def random_policy_return(trainer: Trainer, episodes: int, key: jax.Array) -> flo
     """Mean return of a uniformly random policy over ``episodes`` episodes (:func:`episode_returns`, jitted)."""
     env = trainer.env
 
-    def policy(carry, obs, act_key):
-        if env.action_kind == "discrete":
+    def policy(carry, obs, act_key, mask):
+        if env.action_kind == "discrete" and mask is None:
             return carry, jax.random.randint(act_key, (episodes,), 0, env.num_actions)
         return carry, jax.random.uniform(act_key, (episodes, env.action_dim), minval=env.action_low,
                                          maxval=env.action_high)
@@ -105,6 +107,9 @@ def random_policy_return(trainer: Trainer, episodes: int, key: jax.Array) -> flo
     limit = int(getattr(env.params, "max_steps_in_episode", 1000))
     returns = jax.jit(lambda k: episode_returns(env, policy, None, k, episodes, limit))(key)
     return float(np.mean(np.asarray(returns)))
+        if env.action_kind != "continuous":  # uniform over each factor's allowed choices
+            logits = jnp.zeros((episodes, env.num_actions))
+            return carry, distribution(env.action_kind, nvec=env.action_nvec).sample(act_key, mask_logits(logits, mask))
 
 
 def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int = 0, max_steps: int | None = None,
@@ -129,7 +134,8 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
         def step(carry, key_t):
             obs, env_state, alive, h = carry
             act_key, env_key = jax.random.split(key_t)
-            h, action, _ = act(state.params, state.obs_rms, h, obs, act_key, deterministic)
+            mask = env.action_mask(env_state) if env.has_action_mask else None
+            h, action, _ = act(state.params, state.obs_rms, h, obs, act_key, deterministic, mask)
             next_obs, next_state, reward, terminated, truncated, final_obs, info = env.step_with_info(
                 env_key, env_state, action, how)
             done = terminated | truncated
