@@ -97,4 +97,4 @@ def test_truncation_is_bootstrapped(suffix):
 def test_distribution_helper_picks_the_right_family():
     from purejaxppo.core.distributions import Categorical, DiagGaussian
 
-    assert distribution(False) is Categorical and distribution(True) is DiagGaussian
+    assert distribution("discrete") is Categorical and distribution("continuous") is DiagGaussian

@@ -18,6 +18,7 @@ import jax
 
 from purejaxppo.core.collectives import LOCAL, Collectives
 from purejaxppo.core.config import PPOConfig
+from purejaxppo.core.distributions import mask_logits
 from purejaxppo.core.networks import ActorCritic
 from purejaxppo.core.normalize import RunningMeanStd, rms_normalize
 
@@ -38,15 +39,17 @@ def observe(config: PPOConfig, obs_rms: RunningMeanStd, obs: jax.Array) -> jax.A
 
 
 def make_act(config: PPOConfig, network: ActorCritic, dist: Any, comm: Collectives = LOCAL) -> Act:
-    """``act(params, obs_rms, obs [..., obs_dim], key, deterministic=False) -> (action, log_prob)``.
+    """``act(params, obs_rms, obs [..., obs_dim], key, deterministic=False, mask=None) -> (action, log_prob)``.
 
-    ``deterministic`` takes the mode (argmax, or the Gaussian mean) instead of sampling. With
+    ``deterministic`` takes the mode (argmax, or the Gaussian mean) instead of sampling; ``mask``
+    (the environment's action mask, shaped as the logits) rules actions out. With
     data parallelism (``comm``) the noise is drawn for all environments, as on one device, and
     each device keeps its share.
     """
 
-    def act(params: Any, obs_rms: RunningMeanStd, obs: jax.Array, key: jax.Array, deterministic: bool = False):
-        pi = network.apply(params, observe(config, obs_rms, obs), method=ActorCritic.policy)
+    def act(params: Any, obs_rms: RunningMeanStd, obs: jax.Array, key: jax.Array, deterministic: bool = False,
+            mask: jax.Array | None = None):
+        pi = mask_logits(network.apply(params, observe(config, obs_rms, obs), method=ActorCritic.policy), mask)
         if deterministic:
             action = dist.mode(pi)
         else:

@@ -31,6 +31,7 @@ KL_PENALTIES = ("off", "fixed", "adaptive")
 POLICIES = ("mlp", "gru")
 ACTION_DISTS = ("gaussian", "tanh")
 ALGOS = ("ppo", "trpo")
+TORSOS = ("mlp", "cnn")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ class PPOConfig:
     """Actor and critic share one torso (actor_hidden) with two heads."""
     policy: str = "mlp"
     """mlp (feed-forward), or gru: a recurrent actor-critic whose hidden state is carried across steps and reset at episode starts."""
+    torso: str = "mlp"
+    """mlp: the observation, flattened, goes to the MLPs; cnn: an image-like observation ([H, W, C] or [H, W]) goes through 3x3 convolutions (conv_channels) first."""
+    conv_channels: tuple[int, ...] = (16, 32)
+    """torso cnn: channels of each 3x3 convolution (stride 1, relu), before the MLPs."""
+    reset_ratio: int = 1
+    """Environments per reset computed at each step: 1 resets every environment that ended itself; k > 1 computes num_envs / k resets per step and hands them to the environments that ended (Craftax's optimistic resets: far fewer costly resets; must divide num_envs)."""
     gru_hidden: int = 128
     """Width of the GRU's hidden state (policy gru only)."""
     seq_len: int = 0
@@ -323,6 +330,9 @@ def validate_field(name: str, value: Any) -> None:
                               "(float(x) or int(x))")
         raise ConfigError(f"{name}: got {value!r}; accepted: {accepted}")
 
+    "torso": _choice(TORSOS),
+    "conv_channels": _widths,
+    "reset_ratio": _positive_int,
 
 def check_integer(name: str, value: Any, low: int, accepted: str | None = None, none_ok: bool = False) -> None:
     """An integer (a Python or NumPy one, not a bool) of at least ``low`` (or None with ``none_ok``),
@@ -384,8 +394,12 @@ def validate(config: PPOConfig) -> PPOConfig:
 
 
 def validate_for_env(config: PPOConfig, env: Any) -> None:
-    """The settings that only continuous action spaces accept (``env``: the adapted environment)."""
-    if env.action_kind != "discrete":
+    """The settings that depend on the environment (``env``: the adapted environment): a cnn torso
+    needs an image-like observation; some settings only continuous action spaces accept."""
+    if config.torso == "cnn" and len(env.obs_shape) not in (2, 3):
+        raise ConfigError(f"torso: got 'cnn', but {config.env}'s observation has shape {list(env.obs_shape)}; "
+                          "accepted: mlp, or cnn for observations of shape [H, W] or [H, W, C]")
+    if env.action_kind == "continuous":
         return
     default = PPOConfig()
     if config.log_std_init != default.log_std_init:
@@ -397,6 +411,9 @@ def validate_for_env(config: PPOConfig, env: Any) -> None:
         if getattr(config, name) != getattr(default, name):
             raise ConfigError(
                 f"{name}: got {getattr(config, name)!r}, but {config.env} has a discrete action space; "
+    if c.num_envs % c.reset_ratio:
+        raise ConfigError(f"reset_ratio: {c.reset_ratio} does not divide num_envs {c.num_envs}; accepted: a divisor of "
+                          "num_envs (1: every environment resets itself)")
                 "accepted: only for continuous action spaces"
             )
 

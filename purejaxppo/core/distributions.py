@@ -10,6 +10,7 @@ estimates it from the action (see :class:`TanhGaussian`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -113,9 +114,51 @@ class TanhGaussian(NamedTuple):
         return DiagGaussian.entropy(params) + tanh_log_det(mean + jnp.exp(log_std) * eps)
 
 
-def distribution(continuous: bool, squash: bool = False):
-    """The distribution of a continuous (diagonal Gaussian, tanh-squashed with ``squash``) or
-    discrete (categorical) action space."""
-    if not continuous:
+class FactoredCategorical(NamedTuple):
+    """Independent categoricals, one per factor of a multi-discrete action space (factor ``i`` has
+    ``nvec[i]`` choices), from logits ``[..., sum(nvec)]`` (each factor's logits in turn); actions
+    are int32 ``[..., len(nvec)]``. The log-probability and the entropy are the factors' sums."""
+
+    nvec: tuple[int, ...]
+
+    def split(self, logits: jax.Array) -> list[jax.Array]:
+        """Each factor's logits ``[..., nvec[i]]``."""
+        assert logits.shape[-1] == sum(self.nvec), (logits.shape, self.nvec)
+        return jnp.split(logits, list(itertools.accumulate(self.nvec))[:-1], axis=-1)
+
+    def sample(self, key: jax.Array, logits: jax.Array) -> jax.Array:
+        keys = jax.random.split(key, len(self.nvec))
+        return jnp.stack([Categorical.sample(k, x) for k, x in zip(keys, self.split(logits))], axis=-1)
+
+    def mode(self, logits: jax.Array) -> jax.Array:
+        return jnp.stack([Categorical.mode(x) for x in self.split(logits)], axis=-1)
+
+    def log_prob(self, logits: jax.Array, action: jax.Array) -> jax.Array:
+        return sum(Categorical.log_prob(x, action[..., i]) for i, x in enumerate(self.split(logits)))
+
+    def entropy(self, logits: jax.Array, action: jax.Array | None = None) -> jax.Array:
+        return sum(Categorical.entropy(x) for x in self.split(logits))
+
+
+MASKED_LOGIT = -1e9  # a ruled-out action's logit: probability 0 and a finite log-probability, so entropies stay finite
+
+
+def mask_logits(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """``logits`` with the actions ``mask`` rules out (``False``) set to :data:`MASKED_LOGIT`; ``mask``
+    has the logits' shape (a multi-discrete space's per-factor masks laid out as its logits).
+    No mask: the logits unchanged."""
+    if mask is None:
+        return logits
+    assert mask.shape == logits.shape, (mask.shape, logits.shape)
+    return jnp.where(mask, logits, MASKED_LOGIT)
+
+
+def distribution(action_kind: str, squash: bool = False, nvec: tuple[int, ...] = ()):
+    """The distribution of an action space: a categorical (``"discrete"``), independent categoricals
+    (``"multi_discrete"``, ``nvec`` choices per factor), or a diagonal Gaussian (``"continuous"``,
+    tanh-squashed with ``squash``)."""
+    if action_kind == "discrete":
         return Categorical
+    if action_kind == "multi_discrete":
+        return FactoredCategorical(tuple(nvec))
     return TanhGaussian if squash else DiagGaussian

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from purejaxppo.core.act import make_act, observe
 from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.distributions import mask_logits
 from purejaxppo.core.kind import PolicyKind
 from purejaxppo.core.networks import ActorCritic, make_network
 from purejaxppo.core.stages import (
@@ -47,6 +48,7 @@ class Transition(NamedTuple):
     truncated: jax.Array  # [N]
     final_value: jax.Array | None  # [N] V(observation reached before the reset) where truncated, else 0
     final_obs: jax.Array | None = None  # [N, obs_dim] that observation, when the batch pass values it
+    mask: jax.Array | None = None  # [N, A] the action mask the action was chosen under (masked environments)
 
 
 class Batch(NamedTuple):
@@ -58,6 +60,7 @@ class Batch(NamedTuple):
     value: jax.Array  # [B] V_old(s)
     advantage: jax.Array  # [B] GAE
     target: jax.Array  # [B] return targets A + V_old
+    mask: jax.Array | None = None  # [B, A] action masks (masked environments only)
 
 
 def critic(parts: Parts, state: RunnerState):
@@ -77,11 +80,13 @@ def collect(parts: Parts, state: RunnerState, key: jax.Array) -> tuple[RunnerSta
     def step(carry: StepCarry, key_t: jax.Array):
         act_key_t, env_key_t = jax.random.split(key_t)
         env_keys_t = comm.own(jax.random.split(env_key_t, n_envs))
-        action, log_prob = parts.act(state.params, state.obs_rms, carry.obs, act_key_t)
+        mask = parts.action_mask(carry.env_state)
+        action, log_prob = parts.act(state.params, state.obs_rms, carry.obs, act_key_t, mask=mask)
         next_obs, env_state, reward, terminated, truncated, final_obs = parts.vstep(env_keys_t, carry.env_state, action)
         final_value, final_obs = layout.truncation.in_rollout(value, truncated, final_obs)
         ep_ret, ep_len, stats = track_episodes(carry, reward, terminated | truncated)
-        transition = Transition(carry.obs, action, log_prob, reward, terminated, truncated, final_value, final_obs)
+        transition = Transition(carry.obs, action, log_prob, reward, terminated, truncated, final_value, final_obs,
+                                mask)
         return StepCarry(env_state, next_obs, ep_ret, ep_len, stats), transition
 
     start = rollout_start(state, EpisodeStats.zeros(layout.episode_sums.zeros(parts.num_local_envs)))
@@ -112,19 +117,30 @@ def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HPar
     def flat(x):  # [T, N, ...] -> [T * N, ...]; with data parallelism, every device's environments first
         return comm.gather(x, axis=1).reshape((config.batch_size,) + x.shape[2:])
 
-    batch = Batch(flat(obs), flat(traj.action), flat(traj.log_prob), flat(values), flat(advantages), flat(targets))
+    batch = Batch(flat(obs), flat(traj.action), flat(traj.log_prob), flat(values), flat(advantages), flat(targets),
+                  None if traj.mask is None else flat(traj.mask))
     return update_obs_stats(parts, state, traj.obs), batch
 
 
 def loss_inputs(parts: Parts, mb: Batch):
-    """``(apply(params, obs) -> (policy output, values), this device's rows of the minibatch)``."""
-    return parts.network.apply, jax.tree_util.tree_map(parts.comm.own, mb)
+    """``(apply(params, obs) -> (policy output, values), this device's rows of the minibatch)``; with
+    action masks the rows' ``obs`` is ``(obs, mask)`` and the policy output is masked."""
+    mine = jax.tree_util.tree_map(parts.comm.own, mb)
+    if mb.mask is None:
+        return parts.network.apply, mine
+
+    def apply(params, obs_and_mask):
+        obs, mask = obs_and_mask
+        pi, values = parts.network.apply(params, obs)
+        return mask_logits(pi, mask), values
+
+    return apply, mine._replace(obs=(mine.obs, mine.mask))
 
 
 def new_policy(parts: Parts, params: Any, batch: Batch):
-    """The policy output of ``params`` on this device's rows of ``batch``, and those rows."""
+    """The (masked) policy output of ``params`` on this device's rows of ``batch``, and those rows."""
     mine = jax.tree_util.tree_map(parts.comm.own, batch)
-    return parts.network.apply(params, mine.obs, method=ActorCritic.policy), mine
+    return mask_logits(parts.network.apply(params, mine.obs, method=ActorCritic.policy), mine.mask), mine
 
 
 def run_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state: Any, key: jax.Array):
@@ -147,10 +163,10 @@ def init_memory(config: PPOConfig, shape: tuple[int, ...]):
 
 
 def stepper(act):
-    """``step(params, obs_rms, memory, obs, key, deterministic) -> (memory, action, log_prob)``."""
+    """``step(params, obs_rms, memory, obs, key, deterministic, mask=None) -> (memory, action, log_prob)``."""
 
-    def step(params, obs_rms, memory, obs, key, deterministic=False):
-        return (memory, *act(params, obs_rms, obs, key, deterministic))
+    def step(params, obs_rms, memory, obs, key, deterministic=False, mask=None):
+        return (memory, *act(params, obs_rms, obs, key, deterministic, mask))
 
     return step
 

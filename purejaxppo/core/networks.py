@@ -113,6 +113,36 @@ class MLP(nn.Module):
         return x
 
 
+class ConvTorso(nn.Module):
+    """3x3 convolutions (stride 1, SAME padding, relu) over an image-like observation, flattened:
+    ``[..., H * W * C] -> [..., H * W * channels[-1]]``. The observation arrives flat (as every
+    policy sees it) and is reshaped to ``image_shape`` ([H, W, C]) here."""
+
+    image_shape: tuple[int, ...]
+    channels: Sequence[int] = (16, 32)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch = x.shape[:-1]
+        assert x.shape[-1] == math.prod(self.image_shape), (x.shape, self.image_shape)
+        x = x.reshape((-1, *self.image_shape))
+        for c in self.channels:
+            x = nn.relu(nn.Conv(c, (3, 3), padding="SAME", kernel_init=orthogonal(math.sqrt(2)),
+                                bias_init=constant(0.0))(x))
+        return x.reshape((*batch, -1))
+
+
+def image_shape(obs_shape: Sequence[int]) -> tuple[int, ...]:
+    """An observation's shape as an image's ``[H, W, C]`` (``[H, W]`` gets one channel)."""
+    return tuple(obs_shape) if len(obs_shape) == 3 else (*obs_shape, 1)
+
+
+def torso(hidden: Sequence[int], activation: str, dot_general: Any, conv: Any) -> nn.Module:
+    """The MLP, after the convolutions when ``conv`` (a :class:`ConvTorso`) is given."""
+    mlp = MLP(tuple(hidden), activation, dot_general)
+    return mlp if conv is None else nn.Sequential([conv, mlp])
+
+
 MIN_STD = 1e-3  # floor of a state-dependent standard deviation (Brax's NormalTanhDistribution uses the same)
 
 
@@ -155,11 +185,16 @@ class ActorCritic(nn.Module):
     log_std_init: float = 0.0
     state_dependent_std: bool = False
     dot_general: Any = None  # the dense layers' product (core/layout.py); None: JAX's own
+    image_shape: tuple[int, ...] = ()  # with conv_channels: the observation as an image [H, W, C]
+    conv_channels: tuple[int, ...] = ()  # channels of the convolutions before the MLPs (none: an MLP alone)
 
     def setup(self):
-        self.actor_torso = MLP(tuple(self.actor_hidden), self.activation, self.dot_general)
+        def conv():
+            return ConvTorso(self.image_shape, self.conv_channels) if self.conv_channels else None
+
+        self.actor_torso = torso(self.actor_hidden, self.activation, self.dot_general, conv())
         if not self.shared_torso:
-            self.critic_torso = MLP(tuple(self.critic_hidden), self.activation, self.dot_general)
+            self.critic_torso = torso(self.critic_hidden, self.activation, self.dot_general, conv())
         width = policy_head_width(self.action_dim, self.continuous, self.state_dependent_std)
         dot = self.dot_general
         self.policy_head = nn.Dense(width, kernel_init=orthogonal(0.01), bias_init=constant(0.0), dot_general=dot)
@@ -195,4 +230,12 @@ def make_network(config, env, dot_general: Any = None) -> ActorCritic:
         log_std_init=config.log_std_init,
         state_dependent_std=config.state_dependent_std,
         dot_general=dot_general,
+        **conv_settings(config, env),
     )
+
+
+def conv_settings(config, env) -> dict[str, Any]:
+    """The network's convolution fields: none for the mlp torso."""
+    if config.torso != "cnn":
+        return {}
+    return {"image_shape": image_shape(env.obs_shape), "conv_channels": tuple(config.conv_channels)}

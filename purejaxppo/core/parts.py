@@ -25,6 +25,7 @@ class Parts(NamedTuple):
     comm: Collectives
     act: Callable  # the policy kind's act (see PolicyKind.make_act)
     vstep: Callable  # env.step over this device's environments, actions mapped per act.action_mapping
+    action_mask: Callable  # env states [N, ...] -> their action masks [N, A], or None where the env has none
     loss: Callable  # apply_fn -> loss(params, minibatch, hparams, kl_coef) -> (loss, LossInfo)
     layout: Layout  # how the program is laid out on this backend, resolved into functions
     tuning: Tuning  # the layout's choices, as given

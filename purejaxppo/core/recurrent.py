@@ -35,8 +35,17 @@ from flax.linen.initializers import constant
 from purejaxppo.core.act import observe
 from purejaxppo.core.collectives import LOCAL, Collectives
 from purejaxppo.core.config import HParams, PPOConfig
+from purejaxppo.core.distributions import mask_logits
 from purejaxppo.core.kind import PolicyKind
-from purejaxppo.core.networks import _ACTIVATIONS, MLP, gaussian_params, orthogonal, policy_head_width
+from purejaxppo.core.networks import (
+    _ACTIVATIONS,
+    MLP,
+    ConvTorso,
+    conv_settings,
+    gaussian_params,
+    orthogonal,
+    policy_head_width,
+)
 from purejaxppo.core.stages import (
     EpisodeStats,
     MinibatchCarry,
@@ -68,9 +77,14 @@ class RecurrentActorCritic(nn.Module):
     activation: str = "tanh"
     log_std_init: float = 0.0
     state_dependent_std: bool = False
+    image_shape: tuple[int, ...] = ()  # with conv_channels: the observation as an image [H, W, C]
+    conv_channels: tuple[int, ...] = ()  # convolutions before the embedding (none: the embedding alone)
 
     def setup(self):
-        self.embed = nn.Dense(self.hidden_size, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0))
+        embed = nn.Dense(self.hidden_size, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0))
+        if self.conv_channels:
+            embed = nn.Sequential([ConvTorso(self.image_shape, self.conv_channels), embed])
+        self.embed = embed
         self.cell = nn.GRUCell(features=self.hidden_size)
         self.actor_torso = MLP(tuple(self.actor_hidden), self.activation)
         self.critic_torso = MLP(tuple(self.critic_hidden), self.activation)
@@ -111,6 +125,7 @@ def make_recurrent_network(config: PPOConfig, env: Any, layout: Any = None) -> R
         activation=config.activation,
         log_std_init=config.log_std_init,
         state_dependent_std=config.state_dependent_std,
+        **conv_settings(config, env),
     )
 
 
@@ -176,6 +191,7 @@ class RecurrentTransition(NamedTuple):
     terminated: jax.Array
     truncated: jax.Array
     final_obs: jax.Array  # [N, D] the observation the step reached, before any reset
+    mask: jax.Array | None = None  # [N, A] the action mask (masked environments only)
 
 
 def collect(parts: Parts, state: RunnerState, key: jax.Array):
@@ -186,12 +202,13 @@ def collect(parts: Parts, state: RunnerState, key: jax.Array):
     def step(carry, key_t):
         base, h, start = carry
         act_key_t, env_key_t = jax.random.split(key_t)
-        h, action, log_prob = act(state.params, state.obs_rms, h, base.obs, start, act_key_t)
+        mask = parts.action_mask(base.env_state)
+        h, action, log_prob = act(state.params, state.obs_rms, h, base.obs, start, act_key_t, mask=mask)
         next_obs, env_state, reward, terminated, truncated, final_obs = parts.vstep(
             comm.own(jax.random.split(env_key_t, n_envs)), base.env_state, action)
         done = terminated | truncated
         ep_ret, ep_len, stats = track_episodes(base, reward, done)
-        t = RecurrentTransition(base.obs, start, action, log_prob, reward, terminated, truncated, final_obs)
+        t = RecurrentTransition(base.obs, start, action, log_prob, reward, terminated, truncated, final_obs, mask)
         return (StepCarry(env_state, next_obs, ep_ret, ep_len, stats), h, done), t
 
     base = rollout_start(state, EpisodeStats.zeros((parts.num_local_envs,)))  # summed once, after the rollout
@@ -213,6 +230,7 @@ class RecurrentBatch(NamedTuple):
     value: jax.Array
     advantage: jax.Array
     target: jax.Array
+    mask: jax.Array | None = None  # action masks (masked environments only)
 
 
 def make_batch(parts: Parts, state: RunnerState, rollout, hparams: HParams):
@@ -245,7 +263,8 @@ def make_batch(parts: Parts, state: RunnerState, rollout, hparams: HParams):
     h0 = comm.gather(chunk_h0, axis=1)
     batch = RecurrentBatch(
         Sequences(sequences(seq.obs), sequences(seq.start), h0.reshape((-1,) + h0.shape[2:])),
-        *[sequences(x) for x in (traj.action, traj.log_prob, values, advantages, targets)])
+        *[sequences(x) for x in (traj.action, traj.log_prob, values, advantages, targets)],
+        None if traj.mask is None else sequences(traj.mask))
     return update_obs_stats(parts, state, traj.obs), batch
 
 
@@ -265,7 +284,7 @@ def own(comm, batch: RecurrentBatch) -> RecurrentBatch:
     assert seq.h0.shape[0] == seq.obs.shape[1] == batch.action.shape[1], (
         f"own: h0 {seq.h0.shape}, obs {seq.obs.shape} and action {batch.action.shape} hold different sequence counts")
     return RecurrentBatch(Sequences(mine(seq.obs), mine(seq.start), comm.own(seq.h0)),
-                          *[flat(mine(x)) for x in batch[1:]])
+                          *[None if x is None else flat(mine(x)) for x in batch[1:]])
 
 
 def run_epoch(parts: Parts, opt: Optimiser, batch: RecurrentBatch, params, opt_state, key: jax.Array):
@@ -277,7 +296,7 @@ def run_epoch(parts: Parts, opt: Optimiser, batch: RecurrentBatch, params, opt_s
     shuffled = RecurrentBatch(
         Sequences(split_sequences(seq.obs, perm, m), split_sequences(seq.start, perm, m),
                   seq.h0[perm].reshape((m, n // m) + seq.h0.shape[1:])),
-        *[split_sequences(x, perm, m) for x in batch[1:]],  # [m, L, S / m, ...]
+        *[None if x is None else split_sequences(x, perm, m) for x in batch[1:]],  # [m, L, S / m, ...]
     )
     step = functools.partial(minibatch_step, parts, opt)
     end, info = jax.lax.scan(step, MinibatchCarry(params, opt_state), shuffled)
@@ -286,26 +305,36 @@ def run_epoch(parts: Parts, opt: Optimiser, batch: RecurrentBatch, params, opt_s
 
 def loss_inputs(parts: Parts, mb: RecurrentBatch):
     """Minibatches of sequences, re-run from their first hidden state: ``(sequence_apply, this
-    device's sequences)``."""
-    return sequence_apply(parts.network), own(parts.comm, mb)
+    device's sequences)``; with action masks the sequences' ``obs`` is ``(Sequences, mask)`` and the
+    policy output is masked."""
+    mine, apply = own(parts.comm, mb), sequence_apply(parts.network)
+    if mb.mask is None:
+        return apply, mine
+
+    def masked(params, seq_and_mask):
+        seq, mask = seq_and_mask
+        pi, values = apply(params, seq)
+        return mask_logits(pi, mask), values
+
+    return masked, mine._replace(obs=(mine.obs, mine.mask))
 
 
 def new_policy(parts: Parts, params: Any, batch: RecurrentBatch):
-    """The policy output of ``params`` on this device's sequences of ``batch``, and those sequences."""
+    """The (masked) policy output of ``params`` on this device's sequences of ``batch``, and those sequences."""
     mine = own(parts.comm, batch)
     pi, _ = sequence_apply(parts.network)(params, mine.obs)
-    return pi, mine
+    return mask_logits(pi, mine.mask), mine
 
 
 def make_recurrent_act(config, network: RecurrentActorCritic, dist, comm: Collectives = LOCAL):
-    """``act(params, obs_rms, h, obs, start, key, deterministic=False) -> (next h, action, log_prob)``.
+    """``act(params, obs_rms, h, obs, start, key, deterministic=False, mask=None) -> (next h, action, log_prob)``.
 
-    With data parallelism (``comm``) the noise is drawn for all environments, as on one device,
+    ``mask`` (the environment's action mask, shaped as the logits) rules actions out. With data parallelism (``comm``) the noise is drawn for all environments, as on one device,
     and each device keeps its share."""
 
-    def act_fn(params, obs_rms, h, obs, start, key, deterministic: bool = False):
+    def act_fn(params, obs_rms, h, obs, start, key, deterministic: bool = False, mask: jax.Array | None = None):
         h, y = network.apply(params, h, observe(config, obs_rms, obs), start, method=RecurrentActorCritic.core)
-        pi = network.apply(params, y, method=RecurrentActorCritic.policy)
+        pi = mask_logits(network.apply(params, y, method=RecurrentActorCritic.policy), mask)
         if deterministic:
             action = dist.mode(pi)
         else:
@@ -324,8 +353,8 @@ def stepper(act):
     """``step(params, obs_rms, h, obs, key, deterministic) -> (next h, action, log_prob)``: the
     recurrent ``act`` inside one episode (no start to reset at)."""
 
-    def step(params, obs_rms, h, obs, key, deterministic=False):
-        return act(params, obs_rms, h, obs, jnp.zeros(obs.shape[:-1], bool), key, deterministic)
+    def step(params, obs_rms, h, obs, key, deterministic=False, mask=None):
+        return act(params, obs_rms, h, obs, jnp.zeros(obs.shape[:-1], bool), key, deterministic, mask)
 
     return step
 

@@ -83,15 +83,36 @@ def accepted_envs() -> str:
             f"{brax_envs.DEFAULT_BACKEND}; `purejaxppo envs` lists every name)")
 
 
+class MultiDiscrete(spaces.Space):
+    """A multi-discrete action space (gymnax has none): factor ``i`` takes one of ``nvec[i]`` values;
+    an action is int32 ``[len(nvec)]``."""
+
+    def __init__(self, nvec: Any):
+        self.nvec = tuple(int(n) for n in nvec)
+        self.shape = (len(self.nvec),)
+        self.dtype = jnp.int32
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        keys = jax.random.split(key, len(self.nvec))
+        return jnp.stack([jax.random.randint(k, (), 0, n) for k, n in zip(keys, self.nvec)]).astype(jnp.int32)
+
+    def contains(self, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        return (x.shape == self.shape) & jnp.all((x >= 0) & (x < jnp.asarray(self.nvec)))
+
+
 class EnvAdapter:
     """A gymnax environment seen as flat float observations and a single action space.
 
     Attributes:
         name: registered name.
         obs_dim: length of the flattened observation.
-        action_kind: ``"discrete"`` or ``"continuous"``.
-        num_actions: number of discrete actions (discrete only).
-        action_dim: length of the action vector (continuous only).
+        action_kind: ``"discrete"``, ``"multi_discrete"`` or ``"continuous"``.
+        num_actions: number of discrete actions (discrete only; multi-discrete: the choices of all
+            factors together, ``sum(action_nvec)``, the width of the policy's logits).
+        action_nvec: the choices of each factor (multi-discrete only).
+        action_dim: length of the action vector (continuous; multi-discrete: the number of factors).
+        has_action_mask: whether the environment rules actions out by state (:meth:`action_mask`).
         action_low, action_high: bounds of continuous actions (numpy arrays).
     """
 
@@ -103,7 +124,15 @@ class EnvAdapter:
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dim = int(math.prod(self.obs_shape))
         space = env.action_space(params)
-        if isinstance(space, spaces.Discrete):
+        self.has_action_mask = hasattr(env, "action_mask")
+        self.action_nvec: tuple[int, ...] = ()
+        if isinstance(space, MultiDiscrete):
+            self.action_kind = "multi_discrete"
+            self.action_nvec = tuple(int(n) for n in space.nvec)
+            self.num_actions = sum(self.action_nvec)
+            self.action_dim = len(self.action_nvec)
+            self.action_shape = (self.action_dim,)
+        elif isinstance(space, spaces.Discrete):
             self.action_kind = "discrete"
             self.num_actions = int(space.n)
             self.action_dim = 1
@@ -117,7 +146,8 @@ class EnvAdapter:
             self.action_high = np.broadcast_to(np.asarray(space.high, np.float32), (self.action_dim,)).copy()
         else:
             raise ConfigError(
-                f"env: {name} has action space {type(space).__name__}; accepted: Discrete or Box action spaces"
+                f"env: {name} has action space {type(space).__name__}; accepted: Discrete, MultiDiscrete or Box "
+                "action spaces"
             )
 
     def __repr__(self) -> str:
@@ -159,11 +189,25 @@ class EnvAdapter:
     def _flat(self, obs: Any) -> jax.Array:
         return jnp.reshape(jnp.asarray(obs, jnp.float32), (self.obs_dim,))
 
+    flat = _flat  # the observation as the learner sees it: float32 [obs_dim]
+
+    def reset_unflattened(self, key: jax.Array) -> tuple[Any, Any]:
+        """One environment's reset in its own observation shape (the vector step flattens it)."""
+        return self.env.reset(key, self.params)
+
+    def prepare_action(self, action: jax.Array, how: str = "clip") -> jax.Array:
+        """A policy's action as the environment takes it (:meth:`env_action`, then the space's dtype and shape)."""
+        return self._env_action(self.env_action(action, how))
+
+    def action_masks(self, states: Any) -> jax.Array | None:
+        """The action masks ``[N, num_actions]`` of ``N`` states, or ``None`` where the environment has none."""
+        return jax.vmap(self.action_mask)(states) if self.has_action_mask else None
+
     def env_action(self, action: jax.Array, how: str = "clip") -> jax.Array:
         """The action the environment receives for a policy's continuous ``action``: clipped to
         the bounds (``"clip"``), unchanged (``"none"``), or squashed into them,
         ``low + (tanh(u) + 1) (high - low) / 2`` (``"tanh"``). Discrete actions are unchanged."""
-        if self.action_kind == "discrete" or how == "none":
+        if self.action_kind != "continuous" or how == "none":
             return action
         if how == "tanh":
             return self.action_low + (jnp.tanh(action) + 1.0) * (0.5 * (self.action_high - self.action_low))
@@ -174,16 +218,17 @@ class EnvAdapter:
     def action_mask(self, state: Any) -> jax.Array:
         """``bool [num_actions]``: the discrete actions the environment allows in ``state`` (the one
         :meth:`reset` or :meth:`step` returned), from its ``action_mask(state, params)`` where it has one
-        (Jumanji's tasks); all ``True`` otherwise. Not yet applied by the learner: an action the mask
-        rules out is handled as the environment handles it."""
-        if self.action_kind != "discrete":
+        (Jumanji's tasks); all ``True`` otherwise. A multi-discrete space's mask has one entry per
+        choice of each factor, laid out as the policy's logits. The learner applies it to the
+        policy in acting, in the loss and in evaluation."""
+        if self.action_kind == "continuous":
             raise ValueError(f"action_mask: {self.name} has continuous actions; accepted: a discrete action space")
         if hasattr(self.env, "action_mask"):
             return jnp.asarray(self.env.action_mask(state, self.params), bool)
         return jnp.ones((self.num_actions,), bool)
 
     def _env_action(self, action: jax.Array) -> jax.Array:
-        if self.action_kind == "discrete":
+        if self.action_kind != "continuous":
             return jnp.asarray(action, jnp.int32)
         return jnp.reshape(action, self.action_shape) if self.action_shape else action[0]
 

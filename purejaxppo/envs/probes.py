@@ -16,6 +16,12 @@ that is broken (after Andy Jones' "debugging RL" probes):
 
 Every probe exists with discrete actions and with a continuous ``-Continuous`` twin
 (one action in [-1, 1]).
+
+* ``Probe-MaskedFactors``: one step, observation 0, a multi-discrete action of two factors
+  with three choices each and an action mask that rules out choice 0 in both. Each factor
+  pays 1 for choice 0, 0.5 for choice 2, 0 for choice 1: the best allowed action is (2, 2)
+  (return 1), the forbidden one (0, 0) would pay 2. The learner must factor its policy and
+  respect the mask in acting and in the loss.
 """
 
 from __future__ import annotations
@@ -103,6 +109,41 @@ class _Probe(environment.Environment):
         return jnp.reshape(obs, (1,)), new_state, reward.astype(jnp.float32), terminated, {}
 
 
+class MaskedFactorsProbe(environment.Environment):
+    """``Probe-MaskedFactors`` (see the module's docstring)."""
+
+    NVEC = (3, 3)
+    PAY = jnp.array([1.0, 0.0, 0.5])  # per factor, by choice
+    ALLOWED = jnp.array([False, True, True])  # per factor, by choice
+
+    @property
+    def default_params(self) -> ProbeParams:
+        return ProbeParams()
+
+    @property
+    def name(self) -> str:
+        return "Probe-MaskedFactors"
+
+    def action_space(self, params: Any = None):
+        from purejaxppo.envs.adapter import MultiDiscrete
+
+        return MultiDiscrete(self.NVEC)
+
+    def observation_space(self, params: Any) -> spaces.Box:
+        return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+
+    def action_mask(self, state: ProbeState, params: Any) -> jax.Array:
+        """``bool [6]``: each factor's allowed choices, laid out as the policy's logits."""
+        return jnp.tile(self.ALLOWED, len(self.NVEC))
+
+    def reset_env(self, key: jax.Array, params: Any):
+        return jnp.zeros((1,)), ProbeState(obs=jnp.array(0.0), time=0)
+
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: Any):
+        reward = jnp.sum(self.PAY[jnp.asarray(action, jnp.int32)])
+        return jnp.zeros((1,)), ProbeState(obs=state.obs, time=state.time + 1), reward, jnp.array(True), {}
+
+
 def _make_class(kind: str) -> type:
     return type(f"Probe{kind.title()}", (_Probe,), {"kind": kind})
 
@@ -124,3 +165,5 @@ def register_all(register) -> None:
             full = name + suffix
             if full not in gymnax.registered_envs:
                 register(full, lambda cls=cls, continuous=continuous: cls(continuous=continuous))
+    if "Probe-MaskedFactors" not in gymnax.registered_envs:
+        register("Probe-MaskedFactors", MaskedFactorsProbe)

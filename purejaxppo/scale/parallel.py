@@ -73,6 +73,11 @@ def check_shards(config: PPOConfig, num_shards: int) -> None:
             f"split evenly over {num_shards} devices; accepted: num_envs * num_steps / seq_len / num_minibatches a "
             f"multiple of {num_shards}"
         )
+    if (config.num_envs // num_shards) % config.reset_ratio:
+        raise ConfigError(
+            f"reset_ratio: {config.reset_ratio} does not divide the {config.num_envs // num_shards} environments of "
+            f"each of {num_shards} devices; accepted: a divisor of num_envs / {num_shards}"
+        )
     if config.minibatch_size % num_shards:
         raise ConfigError(
             f"num_minibatches: minibatches of {config.minibatch_size} samples cannot be split evenly over "

@@ -1,0 +1,150 @@
+"""What the environment suites need from the learner: factored categoricals for multi-discrete
+actions, action masks (acting, loss, evaluation), a convolutional torso, optimistic resets.
+
+Pure pieces against NumPy (enumeration of every joint action, a loop convolution); the learner
+on a probe whose best allowed action is known and whose forbidden one pays more.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo import HParams, PPOConfig, make_train
+from purejaxppo.core.distributions import Categorical, FactoredCategorical, mask_logits
+from purejaxppo.core.networks import ConvTorso
+from purejaxppo.core.train import init_state, make_parts, make_trainer
+from purejaxppo.envs import make_env
+from purejaxppo.envs.vector import make_vector_step
+from purejaxppo.errors import ConfigError
+from purejaxppo.run.evaluate import make_evaluate
+
+
+def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_factored_categorical_against_enumerating_every_joint_action():
+    nvec = (2, 3, 4)
+    dist = FactoredCategorical(nvec)
+    logits = np.random.default_rng(0).normal(size=(sum(nvec),)).astype(np.float32)
+    parts = np.split(logits, np.cumsum(nvec)[:-1])
+    joint = {a: sum(log_softmax(p)[i] for p, i in zip(parts, a)) for a in itertools.product(*map(range, nvec))}
+    assert np.isclose(sum(np.exp(v) for v in joint.values()), 1.0, atol=1e-6)
+    for a, lp in joint.items():
+        assert float(dist.log_prob(jnp.asarray(logits), jnp.asarray(a))) == pytest.approx(lp, abs=1e-5)
+    entropy = -sum(np.exp(v) * v for v in joint.values())
+    assert float(dist.entropy(jnp.asarray(logits))) == pytest.approx(entropy, abs=1e-5)
+    assert tuple(np.asarray(dist.mode(jnp.asarray(logits)))) == max(joint, key=joint.get)
+    draws = np.asarray(jax.vmap(lambda k: dist.sample(k, jnp.asarray(logits)))(jax.random.split(jax.random.key(1), 20000)))
+    assert draws.shape == (20000, 3) and draws.dtype == np.int32
+    freq = {a: np.mean(np.all(draws == a, axis=1)) for a in joint}
+    for a, lp in joint.items():  # every joint action at its probability (binomial sd <= 0.0036)
+        assert abs(freq[a] - np.exp(lp)) < 0.015, (a, freq[a], np.exp(lp))
+
+
+def test_a_mask_renormalises_over_the_allowed_actions_and_is_never_sampled():
+    logits = jnp.array([[2.0, 0.5, -1.0, 0.3], [0.0, 0.0, 0.0, 0.0]])
+    mask = jnp.array([[False, True, True, False], [True, False, False, False]])
+    masked = mask_logits(logits, mask)
+    for row in range(2):
+        allowed = np.asarray(mask[row])
+        expected = log_softmax(np.asarray(logits[row])[allowed])
+        got = np.asarray(Categorical.log_prob(masked[row][None].repeat(allowed.sum(), 0), jnp.flatnonzero(allowed)))
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        p = np.exp(expected)
+        assert float(Categorical.entropy(masked[row])) == pytest.approx(-(p * np.log(p)).sum(), abs=1e-6)
+    draws = np.asarray(jax.vmap(lambda k: Categorical.sample(k, masked))(jax.random.split(jax.random.key(0), 5000)))
+    assert set(draws[:, 0]) == {1, 2} and set(draws[:, 1]) == {0}
+    assert mask_logits(logits, None) is logits
+
+
+@pytest.fixture(scope="module", params=["mlp", "gru"])
+def masked_factors(request):
+    config = PPOConfig(env="Probe-MaskedFactors", num_envs=16, num_steps=8, total_timesteps=16 * 8 * 30, lr=3e-3,
+                       ent_coef=0.0, policy=request.param, gru_hidden=16)
+    state, metrics = jax.jit(make_train(config))(jax.random.key(0))
+    return config, state, metrics
+
+
+def test_masked_multi_discrete_probe_learns_the_best_allowed_action(masked_factors):
+    config, state, metrics = masked_factors
+    returns = np.asarray(metrics["charts/episodic_return"])
+    # uniform over the allowed choices pays 0.5; the best allowed action 1; a forbidden choice more
+    assert returns[0] == pytest.approx(0.5, abs=0.1)
+    assert returns[-5:].min() > 0.97 and returns.max() <= 1.0
+    trainer = make_trainer(config)
+    scores = jax.jit(make_evaluate(trainer, 16, deterministic=False))(state, jax.random.key(3))
+    assert np.all(np.asarray(scores) <= 1.0) and np.mean(np.asarray(scores)) > 0.97
+
+
+def test_a_rollout_never_takes_a_masked_action_and_records_the_masked_log_prob(masked_factors):
+    config, _, _ = masked_factors
+    parts = make_parts(config)
+    hp = HParams.from_config(config)
+
+    def rollout(key):
+        state = init_state(parts, key, hp)
+        return state, parts.policy.collect(parts, state, jax.random.key(5))[1]
+
+    state, traj = jax.jit(rollout)(jax.random.key(2))
+    traj = traj if hasattr(traj, "action") else traj[0]  # the recurrent rollout carries its first hidden state
+    actions, mask = np.asarray(traj.action), np.asarray(traj.mask)
+    assert actions.shape == (8, 16, 2) and mask.shape == (8, 16, 6)
+    assert np.all(actions >= 1)  # choice 0 is ruled out in both factors
+    assert np.allclose(np.asarray(traj.log_prob), np.log(0.25), atol=0.3)  # near uniform over 2 x 2 allowed
+
+
+def test_conv_torso_against_a_numpy_loop():
+    torso = ConvTorso((5, 4, 2), channels=(3,))
+    x = jax.random.normal(jax.random.key(0), (2, 40))
+    params = torso.init(jax.random.key(1), x)
+    kernel = np.asarray(params["params"]["Conv_0"]["kernel"])  # [3, 3, 2, 3]
+    bias = np.asarray(params["params"]["Conv_0"]["bias"])
+    image = np.pad(np.asarray(x).reshape(2, 5, 4, 2), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = np.zeros((2, 5, 4, 3), np.float32)
+    for b, i, j in itertools.product(range(2), range(5), range(4)):
+        expected[b, i, j] = np.einsum("hwc,hwco->o", image[b, i:i + 3, j:j + 3], kernel) + bias
+    got = np.asarray(torso.apply(params, x))
+    np.testing.assert_allclose(got, np.maximum(expected, 0).reshape(2, -1), rtol=1e-5, atol=1e-5)
+    assert torso.apply(params, x[None]).shape == (1, 2, 60)  # any leading axes
+
+
+def test_cnn_torso_trains_on_minatar_and_bad_settings_are_one_line():
+    config = PPOConfig(env="Breakout-MinAtar", torso="cnn", conv_channels=(8,), num_envs=8, num_steps=16,
+                       total_timesteps=8 * 16 * 2)
+    state, metrics = jax.jit(make_train(config))(jax.random.key(0))
+    assert "Conv_0" in str(jax.tree_util.tree_structure(state.params))
+    assert np.all(np.isfinite(np.asarray(metrics["losses/value_loss"])))
+    with pytest.raises(ConfigError, match=r"^torso: got 'cnn', but CartPole-v1's observation has shape \[4\]"):
+        make_trainer(PPOConfig(env="CartPole-v1", torso="cnn"))
+    with pytest.raises(ConfigError, match=r"^reset_ratio: 3 does not divide num_envs 4"):
+        make_trainer(PPOConfig(env="CartPole-v1", reset_ratio=3))
+
+
+def test_optimistic_resets_hand_a_few_resets_to_the_environments_that_ended():
+    env, _ = make_env("CartPole-v1")
+    n, ratio = 8, 4
+    plain = make_vector_step(env, "clip", 1)
+    shared = make_vector_step(env, "clip", ratio)
+    keys = jax.random.split(jax.random.key(0), n)
+    _, states = jax.vmap(env.reset)(keys)
+    # push the poles over: some environments end on this step, the others do not
+    states = states.replace(theta=jnp.where(jnp.arange(n) % 3 == 0, 0.25, 0.0))
+    actions = jnp.zeros((n,), jnp.int32)
+    step_keys = jax.random.split(jax.random.key(1), n)
+    p_obs, p_states, p_reward, p_term, p_trunc, p_final = plain(step_keys, states, actions)
+    s_obs, s_states, s_reward, s_term, s_trunc, s_final = shared(step_keys, states, actions)
+    done = np.asarray(p_term | p_trunc)
+    assert 0 < done.sum() < n
+    for a, b in ((p_reward, s_reward), (p_term, s_term), (p_trunc, s_trunc), (p_final, s_final)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)  # the steps themselves are the same
+    np.testing.assert_allclose(np.asarray(s_obs)[~done], np.asarray(p_obs)[~done], atol=1e-6)  # no end: no reset
+    # the j-th environment that ended takes the j-th of the n / ratio resets, made from the first keys
+    resets = jax.vmap(lambda k: env.reset(jax.random.split(k)[1]))(step_keys[: n // ratio])[0]
+    ended = np.flatnonzero(done)
+    for j, i in enumerate(ended):
+        np.testing.assert_allclose(np.asarray(s_obs)[i], np.asarray(resets)[j % (n // ratio)], atol=1e-6)
