@@ -14,7 +14,7 @@ from purejaxppo.core.act import action_mapping
 from purejaxppo.core.config import check_integer
 from purejaxppo.core.distributions import distribution, mask_logits
 from purejaxppo.core.train import Trainer
-from purejaxppo.errors import ConfigError
+from purejaxppo.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
     from purejaxppo.run.programs import Programs
@@ -45,6 +45,12 @@ def make_evaluate(trainer: Trainer, num_episodes: int, deterministic: bool = Tru
         raise ConfigError(f"make_evaluate: got a {type(trainer).__name__}; accepted: a Trainer (make_trainer(config))")
     _count("num_episodes", num_episodes)
     _count("max_steps", max_steps, none_ok=True)
+    from purejaxppo.run.compiled import check_fits, env_bytes
+
+    # every episode runs at once, in its own environment: sized before anything is traced (a lower
+    # bound: the state before and after a step, and the policy's hidden activations)
+    each = 2 * env_bytes(trainer) + 4 * sum(trainer.config.actor_hidden) + 16
+    check_fits(f"{num_episodes} episodes run at once", num_episodes * each, "fewer episodes (--episodes)")
     step, how = trainer.policy.stepper(trainer.act), action_mapping(trainer.config)
     limit = _episode_limit(trainer, max_steps)
 
@@ -101,15 +107,15 @@ def random_policy_return(trainer: Trainer, episodes: int, key: jax.Array) -> flo
     def policy(carry, obs, act_key, mask):
         if env.action_kind == "discrete" and mask is None:
             return carry, jax.random.randint(act_key, (episodes,), 0, env.num_actions)
+        if env.action_kind != "continuous":  # uniform over each factor's allowed choices
+            logits = jnp.zeros((episodes, env.num_actions))
+            return carry, distribution(env.action_kind, nvec=env.action_nvec).sample(act_key, mask_logits(logits, mask))
         return carry, jax.random.uniform(act_key, (episodes, env.action_dim), minval=env.action_low,
                                          maxval=env.action_high)
 
     limit = int(getattr(env.params, "max_steps_in_episode", 1000))
     returns = jax.jit(lambda k: episode_returns(env, policy, None, k, episodes, limit))(key)
     return float(np.mean(np.asarray(returns)))
-        if env.action_kind != "continuous":  # uniform over each factor's allowed choices
-            logits = jnp.zeros((episodes, env.num_actions))
-            return carry, distribution(env.action_kind, nvec=env.action_nvec).sample(act_key, mask_logits(logits, mask))
 
 
 def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int = 0, max_steps: int | None = None,
@@ -171,9 +177,9 @@ def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0
     from purejaxppo.run import layout
 
     _count("episodes", episodes)
-    layout.read_config(run_dir)  # a run folder, before it is locked
-    with layout.locked(run_dir):
-        return _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache)
+    layout.read_config(run_dir)  # a run folder
+    # A reader takes no lock: a run still training, or one on a read-only disk, can be evaluated.
+    return _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache)
 
 
 def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache) -> dict[str, Any]:
@@ -211,6 +217,10 @@ def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, pro
         record["render"] = {"path": os.path.abspath(render), "frames": n, "return": ret}
         log(f"recorded one episode ({n - 1} steps, return {ret:.2f}) in {render}")
     path = os.path.join(run_dir, layout.EVAL)
-    layout.write_json(path, record)
+    try:
+        layout.write_json(path, record)
+    except RunError as e:  # a read-only disk: the evaluation is done, only its record stays unwritten
+        log(f"note: {e}; the results are the lines above")
+        return record
     log(f"wrote {path}")
     return record
