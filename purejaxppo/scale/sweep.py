@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -30,6 +30,7 @@ from purejaxppo.core.config import HParams
 from purejaxppo.core.metrics import final_return
 from purejaxppo.core.train import Trainer
 from purejaxppo.scale.agents import Compiler, run_agents
+from purejaxppo.scale.pbt import PBTConfig, Space, pbt_key, run_pbt
 from purejaxppo.scale.plan import SweepPlan, stack_hparams
 
 class SweepResult(NamedTuple):
@@ -40,19 +41,28 @@ class SweepResult(NamedTuple):
     auc: np.ndarray  # [G, S] mean episodic return over training
     hparams: HParams  # [G * S] the hyperparameters of every agent
     keys: jax.Array  # [S] seed keys
+    pbt: Any = None  # a PBT sweep's PBTRecord (lineage, fitness, explored values per generation); None otherwise
 
 
 def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_updates: int | None = None,
-             on_chunk: Callable[[int], None] | None = None, programs: Compiler | None = None) -> SweepResult:
+             on_chunk: Callable[[int], None] | None = None, programs: Compiler | None = None,
+             pbt: PBTConfig | None = None, space: Space | None = None) -> SweepResult:
     """Train every agent of ``plan`` with ``trainer``'s program, over the devices of ``mesh``
     (in chunks of ``chunk_updates`` updates, calling ``on_chunk(updates done)`` between them),
-    through the saved programs of ``programs`` on one device (:func:`run_agents`)."""
+    through the saved programs of ``programs`` on one device (:func:`run_agents`); with ``pbt``,
+    the agents are a PBT population exploring ``space`` (:func:`~purejaxppo.scale.pbt.run_pbt`)."""
     hparams = stack_hparams(trainer.config, plan)
-    _, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh, chunk_updates, on_chunk, programs)
+    record = None
+    if pbt is None:
+        _, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh, chunk_updates, on_chunk, programs)
+    else:
+        _, metrics, record = run_pbt(trainer, plan.agent_keys(), hparams, pbt, space or {}, pbt_key(trainer.config),
+                                     mesh, chunk_updates, on_chunk, programs)
     g, s = len(plan.settings), plan.num_seeds
     shaped = {k: v.reshape((g, s) + v.shape[1:]) for k, v in metrics.items()}
     returns = shaped["charts/episodic_return"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an agent with no finished episode has no AUC
         auc = np.nanmean(returns, axis=-1)
-    return SweepResult(plan.settings, s, shaped, np.asarray(final_return(shaped)), auc, hparams, plan.seed_keys)
+    return SweepResult(plan.settings, s, shaped, np.asarray(final_return(shaped)), auc, hparams, plan.seed_keys,
+                       pbt=record)
