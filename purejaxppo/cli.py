@@ -303,27 +303,22 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
     from purejaxppo.rlhf import pipeline
     from purejaxppo.run.layout import check_out_path
 
-    _setup_cache(args)  # a refused cache folder leaves no --out behind
-    check_out_path(args.out)
-    saved = os.path.join(args.out, "settings.json")
-    if args.stage == "demo" and os.path.exists(saved) and not args.overwrite:
-        raise UsageError(f"{args.out} already holds a study; give --overwrite to replace it, or a new --out")
     for flag, value in (("--seed", args.seed), ("--task-seed", args.task_seed)):
-        if value is not None and value < 0:
-            raise ConfigError(f"rlhf {flag}: must be 0 or more, got {value}")
+        if value is not None and not 0 <= value < 2**63:  # as train's --seed; checked before anything is written
+            raise ConfigError(f"rlhf {flag}: got {value}; accepted: an integer from 0 to 2**63 - 1")
     if args.kl_target is not None and not args.kl_target > 0:
         raise ConfigError(f"rlhf --kl-target: must be a positive number of nats, got {args.kl_target}")
+    _setup_cache(args)  # a refused cache folder leaves no --out behind
     # A single stage starts from the study's saved settings (flags given change them).
     settings = pipeline.study_settings(args.out, args.stage, args.tiny, seed=args.seed, task_seed=args.task_seed,
                                        length=args.length, prompts=args.prompts, kl_target=args.kl_target,
                                        iterations=args.iterations)
+    pipeline.check_settings(settings)  # before --out is made
+    check_out_path(args.out)
     stages = pipeline.STAGES if args.stage == "demo" else (args.stage,)
-    if args.stage == "demo" and os.path.isdir(args.out):
-        pipeline.check_settings(settings)  # a study is replaced only by one that can run
-        pipeline.clear_study(args.out)
     command = "purejaxppo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["rlhf"] else None
     pipeline.run_stages(args.out, settings, stages, log=lambda m: print(m, flush=True), command=command,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, replace=args.stage == "demo", exit_on_signal=True)
     print(f"results in {args.out} (summary.md, results.csv, *.png)")
     return 0
 
@@ -373,9 +368,12 @@ def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
                    "is at least R (checked between chunks; saved for --resume)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: only on a terminal)")
-    g.add_argument("--tensorboard", action="store_true",
-                   help="also write TensorBoard event files to OUT/tensorboard (extra: purejaxppo[tensorboard])")
-    g.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (extra: purejaxppo[wandb])")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write TensorBoard event files to OUT/tensorboard (extra: purejaxppo[tensorboard]); "
+                   "--no-tensorboard turns it off on --resume of a run that had it")
+    g.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
+                   help="also log to Weights & Biases (extra: purejaxppo[wandb]); --no-wandb turns it off on "
+                   "--resume of a run that had it")
     g.add_argument("--wandb-project", default="purejaxppo", metavar="NAME", help="W&B project (default: purejaxppo)")
     g.add_argument("--wandb-mode", default="offline", choices=("offline", "online"),
                    help="offline writes under OUT/wandb and needs no account (default: offline)")
@@ -467,6 +465,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from purejaxppo.run.runner import run
 
     _check_flags(args)
+    from purejaxppo.run.loggers import check_extras
+
+    check_extras(bool(args.tensorboard), bool(args.wandb))  # before anything is made (a saved one: in run())
     if args.resume:
         out = args.out
         trainer, preset_name = resolve_resume(args, out)
@@ -490,7 +491,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=args.progress,
         tensorboard=args.tensorboard,
-        wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else None,
+        wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else args.wandb,
         stop_at_return=args.stop_at_return,
         program_cache=_programs_folder(cache),
     )
@@ -548,7 +549,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     plan = sweep_plan.make_plan(config, args.num_seeds, grid, samples, args.num_samples)
     out = args.out if args.out is not None else os.path.join(
         "runs", f"sweep_{config.env.replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}")
-    layout.check_out_dir(out, args.overwrite)
+    layout.check_out_dir(out, args.overwrite, "sweep")
     cache = _setup_cache(args)  # a refused cache folder leaves no --out behind
     if processes is not None:  # before training: every process runs this same sweep, or all stop here
         distributed.check_same_sweep(config, plan, processes)
@@ -613,6 +614,12 @@ def _main(argv: list[str] | None = None) -> int:
         # /dev/null so that Python's final flush does not fail again on the closed pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # any other failed read or write (a full disk) is one line, whichever wrote
+        where = f"{PROG} {command}" if command else PROG
+        what = f"{e.filename}: " if e.filename else ""
+        print(f"{where}: error: {what}{e.strerror or e}; accepted: a folder with space you can write to",
+              file=sys.stderr)
+        return 1
 
 
 def entry() -> NoReturn:

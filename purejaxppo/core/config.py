@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from purejaxppo.errors import ConfigError
@@ -239,6 +241,32 @@ class HParams:
         return cls(**{n: jnp.asarray(getattr(config, n), jnp.float32) for n in HPARAM_FIELDS})
 
 
+def check_hparams(hparams: Any) -> None:
+    """Check hyperparameters given to ``train`` in Python, as the config's fields are checked
+    (:func:`validate_field`, every element of a stacked one). Values being traced (``train``
+    under the caller's ``jit`` or ``vmap``) cannot be read and are passed over: nothing is added
+    to the compiled program.
+
+    Raises:
+        ConfigError: ``"hparams.{name}: got {value}; accepted: ..."``.
+    """
+    if not isinstance(hparams, HParams):
+        raise ConfigError(f"hparams: got a {type(hparams).__name__}; accepted: an HParams (HParams.from_config(config))")
+    for name in HPARAM_FIELDS:
+        value = getattr(hparams, name)
+        if isinstance(value, jax.core.Tracer):
+            continue
+        try:
+            values = np.asarray(value, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ConfigError(f"hparams.{name}: got {value!r}; accepted: a number or an array of numbers") from None
+        for v in values:
+            try:
+                validate_field(name, float(v))
+            except ConfigError as e:
+                raise ConfigError(f"hparams.{e}") from None
+
+
 def field_docs(cls: type = PPOConfig) -> dict[str, str]:
     """The docstring written under each dataclass field (used for ``--help``)."""
     tree = ast.parse(inspect.getsource(cls))
@@ -390,7 +418,29 @@ def validate(config: PPOConfig) -> PPOConfig:
             f"total_timesteps: {c.total_timesteps} is less than one batch of num_envs * num_steps = {c.batch_size}; "
             f"accepted: at least {c.batch_size}"
         )
+    _check_counts(c)
     return config
+
+
+INT32_MAX = 2**31 - 1
+
+
+def _check_counts(c: PPOConfig) -> None:
+    """The counts a compiled program holds as int32 (the batch's indices, the update counter, the
+    optimiser's step count) fit in it: past 2**31 - 1 they would wrap around, or a chunk size
+    search over them would not end."""
+    steps = c.num_updates * c.update_epochs * c.num_minibatches
+    for what, value, accepted in (
+        (f"num_envs x num_steps = {c.batch_size} transitions per update", c.batch_size,
+         f"num_envs x num_steps <= {INT32_MAX}"),
+        (f"total_timesteps {c.total_timesteps} is {c.num_updates} updates", c.num_updates,
+         f"total_timesteps <= {INT32_MAX * c.batch_size}"),
+        (f"{c.num_updates} updates x {c.update_epochs} epochs x {c.num_minibatches} minibatches = {steps} optimiser "
+         "steps", steps, f"total_timesteps <= {INT32_MAX // (c.update_epochs * c.num_minibatches) * c.batch_size}"),
+    ):
+        if value > INT32_MAX:
+            raise ConfigError(f"{what}, more than 2**31 - 1 = {INT32_MAX}, the largest count a compiled program "
+                              f"holds (int32); accepted: {accepted}")
 
 
 def validate_for_env(config: PPOConfig, env: Any) -> None:

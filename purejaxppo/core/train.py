@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from purejaxppo.core import feedforward, losses, recurrent, stages, trpo
 from purejaxppo.core.act import Act, action_mapping
 from purejaxppo.core.collectives import LOCAL, Collectives
-from purejaxppo.core.config import HParams, PPOConfig, validate, validate_for_env
+from purejaxppo.core.config import HParams, PPOConfig, check_hparams, validate, validate_for_env
 from purejaxppo.core.distributions import distribution
 from purejaxppo.core.kind import PolicyKind
 from purejaxppo.core.layout import make_layout
@@ -182,7 +182,10 @@ def make_trainer(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | 
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[RunnerState, Metrics]:
         """Train from ``key``; returns ``(final RunnerState, metrics {name: [num_updates]})``."""
-        hparams = default_hparams if hparams is None else hparams
+        if hparams is None:
+            hparams = default_hparams
+        else:
+            check_hparams(hparams)  # in Python, values given from outside; traced ones are passed over
         state = init(key, hparams)
         return jax.lax.scan(lambda s, _: update(s, hparams), state, None, length=config.num_updates)
 

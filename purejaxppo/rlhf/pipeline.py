@@ -17,6 +17,7 @@ every stage, so they show whatever has run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -37,7 +38,9 @@ from purejaxppo.rlhf import ppo as ppo_mod
 from purejaxppo.rlhf import reward as reward_mod
 from purejaxppo.rlhf import sft as sft_mod
 from purejaxppo.rlhf.task import TaskSpec, entropy_per_token, gold_reward, label_pairs, make_task, sequence_log_probs_g
+from purejaxppo.run import layout
 from purejaxppo.run.checkpoints import restore_tree, save_tree
+from purejaxppo.run.signals import ExitOnSignal
 
 STAGES = ("sft", "reward", "ppo", "dpo", "bon")
 NEEDS = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft", "reward"), "bon": ("sft", "reward")}
@@ -155,7 +158,15 @@ def _ckpt_path(out: str, stage: str) -> str:
 
 
 def save_checkpoint(out: str, stage: str, tree: Any) -> None:
-    save_tree(_ckpt_path(out, stage), tree)
+    """Save a stage's product; a failed write (a full disk) is one :class:`RunError`."""
+    from purejaxppo.run.checkpoints import _failure
+
+    path = _ckpt_path(out, stage)
+    try:
+        save_tree(path, tree)
+    except Exception as e:  # noqa: BLE001 - any failure to write is reported the same way
+        raise RunError(f"saving the {stage} checkpoint in {path} failed: {_failure(e)}; the earlier stages' files "
+                       f"are intact; free space and run `purejaxppo rlhf {stage} --out {out}` again") from None
 
 
 def load_checkpoint(out: str, stage: str, like: Any) -> Any:
@@ -480,8 +491,7 @@ def prepare(out: str, settings: DemoSettings | None, stage: str, overwrite: bool
     return settings
 
 
-STUDY_FILES = ("settings.json", "stages", "checkpoints", "results.csv", "summary.md", "frontier.png", "ppo_curves.png",
-               "overoptimisation.png")
+STUDY_FILES = layout.STUDY_FILES
 
 
 def clear_study(out: str) -> None:
@@ -493,20 +503,43 @@ def clear_study(out: str) -> None:
 
 def run_stages(
     out: str, settings: DemoSettings | None = None, stages=STAGES, log=print, command: str | None = None,
-    overwrite: bool = True,
+    overwrite: bool = True, replace: bool = False, exit_on_signal: bool = False,
 ) -> dict[str, Any]:
     """Run ``stages`` in order into ``out``; rewrite the result files after each. Returns the
     stage records (those on disk included). Without ``overwrite``, stages whose run would replace
-    records already in ``out`` (:func:`replaced_records`) are refused before anything runs."""
+    records already in ``out`` (:func:`replaced_records`) are refused before anything runs.
 
+    ``out`` follows a training run's folder rules: it is locked while the stages run (a second
+    writer is refused), and a folder holding another kind of run, or files of a study's names
+    that no study wrote, is refused. ``replace`` (the demo) starts a new study: one already in
+    ``out`` is refused without ``overwrite`` and otherwise removed (its files, and only those),
+    once the new settings are checked. With ``exit_on_signal`` (the command line), SIGINT or
+    SIGTERM end the process at once with a line naming the stages kept and the commands that
+    finish the study."""
     for stage in stages:
         if stage not in STAGES:
             raise ConfigError(f"stage {stage!r} is not known; use one of {', '.join(STAGES)}")
-    settings = prepare(out, settings, stages[0] if len(stages) == 1 else "demo", overwrite, tuple(stages))
-    study = Study(settings, out, log)
-    for stage in stages:
-        study.run_stage(stage, command=command, plots=stage == stages[-1])
+    with layout.locked(out):
+        layout.check_out_dir(out, overwrite or not replace, "rlhf")
+        if replace and layout.folder_kind(out) == "rlhf":
+            check_settings(settings or DemoSettings())  # a study is replaced only by one that can run
+            clear_study(out)
+        settings = prepare(out, settings, stages[0] if len(stages) == 1 else "demo", overwrite, tuple(stages))
+        study = Study(settings, out, log)
+        with ExitOnSignal("") if exit_on_signal else contextlib.nullcontext() as on_signal:
+            for stage in stages:
+                if on_signal is not None:
+                    on_signal.message = _interrupted(out, stage, stages)
+                study.run_stage(stage, command=command, plots=stage == stages[-1])
     return {st: read_stage(out, st) for st in STAGES}
+
+
+def _interrupted(out: str, stage: str, stages) -> str:
+    """What a signal during ``stage`` leaves, and how to finish the study stage by stage."""
+    done = [st for st in STAGES if read_stage(out, st) is not None and st not in stages[stages.index(stage):]]
+    rest = " then ".join(f"purejaxppo rlhf {st} --out {out}" for st in stages[stages.index(stage):])
+    kept = f"the stages done ({', '.join(done)}) are kept" if done else "no stage was finished"
+    return f"\npurejaxppo rlhf: interrupted during stage {stage}; {kept}; to finish the study: {rest}\n"
 
 
 def write_results(out: str, plots: bool = True) -> None:
@@ -515,12 +548,16 @@ def write_results(out: str, plots: bool = True) -> None:
 
     records = {st: read_stage(out, st) for st in STAGES}
     rows = report.result_rows(records)
-    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(RESULT_COLUMNS)
-        for r in rows:
-            w.writerow([r[c] if isinstance(r[c], str) else f"{r[c]:.4f}" for c in RESULT_COLUMNS])
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write(report.summary_markdown(records))
-    if plots:
-        report.plots(out, records)
+    try:
+        with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(RESULT_COLUMNS)
+            for r in rows:
+                w.writerow([r[c] if isinstance(r[c], str) else f"{r[c]:.4f}" for c in RESULT_COLUMNS])
+        with open(os.path.join(out, "summary.md"), "w") as f:
+            f.write(report.summary_markdown(records))
+        if plots:
+            report.plots(out, records)
+    except OSError as e:  # the stage records are written: the result files are remade from them by the next stage
+        raise RunError(f"cannot write the result files in {out}: {e.strerror or e}; the stage records in "
+                       f"{out}/stages are intact; free space and run the last stage again") from None

@@ -148,10 +148,14 @@ def _failure(e: BaseException) -> str:
 class Checkpointer:
     """Saves and restores training checkpoints in ``directory`` (keeps the last ``keep``)."""
 
-    def __init__(self, directory: str, keep: int = 3):
+    def __init__(self, directory: str, keep: int = 3, read_only: bool = False):
         self.directory = os.path.abspath(directory)
-        os.makedirs(self.directory, exist_ok=True)  # OSError here, before any training
+        if not read_only:
+            os.makedirs(self.directory, exist_ok=True)  # OSError here, before any training
         self.keep = keep
+        # A reader (an evaluation) writes nothing: it needs no lock, and works on a read-only disk
+        # or beside a run still training (a damaged checkpoint is skipped, not moved aside).
+        self.read_only = read_only
         self.failed = False  # a save failed and was reported
         self._manager = None
 
@@ -169,8 +173,9 @@ class Checkpointer:
             ocp = self.ocp
             self._manager = ocp.CheckpointManager(
                 self.directory,
-                options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
-                                                     cleanup_tmp_directories=True),
+                options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=not self.read_only,
+                                                     cleanup_tmp_directories=not self.read_only,
+                                                     read_only=self.read_only),
                 item_handlers={
                     "state": ocp.StandardCheckpointHandler(),
                     "history": ocp.StandardCheckpointHandler(),
@@ -246,6 +251,11 @@ class Checkpointer:
 
     def _restore_step(self, step: int, like: Any) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
         ocp = self.ocp
+        differs = self._structure_difference(step, like)
+        if differs is not None:  # written for another config or version: not damage, left as it is
+            raise CheckpointError(f"the checkpoint at update {step} in {self.directory} holds a state of another "
+                                  f"structure than this run's ({differs}): it was made with another config or "
+                                  "version; it is left as it is; accepted: the run's own config")
         out = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -283,6 +293,8 @@ class Checkpointer:
                 )
             try:
                 return (step, *self._restore_step(step, like))
+            except CheckpointError:
+                raise
             except Exception as e:  # noqa: BLE001 - any read failure means the checkpoint is unusable
                 raise CheckpointError(f"checkpoint at update {step} in {self.directory} is damaged: {_reason(e)}") from None
         if not steps:
@@ -290,11 +302,45 @@ class Checkpointer:
         for s in reversed(steps):
             try:
                 return (s, *self._restore_step(s, like))
+            except CheckpointError:  # not damage: nothing is moved
+                raise
             except Exception as e:  # noqa: BLE001
+                if self.read_only:
+                    log(f"warning: checkpoint at update {s} cannot be read ({_reason(e)}); trying the previous one")
+                    continue
                 moved = self._move_aside(s)
                 log(f"warning: checkpoint at update {s} is damaged ({_reason(e)}); moved to {moved}")
         raise CheckpointError(f"every checkpoint in {self.directory} is damaged; they were moved to {DAMAGED}/; "
                               f"{FROM_ZERO}")
+
+    def _structure_difference(self, step: int, like: Any) -> str | None:
+        """How the state stored at ``step`` differs in its arrays' count, shapes or dtypes from
+        ``like`` (None: the same, or the stored description cannot be read: damage)."""
+        try:
+            stored = jax.tree_util.tree_leaves(self.manager.item_metadata(step)["state"])
+            saved = sorted((tuple(a.shape), str(np.dtype(a.dtype))) for a in stored)
+        except Exception:  # noqa: BLE001
+            return None
+        wanted = sorted((tuple(a.shape), str(np.dtype(a.dtype))) for a in jax.tree_util.tree_leaves(_abstract(like)))
+        if len(saved) != len(wanted):
+            return f"{len(saved)} arrays, this run's state has {len(wanted)}"
+        for (s_shape, s_dtype), (w_shape, w_dtype) in zip(saved, wanted):
+            if (s_shape, s_dtype) != (w_shape, w_dtype):
+                return f"an array of shape {s_shape} {s_dtype} where this run's has {w_shape} {w_dtype}"
+        return None
+
+    def meta(self, step: int) -> dict[str, Any] | None:
+        """The JSON record saved with checkpoint ``step`` (its config, version, ...), read without
+        touching the checkpoint; None when it cannot be read (the restore then finds the damage)."""
+        import json
+
+        path = os.path.join(self.directory, str(step), "meta", "metadata")
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def _move_aside(self, step: int) -> str:
         src = os.path.join(self.directory, str(step))

@@ -49,15 +49,24 @@ SWEEP_SUMMARY = "summary.csv"
 SWEEP_METRICS = "metrics.npz"
 SWEEP_CURVES = "curves.png"
 
-# Everything a run or a sweep may leave in its folder (what --overwrite removes, and only that).
-RUN_FILES = (CONFIG, RUN_SETTINGS, METRICS, SUMMARY, CURVE, CHECKPOINTS, TENSORBOARD, WANDB, EVAL,
-             SWEEP_RESULTS, SWEEP_SUMMARY, SWEEP_METRICS, SWEEP_CURVES)
+STUDY_SETTINGS = "settings.json"
+
+# What each kind of run may leave in its folder: what --overwrite removes from a folder that holds
+# a run of its own kind, and only that (a folder holding another kind of run is refused).
+TRAIN_FILES = (CONFIG, RUN_SETTINGS, METRICS, SUMMARY, CURVE, CHECKPOINTS, TENSORBOARD, WANDB, EVAL)
+SWEEP_FILES = (CONFIG, SWEEP_RESULTS, SWEEP_SUMMARY, SWEEP_METRICS, SWEEP_CURVES)
+STUDY_FILES = (STUDY_SETTINGS, "stages", CHECKPOINTS, "results.csv", "summary.md", "frontier.png", "ppo_curves.png",
+               "overoptimisation.png")
+KIND_FILES = {"train": TRAIN_FILES, "sweep": SWEEP_FILES, "rlhf": STUDY_FILES}
+KIND_NAMES = {"train": "a training run (purejaxppo train)", "sweep": "a sweep (purejaxppo sweep)",
+              "rlhf": "an RLHF study (purejaxppo rlhf)"}
+RUN_FILES = tuple(dict.fromkeys(TRAIN_FILES + SWEEP_FILES + STUDY_FILES))
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
     """Write ``data`` as indented, valid JSON (a non-finite number becomes ``null``), atomically
     (a temporary file renamed into place: a reader sees the old file or the new one)."""
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # one per writer: two evaluations may write eval.json at once
     text = json.dumps(_plain(data), indent=2, sort_keys=False, allow_nan=False)
     try:
         with open(tmp, "w") as f:
@@ -131,8 +140,23 @@ def write_run_settings(run_dir: str, settings: dict[str, Any]) -> None:
 
 def read_run_settings(run_dir: str) -> dict[str, Any]:
     """How the run in ``run_dir`` is managed (empty for a run written before run.json existed)."""
+    from purejaxppo.errors import ConfigError
+    from purejaxppo.run.options import check_option
+
     path = os.path.join(run_dir, RUN_SETTINGS)
-    return read_json(path, "the run's settings") if os.path.exists(path) else {}
+    if not os.path.exists(path):
+        return {}
+    settings = read_json(path, "the run's settings")
+    try:  # checked as the flags are: a value edited by hand is refused before anything runs
+        for name, value in settings.items():
+            if name == "preset":
+                if value is not None and not isinstance(value, str):
+                    raise ConfigError(f"preset: got {value!r}; accepted: a preset's name, or null")
+            else:
+                check_option(name, value)
+    except ConfigError as e:
+        raise CheckpointError(f"the run's settings {path} hold a value that is not accepted: {e}") from None
+    return settings
 
 
 def _check_named(out: str) -> None:
@@ -173,19 +197,58 @@ def locked(out: str) -> Iterator[None]:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             raise RunError(f"{out} is in use by another run, sweep or evaluation (the lock was last taken by "
                            f"process {holder}); accepted: wait until it ends, or use another folder") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as e:  # a full disk: the lock is held all the same, its holder's number is not written
+            raise RunError(f"--out: cannot write in {out}: {e.strerror or e}; accepted: a folder with space you "
+                           "can write to") from None
         yield
     finally:
         os.close(fd)  # closing the file releases the lock
 
 
-def check_out_dir(out: str, overwrite: bool) -> None:
-    """A new or empty folder, or one whose run ``overwrite`` allows to replace."""
+def folder_kind(out: str) -> str | None:
+    """The kind of run whose files ``out`` holds ("train", "sweep" or "rlhf"), told by the file
+    each writes first (a sweep's config.json names its spec); None when it holds none."""
+    if os.path.exists(os.path.join(out, STUDY_SETTINGS)):
+        return "rlhf"
+    path = os.path.join(out, CONFIG)
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                return "sweep" if "sweep" in json.load(f) else "train"
+        except (OSError, ValueError, TypeError):  # damaged: the reading command says so
+            return "train"
+    return "train" if os.path.exists(os.path.join(out, RUN_SETTINGS)) else None
+
+
+def _present(out: str, names) -> list[str]:
+    """Those of ``names`` in ``out``, an empty folder not counted (one a stopped run had just made)."""
+    found = []
+    for name in names:
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.listdir(path):
+            continue
+        if os.path.lexists(path):
+            found.append(name)
+    return found
+
+
+def check_out_dir(out: str, overwrite: bool, kind: str = "train") -> None:
+    """A new or empty folder, or one holding a run of ``kind`` that ``overwrite`` allows to replace.
+    A folder holding another kind of run, or files of these names that no run wrote, is refused."""
     _check_named(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise RunError(f"--out: {out} exists and is not a folder; accepted: a folder that holds no run, or a new one")
-    existing = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    found = folder_kind(out) if os.path.isdir(out) else None
+    if found is not None and found != kind:
+        raise RunError(f"--out: {out} holds {KIND_NAMES[found]}, not {KIND_NAMES[kind]}; accepted: a new or empty "
+                       "folder, or one of the same kind")
+    existing = _present(out, RUN_FILES if found is None else KIND_FILES[kind])
+    if existing and found is None:
+        raise RunError(f"--out: {out} holds files that no purejaxppo run wrote ({', '.join(existing)}); they are "
+                       "kept; accepted: a new or empty folder, or another --out")
     if existing and not overwrite:
         raise RunError(
             f"--out: {out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
@@ -193,9 +256,10 @@ def check_out_dir(out: str, overwrite: bool) -> None:
         )
 
 
-def clear_run(out: str) -> None:
-    """Remove a previous run's outputs (and only those) from ``out``."""
-    remove_named(out, RUN_FILES)
+def clear_run(out: str, kind: str = "train") -> None:
+    """Remove a previous run's outputs (and only those of a run of ``kind``) from ``out``."""
+    if folder_kind(out) == kind:
+        remove_named(out, KIND_FILES[kind])
 
 
 def remove_named(out: str, names) -> None:

@@ -54,6 +54,22 @@ def _scalars(row: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k != "env_steps" and v != "" and not math.isnan(float(v))}
 
 
+TENSORBOARD_MISSING = ("--tensorboard needs the tensorboardX package; install it with: pip install "
+                       "\"purejaxppo[tensorboard]\"")
+WANDB_MISSING = "--wandb needs the wandb package; install it with: pip install \"purejaxppo[wandb]\""
+
+
+def check_extras(tensorboard: bool, wandb: bool) -> None:
+    """The extras the asked-for loggers need are installed (checked before anything compiles or
+    is written; found, not imported: importing wandb takes seconds)."""
+    import importlib.util
+
+    if tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        raise MissingExtra(TENSORBOARD_MISSING)
+    if wandb and importlib.util.find_spec("wandb") is None:
+        raise MissingExtra(WANDB_MISSING)
+
+
 class TensorBoardLogger:
     """TensorBoard event files in ``logdir``; x axis: env steps."""
 
@@ -61,9 +77,7 @@ class TensorBoardLogger:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            raise MissingExtra(
-                "--tensorboard needs the tensorboardX package; install it with: pip install \"purejaxppo[tensorboard]\""
-            ) from None
+            raise MissingExtra(TENSORBOARD_MISSING) from None
         self.writer = SummaryWriter(logdir=logdir)
 
     def log(self, rows: list[dict[str, Any]]) -> None:
@@ -84,7 +98,7 @@ class WandbLogger:
         try:
             import wandb
         except ImportError:
-            raise MissingExtra("--wandb needs the wandb package; install it with: pip install \"purejaxppo[wandb]\"") from None
+            raise MissingExtra(WANDB_MISSING) from None
         os.makedirs(directory, exist_ok=True)
         self.wandb = wandb
         self.run = wandb.init(

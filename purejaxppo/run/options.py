@@ -8,6 +8,8 @@ import math
 import numbers
 from typing import Any
 
+import numpy as np
+
 from purejaxppo.core.config import check_integer
 from purejaxppo.errors import ConfigError
 
@@ -53,6 +55,8 @@ class RunOptions:
         saved = saved or {}
         chosen = {f.name: given.get(f.name) if given.get(f.name) is not None else saved.get(f.name, f.default)
                   for f in dataclasses.fields(cls)}
+        if chosen["wandb"] is False:  # turned off (on a resume of a run that had it)
+            chosen["wandb"] = None
         return cls(**chosen)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,9 +75,12 @@ def check_option(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise ConfigError(f"stop_at_return: got {value!r}; accepted: a finite return, e.g. 475, or None")
     elif name == "wandb":
-        if not isinstance(value, dict):
+        if value is not False and not isinstance(value, dict):
             raise ConfigError(f"wandb: got {value!r}; accepted: a dict such as {{'project': 'ppo', 'mode': "
-                              "'offline'}, or None")
-    elif name not in ("tensorboard", "data_parallel"):  # flags: any truth value
+                              "'offline'}, None, or False (off)")
+    elif name in ("tensorboard", "data_parallel"):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ConfigError(f"{name}: got {value!r}; accepted: true or false")
+    else:
         fields = ", ".join(f.name for f in dataclasses.fields(RunOptions))
         raise ConfigError(f"{name}: not a run option; accepted: {fields}")

@@ -57,7 +57,7 @@ def load_state(run_dir: str, step: int | None = None, log: Callable[[str], None]
         raise CheckpointError(f"{run_dir} has no checkpoints (it was trained with --checkpoint-every 0)")
     trainer = make_trainer(config)
     like = init_shapes(trainer, make_programs(trainer, program_cache))
-    checkpointer = Checkpointer(ckpt_dir)
+    checkpointer = Checkpointer(ckpt_dir, read_only=True)  # a reader: no lock, nothing written
     try:
         step, state, _, _ = checkpointer.restore(like, step=step, log=log)
     finally:

@@ -94,13 +94,16 @@ def write_sweep(out_dir: str, config: PPOConfig, result: Any, spec: dict[str, An
     fields = sorted({f for s in result.settings for f in s})
     with open(os.path.join(out_dir, layout.SWEEP_RESULTS), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["agent", "setting", *fields, "seed", "final_return", "auc"])
+        w.writerow(["agent", "setting", *fields, "seed", "final_return", "auc", "diverged"])
+        diverged = getattr(result, "diverged", None)
         for g, setting in enumerate(result.settings):
             for s in range(result.seeds):
                 w.writerow([g * result.seeds + s, g, *[setting.get(k, "") for k in fields], s,
-                            _fmt(result.final_return[g, s]), _fmt(result.auc[g, s])])
+                            _fmt(result.final_return[g, s]), _fmt(result.auc[g, s]),
+                            bool(diverged[g, s]) if diverged is not None else False])
     rows = summarize(result)
-    cols = ["rank", "setting", *fields, "mean_final_return", "std_final_return", "ci95_low", "ci95_high", "mean_auc", "seeds"]
+    cols = ["rank", "setting", *fields, "mean_final_return", "std_final_return", "ci95_low", "ci95_high", "mean_auc", "seeds",
+            "diverged"]
     with open(os.path.join(out_dir, layout.SWEEP_SUMMARY), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)

@@ -74,6 +74,7 @@ def restore(trainer: Trainer, checkpointer: Checkpointer, log: Log, programs: Pr
                            f"{DAMAGED}/: {', '.join(checkpointer.damaged())}); nothing to resume from; {FROM_ZERO}")
         log("the run saved no checkpoint yet: starting from update 0")
         return 0, None, {}, {}
+    check_checkpoint_config(checkpointer, config)
     try:
         step, state, history, meta = checkpointer.restore(like, log=log)
     except CheckpointError as e:
@@ -120,8 +121,8 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
-    tensorboard: bool = False,
-    wandb: dict[str, Any] | None = None,
+    tensorboard: bool | None = None,
+    wandb: dict[str, Any] | bool | None = None,
     data_parallel: bool = False,
     stop_at_return: float | None = None,
     program_cache: str | None = None,
@@ -132,6 +133,8 @@ def run(
         chunk_updates, checkpoint_every, keep_checkpoints, tensorboard, wandb, data_parallel, stop_at_return:
             how the run is managed, each described on :class:`~purejaxppo.run.options.RunOptions`
             (None or False: the default; ``summary["stopped_at_return"]`` records a target's stop).
+            On resume, None keeps the run's own (``run.json``); ``tensorboard=False`` and
+            ``wandb=False`` turn a logger the run had off.
         resume: continue from the latest usable checkpoint in ``out_dir`` (a folder without a
             run starts one). ``config`` must be the run's own, except for ``total_timesteps``
             (:func:`check_resumable`). The run-management options and the preset name default
@@ -155,7 +158,7 @@ def run(
     if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
         raise ConfigError(f"out_dir: got {out_dir!r}; accepted: a folder path, or None")
     given = {"chunk_updates": chunk_updates, "checkpoint_every": checkpoint_every,
-             "keep_checkpoints": keep_checkpoints, "tensorboard": tensorboard or None, "wandb": wandb,
+             "keep_checkpoints": keep_checkpoints, "tensorboard": tensorboard, "wandb": wandb,
              "data_parallel": data_parallel or None, "stop_at_return": stop_at_return}
     asked = RunOptions.resolve(given)  # checks each option before anything runs
     if out_dir is None:
@@ -173,15 +176,18 @@ def run(
 def _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, progress, program_cache):
     """:func:`run` with a folder, which the caller holds locked: the saved run's options and
     preset under the given ones when resuming, a finished run left as it is, the checkpoints."""
+    from purejaxppo.run.loggers import check_extras
+
     saved: dict[str, Any] = {}
     if resume:
         saved = layout.read_run_settings(out_dir)
         preset_name = preset_name or saved.get("preset")
-    else:
+    options = RunOptions.resolve(given, saved)
+    check_extras(options.tensorboard, options.wandb is not None)  # before anything is removed or compiled
+    if not resume:
         layout.check_out_dir(out_dir, overwrite)
         if overwrite:
             layout.clear_run(out_dir)
-    options = RunOptions.resolve(given, saved)
     trainer = config if isinstance(config, Trainer) else build_trainer(config, options.data_parallel)
     if resume and os.path.exists(os.path.join(out_dir, layout.CONFIG)):
         check_resumable(layout.read_config(out_dir), trainer.config)
@@ -217,6 +223,28 @@ def check_resumable(saved: PPOConfig, config: PPOConfig, allow_safe_changes: boo
         listed = ", ".join(f"{c} (run: {changes[c][0]}, now: {changes[c][1]})" for c in unsafe or changes)
         raise ResumeRefused(f"resume: the config differs from the run's: {listed}; accepted: the run's own config "
                             f"(only {', '.join(SAFE_RESUME_FIELDS)} may change on resume)", changes, unsafe)
+
+
+def check_checkpoint_config(checkpointer: Checkpointer, config: PPOConfig) -> None:
+    """Each checkpoint carries the config it was made with: a resume whose config (the run's
+    config.json, or the one given) differs from theirs in anything but :data:`SAFE_RESUME_FIELDS`
+    is refused in one line, before any checkpoint is read or moved (an edited config.json, or a
+    checkpoint copied from another run, would make the run silently another, or its state not fit)."""
+    for step in reversed(checkpointer.steps()):
+        meta = checkpointer.meta(step)
+        if meta is None or not isinstance(meta.get("config"), dict):
+            continue  # unreadable: the restore reports it; older checkpoints may still say
+        try:
+            saved = PPOConfig.from_dict(meta["config"])
+        except (TypeError, ValueError):
+            continue
+        unsafe = {name: change for name, change in resume_changes(saved, config).items()
+                  if name not in SAFE_RESUME_FIELDS}
+        if unsafe:
+            listed = ", ".join(f"{name} (checkpoint: {was}, now: {now})" for name, (was, now) in unsafe.items())
+            raise RunError(f"resume: the checkpoint at update {step} was made with another config than the run's "
+                           f"config.json (or the one given): {listed}; the checkpoints are left as they are; "
+                           "accepted: the config the run was trained with")
 
 
 def _checkpointer(out_dir: str, keep: int) -> Checkpointer:

@@ -66,7 +66,7 @@ def launch_sweep(trainer: Trainer, plan: SweepPlan, out: str, spec: dict[str, An
     with contextlib.ExitStack() as stack:
         if jax.process_index() == 0:  # the process that writes holds the folder's lock
             stack.enter_context(layout.locked(out))
-            layout.check_out_dir(out, overwrite)
+            layout.check_out_dir(out, overwrite, "sweep")
         programs = make_programs(trainer, program_cache)
         log(f"preset: {spec.get('preset') or 'none'}")
         result, seconds = _train_agents(trainer, plan, programs, progress, log)
@@ -85,7 +85,21 @@ def _report(config: PPOConfig, plan: SweepPlan, rows: list, seconds: float, prog
     log(f"trained {plan.num_agents} agents ({total_steps:,} env steps) in {seconds:.1f} s, compile included"
         f"{programs.loaded_note()}")
     log(format_table(rows))
+    note = diverged_note(rows)
+    if note:
+        log(note)
     log(f"results in {out}")
+
+
+def diverged_note(rows: list) -> str | None:
+    """The line that names the settings with diverged agents (None when none diverged)."""
+    bad = [r for r in rows if r.get("diverged")]
+    if not bad:
+        return None
+    listed = "; ".join(f"setting {r['setting']} ({r['diverged']} of {r['seeds']} seeds)" for r in bad)
+    total = sum(r["diverged"] for r in bad)
+    return (f"warning: {total} agent{'s' if total > 1 else ''} diverged (non-finite losses or returns): {listed}; "
+            "their final return and AUC are left empty (NaN) and out of the means; results.csv marks them")
 
 
 def _train_agents(trainer: Trainer, plan: SweepPlan, programs: Programs, progress: bool | None,
@@ -116,7 +130,7 @@ def _write(out: str, config: PPOConfig, result: SweepResult, spec: dict[str, Any
     with StopSignals("stopping once the results are written", "stopped at once; the results may be incomplete") \
             as stop:
         if overwrite:
-            layout.clear_run(out)
+            layout.clear_run(out, "sweep")
         rows = results.write_sweep(out, config, result, spec)
     if stop.signum is not None:
         raise Interrupted(f"stopped after writing the sweep's results in {out}", stop.signum)

@@ -24,9 +24,11 @@ def bootstrap_ci(values: np.ndarray, key: int = 0, n: int = 2000, level: float =
 def summarize(result: Any) -> list[dict[str, Any]]:
     """One row per setting, best mean final return first."""
     rows = []
+    diverged = getattr(result, "diverged", None)
     for g, setting in enumerate(result.settings):
         finals = result.final_return[g]
         lo, hi = bootstrap_ci(finals, key=g)
+        aucs = np.asarray(result.auc[g], np.float64)
         rows.append(
             {
                 **setting,
@@ -34,8 +36,10 @@ def summarize(result: Any) -> list[dict[str, Any]]:
                 "std_final_return": float(np.nanstd(finals)) if np.any(~np.isnan(finals)) else float("nan"),
                 "ci95_low": lo,
                 "ci95_high": hi,
-                "mean_auc": float(np.nanmean(result.auc[g])),
+                "mean_auc": float(np.nanmean(aucs)) if np.any(~np.isnan(aucs)) else float("nan"),
                 "seeds": result.seeds,
+                # seeds whose training diverged: left out of the means above (their scores are NaN)
+                "diverged": int(np.sum(diverged[g])) if diverged is not None else 0,
                 "setting": g,
             }
         )
@@ -43,12 +47,14 @@ def summarize(result: Any) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    fields = sorted({k for r in rows for k in r} - {"mean_final_return", "std_final_return", "ci95_low", "ci95_high", "mean_auc", "seeds", "setting"})
-    head = ["rank", *fields, "final return", "std", "95% CI", "AUC"]
+    fields = sorted({k for r in rows for k in r} - {"mean_final_return", "std_final_return", "ci95_low", "ci95_high", "mean_auc", "seeds", "setting", "diverged"})
+    diverged = any(r.get("diverged") for r in rows)  # a column only where some agent diverged
+    head = ["rank", *fields, "final return", "std", "95% CI", "AUC", *(["diverged"] if diverged else [])]
     lines = []
     for rank, r in enumerate(rows, 1):
         lines.append([str(rank), *[f"{r[f]:.4g}" for f in fields], f"{r['mean_final_return']:.1f}", f"{r['std_final_return']:.1f}",
-                      f"[{r['ci95_low']:.1f}, {r['ci95_high']:.1f}]", f"{r['mean_auc']:.1f}"])
+                      f"[{r['ci95_low']:.1f}, {r['ci95_high']:.1f}]", f"{r['mean_auc']:.1f}",
+                      *([f"{r.get('diverged', 0)}/{r['seeds']}"] if diverged else [])])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([fmt(head), *map(fmt, lines)])

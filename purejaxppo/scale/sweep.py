@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from purejaxppo.core.config import HParams
-from purejaxppo.core.metrics import final_return
+from purejaxppo.core.metrics import FINITE_METRICS, final_return
 from purejaxppo.core.train import Trainer
 from purejaxppo.scale.agents import Compiler, run_agents
 from purejaxppo.scale.pbt import PBTConfig, Space, pbt_key, run_pbt
@@ -42,6 +42,19 @@ class SweepResult(NamedTuple):
     hparams: HParams  # [G * S] the hyperparameters of every agent
     keys: jax.Array  # [S] seed keys
     pbt: Any = None  # a PBT sweep's PBTRecord (lineage, fitness, explored values per generation); None otherwise
+    diverged: np.ndarray | None = None  # [G, S] True where an agent's losses or returns became non-finite
+
+
+def diverged_agents(metrics: dict[str, np.ndarray]) -> np.ndarray:
+    """``[...]`` True for each agent (metrics ``[..., num_updates]``) whose losses, or the return of an
+    update that ended episodes, are non-finite anywhere (:func:`~purejaxppo.core.metrics.first_non_finite`
+    for a batch of agents): its policy is NaN, and what it still scores is not a return of PPO."""
+    bad = np.zeros(np.shape(metrics["charts/episodic_return"])[:-1], bool)
+    for name in FINITE_METRICS:
+        bad |= ~np.isfinite(np.asarray(metrics[name], np.float64)).all(axis=-1)
+    ended = np.asarray(metrics["charts/episodes"]) > 0
+    bad |= (ended & ~np.isfinite(np.asarray(metrics["charts/episodic_return"], np.float64))).any(axis=-1)
+    return bad
 
 
 def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_updates: int | None = None,
@@ -64,5 +77,8 @@ def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an agent with no finished episode has no AUC
         auc = np.nanmean(returns, axis=-1)
-    return SweepResult(plan.settings, s, shaped, np.asarray(final_return(shaped)), auc, hparams, plan.seed_keys,
-                       pbt=record)
+    # a PBT member that diverged was replaced by a copy of a better one: only its last update tells
+    diverged = diverged_agents(shaped if record is None else {k: v[..., -1:] for k, v in shaped.items()})
+    finals = np.where(diverged, np.nan, np.asarray(final_return(shaped), np.float64))
+    auc = np.where(diverged, np.nan, auc)  # a diverged agent has no return to rank: its scores are NaN
+    return SweepResult(plan.settings, s, shaped, finals, auc, hparams, plan.seed_keys, pbt=record, diverged=diverged)
