@@ -153,6 +153,19 @@ def _add_sweep(sub) -> None:
     sweep.add_argument("--num-samples", type=_positive_int, default=0, metavar="K", help="random-search draws")
     sweep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr, updated after each of about 20 chunks (default: only on a terminal)")
+    pbt = sweep.add_argument_group(
+        "population-based training",
+        "The sweep's agents are one population: every --pbt-interval updates, inside the compiled program, the "
+        "bottom fraction copies the learned state of agents drawn from the top fraction, then perturbs (x0.8 or "
+        "x1.25, clipped to the range) or resamples their --sample (and --grid) fields. Writes lineage.csv, pbt.npz "
+        "and hparams.png beside the sweep's results.")
+    pbt.add_argument("--pbt", action="store_true", help="train the agents as a PBT population")
+    pbt.add_argument("--pbt-interval", type=_positive_int, default=10, metavar="K",
+                     help="updates between generations (default: 10)")
+    pbt.add_argument("--pbt-fraction", type=_float, default=0.25, metavar="F",
+                     help="bottom fraction replaced by copies of the top fraction, 0 to 0.5 (default: 0.25)")
+    pbt.add_argument("--pbt-resample-prob", type=_float, default=0.25, metavar="P",
+                     help="probability that a copied agent's field is drawn afresh instead of perturbed (default: 0.25)")
     hosts = sweep.add_argument_group(
         "several processes / hosts (jax.distributed)",
         "On a SLURM, Open MPI, Kubernetes or Cloud TPU cluster JAX finds the processes itself; elsewhere give "
@@ -525,6 +538,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pbt_settings(args: argparse.Namespace, grid: dict, samples: dict):
+    """``(PBTConfig, search space)`` of ``--pbt`` (``(None, None)`` without it); PBT flags without it are refused."""
+    from purejaxppo.scale.pbt import PBTConfig, space_of
+
+    if not args.pbt:
+        flags = (("--pbt-interval", args.pbt_interval, 10), ("--pbt-fraction", args.pbt_fraction, 0.25),
+                 ("--pbt-resample-prob", args.pbt_resample_prob, 0.25))
+        given = [flag for flag, value, default in flags if value != default]
+        if given:
+            raise UsageError(f"{given[0]}: given without --pbt; accepted: with --pbt")
+        return None, None
+    return PBTConfig(args.pbt_interval, args.pbt_fraction, args.pbt_resample_prob), space_of(grid, samples)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from purejaxppo.scale import distributed
 
@@ -544,9 +571,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError("--num-samples: random search with --sample needs --num-samples K (K > 0)")
     if args.num_samples and not samples:
         raise UsageError("--num-samples: given without any --sample FIELD=DIST to draw from")
+    pbt, space = _pbt_settings(args, grid, samples)
     config, preset_name = resolve_config(args)
     trainer = make_trainer(config)  # validates the settings
     plan = sweep_plan.make_plan(config, args.num_seeds, grid, samples, args.num_samples)
+    if pbt is not None:
+        from purejaxppo.scale.pbt import check_pbt
+
+        check_pbt(pbt, space, plan.num_agents)
     out = args.out if args.out is not None else os.path.join(
         "runs", f"sweep_{config.env.replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}")
     layout.check_out_dir(out, args.overwrite, "sweep")
@@ -555,8 +587,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         distributed.check_same_sweep(config, plan, processes)
     spec = {"num_seeds": args.num_seeds, "grid": grid, "sample": {k: [v.kind, *v.values] for k, v in samples.items()},
             "num_samples": args.num_samples, "preset": preset_name}
+    if pbt is not None:
+        spec["pbt"] = pbt._asdict()
     launch_sweep(trainer, plan, out, spec, overwrite=args.overwrite, progress=args.progress,
-                 program_cache=_programs_folder(cache), log=lambda m: print(m, flush=True))
+                 program_cache=_programs_folder(cache), log=lambda m: print(m, flush=True), pbt=pbt, space=space)
     return 0
 
 

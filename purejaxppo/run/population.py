@@ -30,14 +30,25 @@ def write_pbt(out_dir: str, record: Any, env: str, batch_size: int) -> None:
     plot_hparams(os.path.join(out_dir, PBT_PLOT), record, env)
 
 
-def diverged_note(record: Any) -> str | None:
-    """A line naming the agents that diverged and were replaced by selection, or None."""
-    if not record.diverged.any():
-        return None
-    g, a = np.nonzero(record.diverged)
-    shown = ", ".join(f"agent {ai} at update {record.updates[gi]}" for gi, ai in list(zip(g, a))[:5])
-    more = f" and {len(a) - 5} more" if len(a) > 5 else ""
-    return f"pbt: {len(a)} diverged agent(s) replaced by selection: {shown}{more}"
+def report_lines(record: Any) -> list[str]:
+    """What the command prints after a PBT sweep: generations, copies, the explored values of the
+    fittest agent at the last generation, and the agents that diverged and were replaced."""
+    if not len(record.updates):
+        return ["pbt: no generation (the run has no more updates than one interval)"]
+    copies = int((record.parent != np.arange(record.parent.shape[1])).sum())
+    lines = [(f"pbt: {len(record.updates)} generations (updates {', '.join(map(str, record.updates[:6]))}"
+             f"{', ...' if len(record.updates) > 6 else ''}), {copies} copies; lineage in {PBT_LINEAGE}, "
+             f"values over time in {PBT_PLOT}")]
+    fitness = np.where(np.isfinite(record.fitness[-1]), record.fitness[-1], -np.inf)
+    best = int(np.argmax(fitness))
+    values = ", ".join(f"{k}={v[-1, best]:.4g}" for k, v in sorted(record.hparams.items()))
+    lines.append(f"pbt: fittest at the last generation: agent {best} (fitness {fitness[best]:.1f}): {values}")
+    if record.diverged.any():
+        g, a = np.nonzero(record.diverged)
+        shown = ", ".join(f"agent {ai} at update {record.updates[gi]}" for gi, ai in list(zip(g, a))[:5])
+        more = f" and {len(a) - 5} more" if len(a) > 5 else ""
+        lines.append(f"pbt: {len(a)} diverged agent(s) replaced by selection: {shown}{more}")
+    return lines
 
 
 def plot_hparams(path: str, record: Any, env: str, population: int | None = None) -> None:

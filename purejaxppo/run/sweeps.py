@@ -22,6 +22,7 @@ from purejaxppo.errors import Interrupted
 from purejaxppo.run import layout, results
 from purejaxppo.run.compiled import auto_chunk, make_programs
 from purejaxppo.run.programs import Programs
+from purejaxppo.scale.pbt import PBTConfig, Space, space_of
 from purejaxppo.scale.plan import Distribution, SweepPlan, make_plan
 from purejaxppo.scale.sweep import SweepResult, run_plan
 
@@ -36,8 +37,12 @@ def sweep(
     num_samples: int = 0,
     mesh: Mesh | None = None,
     program_cache: str | None = None,
+    pbt: PBTConfig | None = None,
 ) -> SweepResult:
     """Train ``num_seeds`` seeds of every setting of ``grid`` x ``samples`` in one compiled program.
+
+    ``pbt``: train the agents as a PBT population (:mod:`purejaxppo.scale.pbt`) exploring the
+    ``samples`` distributions and the ``grid`` values; the result's ``pbt`` holds its lineage.
 
     ``program_cache``: a folder of saved traced programs (:mod:`purejaxppo.run.programs`; the
     command line uses the ``programs`` folder of its compilation cache). A later call of the
@@ -54,27 +59,35 @@ def sweep(
     trainer = config if isinstance(config, Trainer) else make_trainer(config)
     plan = make_plan(trainer.config, num_seeds, grid, samples, num_samples)
     programs = make_programs(trainer, program_cache) if program_cache is not None else None
-    return run_plan(trainer, plan, mesh, programs=programs)
+    space = space_of(grid or {}, samples or {}) if pbt is not None else None
+    return run_plan(trainer, plan, mesh, programs=programs, pbt=pbt, space=space)
 
 
 def launch_sweep(trainer: Trainer, plan: SweepPlan, out: str, spec: dict[str, Any], *, overwrite: bool,
-                 progress: bool | None, program_cache: str | None, log: Log = print) -> None:
+                 progress: bool | None, program_cache: str | None, log: Log = print, pbt: PBTConfig | None = None,
+                 space: Space | None = None) -> None:
     """The ``sweep`` command after its settings are resolved: train every agent of ``plan`` in
-    chunks (a progress bar between them) through the saved programs in ``program_cache``, and
-    write the results to ``out`` from process 0, which holds the folder's lock meanwhile.
-    ``spec`` (how the plan was asked for) is saved with the results, with the seconds taken."""
+    chunks (a progress bar between them) through the saved programs in ``program_cache`` (as a
+    PBT population exploring ``space`` with ``pbt``), and write the results to ``out`` from
+    process 0, which holds the folder's lock meanwhile. ``spec`` (how the plan was asked for) is
+    saved with the results, with the seconds taken."""
     with contextlib.ExitStack() as stack:
         if jax.process_index() == 0:  # the process that writes holds the folder's lock
             stack.enter_context(layout.locked(out))
             layout.check_out_dir(out, overwrite, "sweep")
         programs = make_programs(trainer, program_cache)
         log(f"preset: {spec.get('preset') or 'none'}")
-        result, seconds = _train_agents(trainer, plan, programs, progress, log)
+        result, seconds = _train_agents(trainer, plan, programs, progress, log, pbt, space)
         if jax.process_index() != 0:
             log(f"process {jax.process_index()}: done in {seconds:.1f} s; process 0 writes the results")
             return
         rows = _write(out, trainer.config, result, dict(spec, seconds=round(seconds, 2)), overwrite)
         _report(trainer.config, plan, rows, seconds, programs, out, log)
+        if result.pbt is not None:
+            from purejaxppo.run.population import report_lines
+
+            for line in report_lines(result.pbt):
+                log(line)
 
 
 def _report(config: PPOConfig, plan: SweepPlan, rows: list, seconds: float, programs: Programs, out: str,
@@ -103,7 +116,7 @@ def diverged_note(rows: list) -> str | None:
 
 
 def _train_agents(trainer: Trainer, plan: SweepPlan, programs: Programs, progress: bool | None,
-                  log: Log) -> tuple[SweepResult, float]:
+                  log: Log, pbt: PBTConfig | None = None, space: Space | None = None) -> tuple[SweepResult, float]:
     """``(result, seconds)`` of training the plan in chunks, with a progress bar on process 0."""
     from purejaxppo.run.loggers import ProgressBar
 
@@ -117,7 +130,8 @@ def _train_agents(trainer: Trainer, plan: SweepPlan, programs: Programs, progres
     t0 = time.perf_counter()
     try:
         result = run_plan(trainer, plan, chunk_updates=auto_chunk(config.num_updates),
-                          on_chunk=lambda done: bar.update(done * steps_per_update), programs=programs)
+                          on_chunk=lambda done: bar.update(done * steps_per_update), programs=programs, pbt=pbt,
+                          space=space)
     finally:
         bar.close()
     return result, time.perf_counter() - t0
@@ -132,6 +146,10 @@ def _write(out: str, config: PPOConfig, result: SweepResult, spec: dict[str, Any
         if overwrite:
             layout.clear_run(out, "sweep")
         rows = results.write_sweep(out, config, result, spec)
+        if result.pbt is not None:
+            from purejaxppo.run.population import write_pbt
+
+            write_pbt(out, result.pbt, config.env, config.batch_size)
     if stop.signum is not None:
         raise Interrupted(f"stopped after writing the sweep's results in {out}", stop.signum)
     return rows

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxppo.core.config import HParams, check_integer
 from purejaxppo.core.state import finite_state
@@ -236,9 +236,9 @@ def make_pbt_chunk(trainer: Trainer, pbt: PBTConfig, space: Space, num_agents: i
         return (states, carry), (metrics, record)
 
     def chunk(states, carry, length):
-        (states, carry), (metrics, record) = jax.lax.scan(step, (states, carry), None, length=length)
-        agents_first = lambda x: jnp.moveaxis(x, 0, 1) if x.ndim > 1 else x
-        return (states, carry), (jax.tree_util.tree_map(agents_first, metrics), record)
+        (states, carry), out = jax.lax.scan(step, (states, carry), None, length=length)
+        # the scan stacks updates first ([length, agents]); agents first, as the sweep's metrics
+        return (states, carry), jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, 0, 1) if x.ndim > 1 else x, out)
 
     return chunk
 
@@ -275,10 +275,12 @@ def run_pbt(trainer: Trainer, keys: jax.Array, hparams: HParams, pbt: PBTConfig,
     mesh = agent_mesh() if mesh is None else mesh
     (key_data, padded_hparams), jit_kw = _agent_args(keys, hparams, mesh)
     saved = programs if programs is not None and mesh.devices.size == 1 and jax.process_count() == 1 else None
+    out_shardings = _out_shardings(mesh) if jit_kw else None
 
     def build(name, fn, call_args, donate_argnums=()):
         if saved is None:
-            return jax.jit(fn, donate_argnums=donate_argnums, **jit_kw)
+            kw = {} if out_shardings is None else {"out_shardings": out_shardings[name.split("-")[0]]}
+            return jax.jit(fn, donate_argnums=donate_argnums, **kw)
         return saved.compile(name, fn, call_args, donate_argnums)
 
     def init(key_data, hparams):
@@ -287,7 +289,7 @@ def run_pbt(trainer: Trainer, keys: jax.Array, hparams: HParams, pbt: PBTConfig,
         return states, PBTCarry(key, hparams, zeros, zeros, jnp.full(zeros.shape, -jnp.inf))
 
     chunk = make_pbt_chunk(trainer, pbt, space, n_agents)
-    states, carry = build("sweep-init-pbt", init, (key_data, padded_hparams))(key_data, padded_hparams)
+    states, carry = build("init-pbt", init, (key_data, padded_hparams))(key_data, padded_hparams)
     digest = pbt_digest(pbt, space, n_agents)
     n_updates, done, pieces, compiled = trainer.config.num_updates, 0, [], {}
     step = n_updates if chunk_updates is None else chunk_updates
@@ -301,17 +303,25 @@ def run_pbt(trainer: Trainer, keys: jax.Array, hparams: HParams, pbt: PBTConfig,
         if on_chunk is not None:
             on_chunk(done)
     metrics = {name: np.concatenate([m[name] for m, _ in pieces], axis=1)[:n_agents] for name in pieces[0][0]}
-    gens = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.atleast_1d(x) for x in xs]), *[g for _, g in pieces])
+    gens = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=-1), *[g for _, g in pieces])
     return states, metrics, _record(gens, hparams, space, n_agents)
 
 
+def _out_shardings(mesh: Mesh) -> dict[str, Any]:
+    """The programs' output shardings over several devices: the agent axis of every per-agent array
+    split as ``P("agents")``; PBT's key and the per-update ``selected`` flags replicated."""
+    agents, whole = NamedSharding(mesh, PartitionSpec("agents")), NamedSharding(mesh, PartitionSpec())
+    carry = PBTCarry(whole, agents, agents, agents, agents)
+    return {"init": (agents, carry), "pbt": ((agents, carry), (agents, Generation(whole, agents, agents, agents, agents)))}
+
+
 def _record(gens: Generation, initial: HParams, space: Space, n_agents: int) -> PBTRecord:
-    """The generations' rows of the per-update records ([updates, A'] each, padding included)."""
+    """The generations' columns of the per-update records ([A', updates] each, padding included)."""
     rows = np.flatnonzero(gens.selected)
     values = {f: np.concatenate([np.asarray(getattr(initial, f))[None, :n_agents],
-                                 np.asarray(getattr(gens.hparams, f))[rows, :n_agents]]) for f in sorted(space)}
-    return PBTRecord(rows + 1, gens.parent[rows, :n_agents], gens.fitness[rows, :n_agents],
-                     gens.diverged[rows, :n_agents], values)
+                                 np.asarray(getattr(gens.hparams, f))[:n_agents, rows].T]) for f in sorted(space)}
+    return PBTRecord(rows + 1, gens.parent[:n_agents, rows].T, gens.fitness[:n_agents, rows].T,
+                     gens.diverged[:n_agents, rows].T, values)
 
 
 def pbt_key(config: Any) -> jax.Array:
