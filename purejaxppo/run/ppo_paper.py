@@ -304,6 +304,8 @@ def run_paper(tasks: list[str] | None = None, steps: int = FULL_STEPS, seeds: in
     envs = [task_env(t, backend) for t in tasks]
     out = out or os.path.join("results", "ppo-paper")
     os.makedirs(out, exist_ok=True)
+    if is_tiny:
+        steps = tiny(paper_config(envs[0], steps)).total_timesteps
     runs, summary = [], {}
     for env in envs:
         log(f"ppo-paper: {env}, 11 settings + TRPO x {seeds} seed(s){' (tiny budget)' if is_tiny else ''} ...")
