@@ -31,9 +31,9 @@ from purejaxppo.naming import suggest  # re-exported: presets and the config's o
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 KL_PENALTIES = ("off", "fixed", "adaptive")
 POLICIES = ("mlp", "gru")
+TORSOS = ("mlp", "cnn")
 ACTION_DISTS = ("gaussian", "tanh")
 ALGOS = ("ppo", "trpo")
-TORSOS = ("mlp", "cnn")
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,14 @@ class PPOConfig:
     """Hidden activation: tanh, relu, gelu, silu or elu."""
     shared_torso: bool = False
     """Actor and critic share one torso (actor_hidden) with two heads."""
-    policy: str = "mlp"
-    """mlp (feed-forward), or gru: a recurrent actor-critic whose hidden state is carried across steps and reset at episode starts."""
     torso: str = "mlp"
     """mlp: the observation, flattened, goes to the MLPs; cnn: an image-like observation ([H, W, C] or [H, W]) goes through 3x3 convolutions (conv_channels) first."""
     conv_channels: tuple[int, ...] = (16, 32)
     """torso cnn: channels of each 3x3 convolution (stride 1, relu), before the MLPs."""
     reset_ratio: int = 1
     """Environments per reset computed at each step: 1 resets every environment that ended itself; k > 1 computes num_envs / k resets per step and hands them to the environments that ended (Craftax's optimistic resets: far fewer costly resets; must divide num_envs)."""
+    policy: str = "mlp"
+    """mlp (feed-forward), or gru: a recurrent actor-critic whose hidden state is carried across steps and reset at episode starts."""
     gru_hidden: int = 128
     """Width of the GRU's hidden state (policy gru only)."""
     seq_len: int = 0
@@ -330,6 +330,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     **{n: _UNIT for n in ("gamma", "gae_lambda")},
     "activation": _choice(ACTIVATIONS),
     "policy": _choice(POLICIES),
+    "torso": _choice(TORSOS),
+    "conv_channels": _widths,
+    "reset_ratio": _positive_int,
     "action_dist": _choice(ACTION_DISTS),
     "gru_hidden": _positive_int,
     "seq_len": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "an integer >= 0",
@@ -358,9 +361,6 @@ def validate_field(name: str, value: Any) -> None:
                               "(float(x) or int(x))")
         raise ConfigError(f"{name}: got {value!r}; accepted: {accepted}")
 
-    "torso": _choice(TORSOS),
-    "conv_channels": _widths,
-    "reset_ratio": _positive_int,
 
 def check_integer(name: str, value: Any, low: int, accepted: str | None = None, none_ok: bool = False) -> None:
     """An integer (a Python or NumPy one, not a bool) of at least ``low`` (or None with ``none_ok``),
@@ -407,6 +407,9 @@ def validate(config: PPOConfig) -> PPOConfig:
             f"{c.num_envs} x num_steps / seq_len = {c.num_steps // (c.seq_len or c.num_steps)}), and a recurrent "
             f"policy's minibatches are whole sequences; accepted: a divisor such as {', '.join(map(str, divisors[:8]))}"
         )
+    if c.num_envs % c.reset_ratio:
+        raise ConfigError(f"reset_ratio: {c.reset_ratio} does not divide num_envs {c.num_envs}; accepted: a divisor of "
+                          "num_envs (1: every environment resets itself)")
     if c.policy == "gru" and c.shared_torso:
         raise ConfigError("shared_torso: got True, but policy gru already shares its GRU between actor and critic; "
                           "accepted: false with policy gru")
@@ -461,9 +464,6 @@ def validate_for_env(config: PPOConfig, env: Any) -> None:
         if getattr(config, name) != getattr(default, name):
             raise ConfigError(
                 f"{name}: got {getattr(config, name)!r}, but {config.env} has a discrete action space; "
-    if c.num_envs % c.reset_ratio:
-        raise ConfigError(f"reset_ratio: {c.reset_ratio} does not divide num_envs {c.num_envs}; accepted: a divisor of "
-                          "num_envs (1: every environment resets itself)")
                 "accepted: only for continuous action spaces"
             )
 
