@@ -6,6 +6,7 @@ step lowers the surrogate and the line search backs off; learning on CartPole an
 """
 
 import functools
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from purejaxppo.core.config import HParams, PPOConfig, validate
 from purejaxppo.core.metrics import METRIC_NAMES, TRPO_METRIC_NAMES
 from purejaxppo.core.train import make_parts, make_trainer
 from purejaxppo.errors import ConfigError
+from helpers import run_main
 
 CARTPOLE = PPOConfig(env="CartPole-v1", algo="trpo", num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4,
                      total_timesteps=4 * 128 * 40, max_kl=0.01)
@@ -206,3 +208,26 @@ def test_ppo_keeps_its_schema_and_trpo_refuses_a_penalty():
         validate(PPOConfig(algo="trpo", kl_penalty="adaptive"))
     with pytest.raises(ConfigError, match="algo: got 'sac'"):
         validate(PPOConfig(algo="sac"))
+
+
+def test_cli_trains_trpo_with_its_columns_checkpoints_resume_and_eval(tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    args = ("--env", "CartPole-v1", "--preset", "none", "--algo", "trpo", "--num-envs", "4", "--num-steps", "32",
+            "--num-minibatches", "2", "--update-epochs", "2", "--total-timesteps", str(4 * 32 * 4),
+            "--checkpoint-every", "2", "--compilation-cache", "off")
+    r = run_main("train", *args, "--out", str(whole))
+    assert r.returncode == 0, r.stderr
+    rows = (whole / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[-4:] == ["trpo/step_kl", "trpo/surrogate_improvement", "trpo/backtracks",
+                                       "trpo/accepted"]
+    part.mkdir()
+    for name in ("config.json", "run.json"):
+        (part / name).write_text((whole / name).read_text())
+    (part / "checkpoints").mkdir()
+    shutil.copytree(whole / "checkpoints" / "2", part / "checkpoints" / "2")
+    (part / "metrics.csv").write_text("\n".join(rows[:3]) + "\n")
+    r = run_main("train", "--out", str(part), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert (part / "metrics.csv").read_text().splitlines() == rows  # resumed: the same rows
+    r = run_main("eval", "--run", str(whole), "--episodes", "2")
+    assert r.returncode == 0, r.stderr

@@ -24,16 +24,17 @@ from purejaxppo.run.results import CSV_COLUMNS
 class CSVLogger:
     """Streams rows to ``metrics.csv``, flushed after every chunk."""
 
-    def __init__(self, path: str, previous_rows: list[dict[str, Any]] | None = None):
+    def __init__(self, path: str, previous_rows: list[dict[str, Any]] | None = None,
+                 columns: tuple[str, ...] = CSV_COLUMNS):
         self.path = path
         tmp = path + ".tmp"
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(previous_rows or [])
         os.replace(tmp, path)
         self._file = open(path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
+        self._writer = csv.DictWriter(self._file, fieldnames=columns)
 
     def log(self, rows: list[dict[str, Any]]) -> None:
         try:

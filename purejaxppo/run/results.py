@@ -15,13 +15,18 @@ from typing import Any
 import numpy as np
 
 from purejaxppo.core.config import PPOConfig
-from purejaxppo.core.metrics import METRIC_NAMES
+from purejaxppo.core.metrics import METRIC_NAMES, SCHEMAS
 from purejaxppo.errors import RunError
 from purejaxppo.naming import is_brax
 from purejaxppo.run import layout
 from purejaxppo.versions import installed_versions
 
 CSV_COLUMNS = ("env_steps", *METRIC_NAMES)
+
+
+def csv_columns(config: PPOConfig) -> tuple[str, ...]:
+    """``metrics.csv``'s columns for ``config``'s algorithm: env_steps, then its metric schema."""
+    return ("env_steps", *SCHEMAS[config.algo])
 
 _PACKAGES = ("purejaxppo", "jax", "jaxlib", "flax", "optax", "gymnax", "orbax-checkpoint", "numpy")
 
@@ -41,7 +46,7 @@ def metrics_rows(config: PPOConfig, metrics: dict[str, Any], start: int = 0) -> 
     rows = []
     for i in range(n):
         row: dict[str, Any] = {"env_steps": (start + i + 1) * config.batch_size}
-        for col in METRIC_NAMES:
+        for col in csv_columns(config)[1:]:
             v = arrays[col][i].item()
             row[col] = "" if isinstance(v, float) and math.isnan(v) else v
         rows.append(row)

@@ -97,7 +97,7 @@ def make_loggers(config: PPOConfig, out_dir: str | None, history: dict[str, np.n
     loggers: list[Any] = []
     if out_dir is not None:
         previous = results.metrics_rows(config, history) if history else []
-        loggers.append(CSVLogger(os.path.join(out_dir, layout.METRICS), previous))
+        loggers.append(CSVLogger(os.path.join(out_dir, layout.METRICS), previous, results.csv_columns(config)))
         if tensorboard:
             loggers.append(TensorBoardLogger(os.path.join(out_dir, layout.TENSORBOARD)))
         if wandb is not None:
