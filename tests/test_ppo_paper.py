@@ -33,9 +33,11 @@ def test_tiny_run_writes_table_1_and_figure_3(tiny_run):
     for r in rows:
         expected = (float(r["last100_return"]) - float(r["random_return"])) / (best - float(r["random_return"]))
         assert float(r["normalised"]) == pytest.approx(expected, rel=1e-4, abs=1e-5)
-    meta = json.load(open(os.path.join(tiny_run, "meta.json")))
+    with open(os.path.join(tiny_run, "meta.json")) as f:
+        meta = json.load(f)
     assert meta["tiny"] and meta["label"].startswith("smaller protocol: 1 of 7 tasks") and len(meta["rows"]) == 12
-    summary = open(os.path.join(tiny_run, "summary.md")).read()
+    with open(os.path.join(tiny_run, "summary.md")) as f:
+        summary = f.read()
     assert "| clipping, eps = 0.2 | 0.82 |" in summary and "| no clipping or penalty | -0.39 |" in summary
     assert "Command: `purejaxppo reproduce ppo-paper" in summary and "figure3.png" in summary
     assert meta["env_steps"] == 128 and "128 env steps per run" in summary

@@ -12,13 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import run_main
 
 from purejaxppo.core import trpo
 from purejaxppo.core.config import HParams, PPOConfig, validate
 from purejaxppo.core.metrics import METRIC_NAMES, TRPO_METRIC_NAMES
 from purejaxppo.core.train import make_parts, make_trainer
 from purejaxppo.errors import ConfigError
-from helpers import run_main
 
 CARTPOLE = PPOConfig(env="CartPole-v1", algo="trpo", num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4,
                      total_timesteps=4 * 128 * 40, max_kl=0.01)
@@ -57,9 +57,9 @@ def test_fisher_vector_product_matches_the_explicit_fisher_of_a_categorical_poli
     rng = np.random.default_rng(1)
     obs = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
     theta = jnp.asarray(rng.normal(size=3 * 4) * 0.5, jnp.float32)
-    logits_of = lambda t: _linear_policy(t, obs, 4)[0]  # noqa: E731
+    logits_of = lambda t: _linear_policy(t, obs, 4)[0]
     old = jax.lax.stop_gradient(logits_of(theta))
-    mean_kl = lambda t: jnp.mean(trpo.categorical_kl(old, logits_of(t)))  # noqa: E731
+    mean_kl = lambda t: jnp.mean(trpo.categorical_kl(old, logits_of(t)))
     # F = mean_s J_s^T (diag p_s - p_s p_s^T) J_s, J_s = d logits_s / d theta (full Jacobians)
     jac = np.asarray(jax.jacobian(logits_of)(theta), np.float64)  # [5, 4, P]
     p = np.asarray(jax.nn.softmax(old), np.float64)
@@ -73,9 +73,9 @@ def test_fisher_vector_product_matches_the_explicit_fisher_of_a_gaussian_policy(
     rng = np.random.default_rng(2)
     obs = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
     theta = jnp.asarray(rng.normal(size=3 * 2 + 2) * 0.5, jnp.float32)  # weights, then log_std [2]
-    pi_of = lambda t: _linear_policy(t, obs, 2)  # noqa: E731
+    pi_of = lambda t: _linear_policy(t, obs, 2)
     old = jax.tree.map(jax.lax.stop_gradient, pi_of(theta))
-    mean_kl = lambda t: jnp.mean(trpo.gaussian_kl(old, pi_of(t)))  # noqa: E731
+    mean_kl = lambda t: jnp.mean(trpo.gaussian_kl(old, pi_of(t)))
     # Fisher of N(mu, sigma) in (mu, log sigma): diag(1 / sigma^2) and 2, chained through the Jacobians
     j_mu = np.asarray(jax.jacobian(lambda t: pi_of(t)[0])(theta), np.float64)  # [5, 2, P]
     j_ls = np.asarray(jax.jacobian(lambda t: jnp.broadcast_to(pi_of(t)[1], (5, 2)))(theta), np.float64)
@@ -102,8 +102,8 @@ def test_line_search_backs_off_when_the_full_step_lowers_the_surrogate():
     # surrogate g.theta - 50 |theta|^2 along g = e_1, KL |theta|^2 / 2 (Fisher I): the full step,
     # sqrt(2 max_kl) long, is within the KL but lowers the surrogate; shorter steps improve it
     g = jnp.asarray([1.0, 0.0], jnp.float32)
-    surrogate = lambda t: g @ t - 50.0 * t @ t  # noqa: E731
-    mean_kl = lambda t: 0.5 * t @ t  # noqa: E731
+    surrogate = lambda t: g @ t - 50.0 * t @ t
+    mean_kl = lambda t: 0.5 * t @ t
     hp = HParams.from_config(PPOConfig(max_kl=0.01, cg_damping=0.0, backtrack_ratio=0.8))
     theta0 = jnp.zeros(2, jnp.float32)
     new, search = trpo.trust_region_step(surrogate, mean_kl, theta0, hp, cg_iters=2, backtrack_iters=15)
@@ -116,8 +116,8 @@ def test_line_search_backs_off_when_the_full_step_lowers_the_surrogate():
 
 
 def test_line_search_keeps_the_old_policy_when_no_try_is_accepted():
-    surrogate = lambda t: -jnp.sum(t * t)  # noqa: E731  (every step lowers it)
-    mean_kl = lambda t: jnp.sum(t * t)  # noqa: E731
+    surrogate = lambda t: -jnp.sum(t * t)
+    mean_kl = lambda t: jnp.sum(t * t)
     theta = jnp.asarray([0.3, -0.2], jnp.float32)
     new, search = trpo.line_search(surrogate, mean_kl, theta, jnp.asarray([1.0, 1.0]), 0.01, 0.5, iters=4)
     np.testing.assert_array_equal(np.asarray(new), np.asarray(theta))
@@ -126,8 +126,8 @@ def test_line_search_keeps_the_old_policy_when_no_try_is_accepted():
 
 
 def test_line_search_backs_off_to_the_kl_radius():
-    surrogate = lambda t: jnp.sum(t)  # noqa: E731  (always improves)
-    mean_kl = lambda t: jnp.sum(t * t)  # noqa: E731
+    surrogate = lambda t: jnp.sum(t)
+    mean_kl = lambda t: jnp.sum(t * t)
     theta = jnp.zeros(1, jnp.float32)
     new, search = trpo.line_search(surrogate, mean_kl, theta, jnp.asarray([1.0]), 0.05, 0.5, iters=10)
     # tries 1, 0.5, 0.25, 0.125: KL 1, 0.25, 0.0625, 0.0156 -> the fourth (3 backtracks)

@@ -178,8 +178,8 @@ def normalised_scores(runs: list[TaskRuns]) -> dict:
         best = max(np.nanmean(r.scores[s.label]) for s in SETTINGS)
         span = best - r.random_return
         span = span if abs(span) > 1e-9 else 1.0
-        for label in out:
-            out[label].append((r.scores[label] - r.random_return) / span)
+        for label, scores in out.items():
+            scores.append((r.scores[label] - r.random_return) / span)
     return {k: np.stack(v) for k, v in out.items()}
 
 
@@ -222,7 +222,7 @@ def summary_markdown(s: dict) -> str:
         "10 epochs of minibatches of 64, gamma 0.99, lambda 0.95, 64 x 64 tanh networks, no shared parameters, no "
         "entropy bonus. Score: mean total reward of the last 100 episodes, 0 = random policy and 1 = the best of "
         "the 11 settings per task, averaged over tasks and seeds"
-        + ("." if full else f"; the paper's: 7 tasks, 1M steps, 3 seeds (`purejaxppo reproduce ppo-paper`)."), "",
+        + ("." if full else "; the paper's: 7 tasks, 1M steps, 3 seeds (`purejaxppo reproduce ppo-paper`)."), "",
         "| setting | published | ours | 95% interval |", "|---|---|---|---|",
     ]
     for r in s["rows"]:
@@ -237,13 +237,14 @@ def summary_markdown(s: dict) -> str:
     for t in s["per_task"]:
         lines.append(f"| {t['task']} | {t['random']:.4g} | " + " | ".join(f"{t['means'][r['setting']]:.4g}"
                                                                           for r in s["rows"]) + " |")
-    lines += ["", "Intervals: percentile bootstrap of the mean over the (task, seed) scores; with few seeds they "
-              "show the spread across tasks more than seed noise.", "",
-              "Figure 3: `figure3.png` (PPO clip 0.2 against TRPO, training return per update, mean over seeds). "
-              "Per run: `results.csv`.", "",
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    lines += ["", ("Intervals: percentile bootstrap of the mean over the (task, seed) scores; with few seeds they "
+                   "show the spread across tasks more than seed noise."), "",
+              ("Figure 3: `figure3.png` (PPO clip 0.2 against TRPO, training return per update, mean over seeds). "
+               "Per run: `results.csv`."), "",
               f"Command: `{s['command']}`", "",
-              f"Commit {env['commit']}; {', '.join(f'{k} {v}' for k, v in env['versions'].items())}; Python "
-              f"{env['python']}; {env['device']}, {env['cpu_count']} CPU cores ({env['machine']}); {env['date']}.", ""]
+              (f"Commit {env['commit']}; {versions}; Python {env['python']}; {env['device']}, {env['cpu_count']} CPU "
+               f"cores ({env['machine']}); {env['date']}."), ""]
     return "\n".join(lines)
 
 
