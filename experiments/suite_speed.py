@@ -36,7 +36,6 @@ def best_of(call, repeats: int) -> float:
 def env_speed(name: str, repeats: int) -> tuple[float, float]:
     """``(compile seconds, env steps per second)`` of random actions through the adapter."""
     import jax
-    import jax.numpy as jnp
 
     from purejaxppo.envs import make_env
 

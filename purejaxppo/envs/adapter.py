@@ -254,7 +254,6 @@ def make_env(name: str) -> tuple[EnvAdapter, Any]:
     return adapter, adapter.params
 
 
-
 def from_factory(name: str) -> tuple[environment.Environment, Any]:
     """``(env, env_params)`` from ``package.module:factory``: the factory, called with no arguments,
     returns a gymnax ``Environment`` or an ``(env, env_params)`` pair.

@@ -16,9 +16,11 @@ import jax.numpy as jnp
 from purejaxppo.envs.suites import SuiteEnv, SuiteParams, box, import_or_explain
 
 PREFIX = "navix/"
-TASKS = tuple(f"Navix-{kind}-{n}x{n}-v0" for kind in ("Empty", "Empty-Random", "DoorKey", "DoorKey-Random")
-              for n in (5, 6, 8, 16)) + tuple(f"Navix-Dynamic-Obstacles-{n}-v0" for n in (
-    "5x5", "5x5-Random", "6x6", "6x6-Random", "8x8", "16x16")) + tuple(f"Navix-GoToDoor-{n}x{n}-v0" for n in (5, 6, 8)) + (
+_SIZED = tuple(f"Navix-{kind}-{n}x{n}-v0" for kind in ("Empty", "Empty-Random", "DoorKey", "DoorKey-Random")
+               for n in (5, 6, 8, 16))
+_OBSTACLES = tuple(f"Navix-Dynamic-Obstacles-{n}-v0"
+                   for n in ("5x5", "5x5-Random", "6x6", "6x6-Random", "8x8", "16x16"))
+TASKS = _SIZED + _OBSTACLES + tuple(f"Navix-GoToDoor-{n}x{n}-v0" for n in (5, 6, 8)) + (
     "Navix-FourRooms-v0", "Navix-DistShift1-v0", "Navix-DistShift2-v0", "Navix-LavaGapS5-v0", "Navix-LavaGapS6-v0",
     "Navix-LavaGapS7-v0", "Navix-KeyCorridorS3R1-v0", "Navix-KeyCorridorS3R2-v0", "Navix-KeyCorridorS3R3-v0",
     "Navix-KeyCorridorS4R3-v0", "Navix-KeyCorridorS5R3-v0", "Navix-KeyCorridorS6R3-v0", "Navix-SimpleCrossingS9N1-v0",
