@@ -283,13 +283,15 @@ def run_pbt(trainer: Trainer, keys: jax.Array, hparams: HParams, pbt: PBTConfig,
             return jax.jit(fn, donate_argnums=donate_argnums, **kw)
         return saved.compile(name, fn, call_args, donate_argnums)
 
-    def init(key_data, hparams):
+    def init(key_data, hparams, pbt_key_data):  # PBT's key is an argument: a saved program must not hold it
         states = jax.vmap(trainer.init)(jax.random.wrap_key_data(key_data), hparams)
         zeros = jnp.zeros(hparams.lr.shape, jnp.float32)
-        return states, PBTCarry(key, hparams, zeros, zeros, jnp.full(zeros.shape, -jnp.inf))
+        return states, PBTCarry(jax.random.wrap_key_data(pbt_key_data), hparams, zeros, zeros,
+                                jnp.full(zeros.shape, -jnp.inf))
 
     chunk = make_pbt_chunk(trainer, pbt, space, n_agents)
-    states, carry = build("init-pbt", init, (key_data, padded_hparams))(key_data, padded_hparams)
+    init_args = (key_data, padded_hparams, np.asarray(jax.random.key_data(key)))
+    states, carry = build("init-pbt", init, init_args)(*init_args)
     digest = pbt_digest(pbt, space, n_agents)
     n_updates, done, pieces, compiled = trainer.config.num_updates, 0, [], {}
     step = n_updates if chunk_updates is None else chunk_updates
