@@ -5,6 +5,7 @@ Run by ``tests/test_devices.py`` as ``python tests/four_devices.py OUT CONFIGS_J
 
 - ``dp.npz``: metrics and final parameters of one-device and data-parallel runs of each config;
 - ``sweep.npz``: the metrics of a sweep of 6 agents padded to 8 over the 4 devices;
+- ``pbt.npz``: the lineage of the same 6 agents as a PBT population of GRU policies over the 4 devices;
 - ``cli.json``: exit codes and output of data-parallel ``purejaxppo train`` runs (run, resume, bad split).
 """
 
@@ -20,7 +21,8 @@ from jax.sharding import PartitionSpec
 from helpers import run_main
 from purejaxppo import PPOConfig, make_data_parallel_train, make_train, make_trainer
 from purejaxppo.scale.agents import run_agents
-from purejaxppo.scale.plan import make_plan, stack_hparams
+from purejaxppo.scale.pbt import PBTConfig, run_pbt
+from purejaxppo.scale.plan import Distribution, make_plan, stack_hparams
 
 assert jax.device_count() == 4, jax.devices()
 out_dir, specs = sys.argv[1], json.loads(sys.argv[2])
@@ -51,6 +53,15 @@ sharding = states.update_step.sharding
 assert {d.id for d in sharding.device_set} == {0, 1, 2, 3} and sharding.spec == PartitionSpec("agents"), sharding
 assert states.update_step.shape == (8,)
 np.savez(os.path.join(out_dir, "sweep.npz"), **{k.replace("/", "|"): v for k, v in metrics.items()})
+
+# ---- the same 6 agents as a PBT population of recurrent policies, sharded: selection gathers across devices
+gru = config.replace(policy="gru", gru_hidden=8)
+space = {"lr": Distribution("log-uniform", (1e-4, 1e-2))}
+states, metrics, record = run_pbt(make_trainer(gru), plan.agent_keys(), stack_hparams(gru, plan),
+                                  PBTConfig(interval=2, fraction=0.34), space, jax.random.key(5), chunk_updates=3)
+assert states.hidden.sharding.spec == PartitionSpec("agents") and states.hidden.shape[0] == 8
+np.savez(os.path.join(out_dir, "pbt.npz"), parent=record.parent, lr=record.hparams["lr"],
+         returns=metrics["charts/episodic_return"])
 
 # ---- the command line, data-parallel: a run, a resume from an earlier checkpoint, an uneven split
 args, steps = specs["cli_args"], str(8 * 32 * 15)

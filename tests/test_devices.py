@@ -78,6 +78,13 @@ def test_sweep_sharded_over_four_fake_devices_agrees_with_one_device(child):
         np.testing.assert_allclose(four[name][:, :2], one[name][:, :2], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_pbt_population_sharded_over_four_fake_devices(child):
+    record = np.load(child / "pbt.npz")  # 6 recurrent agents padded to 8, generations after updates 2 and 4
+    assert record["parent"].shape == (2, 6) and (record["parent"] < 6).all()  # the padding is never chosen
+    assert (record["parent"] != np.arange(6)).any() and record["lr"].shape == (3, 6)
+    assert record["returns"].shape == (6, 6)
+
+
 def test_data_parallel_cli_run_and_resume(child):
     cli = json.loads((child / "cli.json").read_text())
     first, again, bad = cli["first"], cli["again"], cli["bad"]
