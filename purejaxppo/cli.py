@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import difflib
 import os
+import shutil
 import sys
 import threading
 import time
@@ -563,7 +564,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         distributed.initialize(processes, timeout=args.coordinator_timeout, prefix=f"{PROG} sweep: error: ")
     from purejaxppo.core.train import make_trainer
     from purejaxppo.run import layout
-    from purejaxppo.run.sweeps import launch_sweep
+    from purejaxppo.run.sweeps import check_agents_fit, launch_sweep
     from purejaxppo.scale import plan as sweep_plan
 
     grid, samples = sweep_plan.parse_specs(args.grid, args.sample)
@@ -574,6 +575,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     pbt, space = _pbt_settings(args, grid, samples)
     config, preset_name = resolve_config(args)
     trainer = make_trainer(config)  # validates the settings
+    check_agents_fit(trainer, args.num_seeds, grid, args.num_samples)  # before the plan draws their keys
     plan = sweep_plan.make_plan(config, args.num_seeds, grid, samples, args.num_samples)
     if pbt is not None:
         from purejaxppo.scale.pbt import check_pbt
@@ -592,6 +594,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     launch_sweep(trainer, plan, out, spec, overwrite=args.overwrite, progress=args.progress,
                  program_cache=_programs_folder(cache), log=lambda m: print(m, flush=True), pbt=pbt, space=space)
     return 0
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(out: str | None):
+    """A command that fails leaves no --out folder it made and wrote nothing in (a refused flag
+    found after the folder was made, a missing extra)."""
+    from purejaxppo.run.layout import LOCK
+
+    made = bool(out) and not os.path.lexists(out)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if made and os.path.isdir(out) and set(os.listdir(out)) <= {LOCK}:
+                shutil.rmtree(out)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -614,16 +632,11 @@ def _main(argv: list[str] | None = None) -> int:
         if extra:
             target = parser.subcommands.get(args.command, parser)  # type: ignore[attr-defined]
             target.unknown_error(extra)
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "sweep":
-            return cmd_sweep(args)
-        if args.command == "eval":
-            return cmd_eval(args)
-        if args.command == "reproduce":
-            return cmd_reproduce(args)
-        if args.command == "rlhf":
-            return cmd_rlhf(args)
+        commands = {"train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval, "reproduce": cmd_reproduce,
+                    "rlhf": cmd_rlhf}
+        if args.command in commands:
+            with _removed_if_left_empty(getattr(args, "out", None)):
+                return commands[args.command](args)
         if args.command == "envs":
             from purejaxppo.envs import describe_envs
 

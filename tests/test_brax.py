@@ -200,3 +200,15 @@ def test_cli_trains_the_default_mjx_backend_renders_and_resumes_bit_identically(
     assert r.returncode != 0 and "--brax-backend: got 'euler'; accepted" in r.stderr
     r = run_main("train", "--env", "CartPole-v1", "--brax-backend", "spring", "--out", str(tmp_path / "y"))
     assert r.returncode != 0 and "not a Brax environment" in r.stderr
+
+
+def test_the_drawn_inverted_pendulum_shows_its_pole(pendulum):
+    """The pole's frame sits at the cart's hinge: only its capsule, drawn as a segment, shows the
+    pole (the GIF showed a dot on a line)."""
+    _, state = jax.jit(pendulum.reset)(jax.random.key(0), pendulum.default_params)
+    points = np.asarray(pendulum.body_positions(state))
+    parents = pendulum.body_parents
+    assert len(parents) == len(points)
+    segments = [(points[parent], points[i]) for i, parent in enumerate(parents) if parent >= 0]
+    heights = [abs(b[2] - a[2]) for a, b in segments]
+    assert max(heights) == pytest.approx(0.6, abs=0.02)  # the upright pole, 0.6 m

@@ -198,13 +198,11 @@ def test_a_locked_folder_refuses_a_second_writer(tiny, tmp_path):
         second = run_main("train", *TINY_RUN, "--out", out)
         assert second.returncode == 2
         line = one_error_line(second)
-        assert "is in use by another run, sweep or evaluation (the lock was last taken by process " in line, line
+        assert "is in use by another run, sweep or RLHF study (the lock was last taken by process " in line, line
         assert line.endswith("accepted: wait until it ends, or use another folder"), line
         sweep = run_main("sweep", *TINY, "--total-timesteps", "128", "--out", out)
         assert "is in use by another run" in one_error_line(sweep, "sweep")
-    with layout.locked(str(tiny)):
-        ev = run_main("eval", "--run", tiny, "--episodes", "1")
-        assert "is in use by another run" in one_error_line(ev, "eval")
+    with layout.locked(str(tiny)):  # (an evaluation, a reader, needs no lock: test_folders)
         resumed = run_main("train", "--out", tiny, "--resume")
         assert "is in use by another run" in one_error_line(resumed)
     assert sorted(os.listdir(out)) == [layout.LOCK]  # nothing was written

@@ -81,7 +81,7 @@ def test_rlhf_takes_the_folders_lock(tmp_path):
     out = tmp_path / "study"
     with layout.locked(str(out)):  # another writer (a run, a sweep, another study) holds it
         done = run_main("rlhf", "demo", "--tiny", "--out", out)
-    assert "is in use by another run, sweep or evaluation" in one_line(done, "rlhf")
+    assert "is in use by another run, sweep or RLHF study" in one_line(done, "rlhf")
     assert os.listdir(out) == [layout.LOCK]
 
 
@@ -180,6 +180,8 @@ SIZES = [
      "GiB of memory; accepted: a smaller num_envs or num_steps"),
     ("train", ["--total-timesteps", "2000000000000", "--num-envs", "1000", "--num-minibatches", "1000"],
      "optimiser steps, more than 2**31 - 1"),
+    ("sweep", ["--num-seeds", "99999999999999999999"], "99999999999999999999 agents x 4 environments x 32 steps"),
+    ("reproduce", ["bsuite", "--tiny", "--task", "Nope"], "--task: Nope not in suite bsuite"),
     ("rlhf", ["demo", "--tiny", "--seed", "99999999999999999999"], "--seed: got 99999999999999999999; accepted"),
     ("rlhf", ["demo", "--tiny", "--kl-target", "-1"], "kl-target"),
     ("rlhf", ["demo", "--tiny", "--iterations", "15"], "multiple of eval_every"),
@@ -189,7 +191,7 @@ SIZES = [
 @pytest.mark.parametrize("command, args, phrase", SIZES, ids=[f"{c[0]}-{i}" for i, c in enumerate(SIZES)])
 def test_absurd_sizes_are_one_line_before_anything_is_written(tmp_path, command, args, phrase):
     out = tmp_path / "out"
-    done = run_main(command, *(TINY if command != "rlhf" else []), *args, "--out", out)
+    done = run_main(command, *(TINY if command in ("train", "sweep") else []), *args, "--out", out)
     assert done.returncode == 2
     assert phrase in one_line(done, command)
     assert not out.exists()

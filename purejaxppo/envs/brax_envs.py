@@ -184,13 +184,55 @@ class BraxEnv(environment.Environment):
         return spaces.Box(-jnp.inf * jnp.ones(n), jnp.inf * jnp.ones(n), (n,), jnp.float32)
 
     def body_positions(self, state: BraxState) -> jax.Array:
-        """``[bodies, 3]`` world positions of the bodies (for drawing)."""
-        return state.brax.pipeline_state.x.pos
+        """``[bodies + 2 * segments, 3]`` world points to draw: each body's position, then the two
+        ends of each capsule, cylinder or box of the model along its long axis (a body's frame is
+        often at its joint: the inverted pendulum's pole starts where the cart is, and only its
+        capsule shows the pole)."""
+        from brax import math as brax_math
+
+        x = state.brax.pipeline_state.x
+        ids, centre, half = self._segments
+        world = jnp.concatenate([jnp.zeros((1, 3)), x.pos])  # body 0 is the world, fixed
+        rot = jnp.concatenate([jnp.array([[1.0, 0.0, 0.0, 0.0]]), x.rot])
+        sys_ = self.brax_env.sys
+        geom_rot = jax.vmap(brax_math.quat_mul)(rot[ids], jnp.asarray(sys_.geom_quat)[jnp.asarray(self._segment_geoms, jnp.int32)])
+        mid = world[ids] + jax.vmap(brax_math.rotate)(centre, rot[ids])
+        axis = jax.vmap(brax_math.rotate)(half, geom_rot)
+        ends = jnp.stack([mid - axis, mid + axis], axis=1).reshape(-1, 3)
+        return jnp.concatenate([x.pos, ends])
+
+    @functools.cached_property
+    def _segment_geoms(self) -> list[int]:
+        """The geoms drawn as segments: capsules (3), cylinders (5) and boxes (6)."""
+        return [g for g, kind in enumerate(self.brax_env.sys.geom_type) if int(kind) in (3, 5, 6)]
+
+    @functools.cached_property
+    def _segments(self):
+        """``(body ids, centres [segments, 3], half axes [segments, 3])`` of the drawn geoms, in their body's frame
+        (the half axis in the geom's own frame)."""
+        import numpy as np
+
+        sys_ = self.brax_env.sys
+        geoms = self._segment_geoms
+        half = np.zeros((len(geoms), 3), np.float32)
+        for row, g in enumerate(geoms):
+            size = np.asarray(sys_.geom_size[g])
+            if int(sys_.geom_type[g]) == 6:  # a box: its longest half-extent
+                half[row, int(np.argmax(size))] = size.max()
+            else:  # a capsule or a cylinder: its half-length along z
+                half[row, 2] = size[1]
+        return (np.asarray(sys_.geom_bodyid)[geoms].astype(np.int32), np.asarray(sys_.geom_pos)[geoms], half)
 
     @property
     def body_parents(self) -> list[int]:
-        """Parent body of each body (-1 for a root), to draw the skeleton."""
-        return [int(p) for p in self.brax_env.sys.link_parents]
+        """Parent of each point of :meth:`body_positions` (-1 for none), to draw the skeleton: a body's
+        parent body, and each segment's second end joined to its first."""
+        bodies = [int(p) for p in self.brax_env.sys.link_parents]
+        ends = []
+        for k in range(len(self._segment_geoms)):
+            first = len(bodies) + 2 * k
+            ends += [-1, first]
+        return bodies + ends
 
 
 def make(name: str) -> BraxEnv:

@@ -14,9 +14,10 @@ A training run (``purejaxppo train --out RUN``)::
 A sweep (``purejaxppo sweep --out DIR``): config.json (with the sweep's spec), results.csv,
 summary.csv, metrics.npz and curves.png.
 
-While a run, a sweep or an evaluation writes to a folder it holds an exclusive lock on
+While a run, a sweep or an RLHF study writes to a folder it holds an exclusive lock on
 ``FOLDER/.purejaxppo.lock`` (``flock``: released by the system when the process ends, however
-it ends), and a second writer is refused.
+it ends), and a second writer is refused. An evaluation only reads (its eval.json is written
+atomically, where it can be): it takes no lock.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def locked(out: str) -> Iterator[None]:
             pass
         except OSError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            raise RunError(f"{out} is in use by another run, sweep or evaluation (the lock was last taken by "
+            raise RunError(f"{out} is in use by another run, sweep or RLHF study (the lock was last taken by "
                            f"process {holder}); accepted: wait until it ends, or use another folder") from None
         try:
             os.ftruncate(fd, 0)

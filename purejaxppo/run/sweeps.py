@@ -9,6 +9,7 @@ result files), which live in :mod:`purejaxppo.run`.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from purejaxppo.core.config import PPOConfig
 from purejaxppo.core.train import Trainer, make_trainer
 from purejaxppo.errors import Interrupted
 from purejaxppo.run import layout, results
-from purejaxppo.run.compiled import auto_chunk, make_programs
+from purejaxppo.run.compiled import auto_chunk, check_memory, make_programs
 from purejaxppo.run.programs import Programs
 from purejaxppo.scale.pbt import PBTConfig, Space, space_of
 from purejaxppo.scale.plan import Distribution, SweepPlan, make_plan
@@ -57,10 +58,19 @@ def sweep(
         (2, 2)
     """
     trainer = config if isinstance(config, Trainer) else make_trainer(config)
+    check_agents_fit(trainer, num_seeds, grid, num_samples)
     plan = make_plan(trainer.config, num_seeds, grid, samples, num_samples)
     programs = make_programs(trainer, program_cache) if program_cache is not None else None
     space = space_of(grid or {}, samples or {}) if pbt is not None else None
     return run_plan(trainer, plan, mesh, programs=programs, pbt=pbt, space=space)
+
+
+def check_agents_fit(trainer: Trainer, num_seeds: Any, grid: dict[str, Any] | None, num_samples: Any) -> None:
+    """The agents a sweep asks for fit in memory (:func:`~purejaxppo.run.compiled.check_memory`),
+    checked before its plan draws their keys; counts that are not integers are left to the plan."""
+    counts = [num_seeds, num_samples or 1, *(len(v) for v in (grid or {}).values() if isinstance(v, (list, tuple)))]
+    if all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in counts):
+        check_memory(trainer, agents=math.prod(counts))
 
 
 def launch_sweep(trainer: Trainer, plan: SweepPlan, out: str, spec: dict[str, Any], *, overwrite: bool,

@@ -202,8 +202,8 @@ def make_plan(
 
     Seed keys and random-search draws derive from ``config.seed``.
     """
-    if not isinstance(num_seeds, int) or isinstance(num_seeds, bool) or num_seeds <= 0:
-        raise ConfigError(f"num_seeds: got {num_seeds!r}; accepted: a positive integer")
+    if not isinstance(num_seeds, int) or isinstance(num_seeds, bool) or not 0 < num_seeds <= 2**31 - 1:
+        raise ConfigError(f"num_seeds: got {num_seeds!r}; accepted: a positive integer up to 2**31 - 1 (int32)")
     grid, samples = grid or {}, samples or {}
     for where, fields in (("grid", grid), ("sample", samples)):
         for field in fields:
@@ -221,7 +221,7 @@ def make_plan(
         count = None if isinstance(num_samples, bool) else operator.index(num_samples)
     except TypeError:
         count = None
-    if count is None or count < 0:
+    if count is None or not 0 <= count <= 2**31 - 1:
         raise ConfigError(f"num_samples: got {num_samples!r}; accepted: 0, or a positive number of random-search "
                           "samples with samples")
     num_samples = count
