@@ -149,16 +149,24 @@ def line_search(surrogate: Callable[[jax.Array], jax.Array], mean_kl: Callable[[
 
 
 def trust_region_step(surrogate: Callable[[jax.Array], jax.Array], mean_kl: Callable[[jax.Array], jax.Array],
-                      theta: jax.Array, hparams: Any, cg_iters: int, backtrack_iters: int):
+                      theta: jax.Array, hparams: Any, cg_iters: int, backtrack_iters: int,
+                      mean: Callable[[Any], Any] = lambda x: x):
     """TRPO's update of the flat policy parameters ``theta [P]``: gradient, natural direction by
-    conjugate gradient, the step scaled to ``max_kl``, the line search. ``(new theta, LineSearch)``."""
-    g = jax.grad(surrogate)(theta)
-    fvp = fisher_vector_product(mean_kl, theta, hparams.cg_damping)
+    conjugate gradient, the step scaled to ``max_kl``, the line search. ``(new theta, LineSearch)``.
+
+    ``surrogate`` and ``mean_kl`` are this device's; ``mean`` averages over devices what is made of
+    them (values, gradients, Fisher-vector products), from outside the derivatives, as PPO's step does."""
+    g = mean(jax.grad(surrogate)(theta))
+    local_fvp = fisher_vector_product(mean_kl, theta, 0.0)
+
+    def fvp(v):
+        return mean(local_fvp(v)) + hparams.cg_damping * v
+
     x = conjugate_gradient(fvp, g, cg_iters)
     xfx = x @ fvp(x)
     scale = jnp.where(xfx > 0, jnp.sqrt(2.0 * hparams.max_kl / jnp.where(xfx > 0, xfx, 1.0)), 0.0)
-    return line_search(surrogate, mean_kl, theta, scale * x, hparams.max_kl, hparams.backtrack_ratio,
-                       backtrack_iters)
+    return line_search(lambda t: mean(surrogate(t)), lambda t: mean(mean_kl(t)), theta, scale * x, hparams.max_kl,
+                       hparams.backtrack_ratio, backtrack_iters)
 
 
 # --- the stage -----------------------------------------------------------------------------------
@@ -204,18 +212,19 @@ def policy_step(parts: Parts, batch: Any, params: Any, hparams: Any) -> tuple[An
     def log_ratio(pi):
         return dist.log_prob(pi, mine.action) - mine.log_prob
 
-    def surrogate(flat):
-        return comm.mean(jnp.mean(jnp.exp(log_ratio(evaluate(flat)[0])) * mine.advantage))
+    def surrogate(flat):  # this device's share; averaged over devices by trust_region_step
+        return jnp.mean(jnp.exp(log_ratio(evaluate(flat)[0])) * mine.advantage)
 
     def mean_kl(flat):
-        return comm.mean(jnp.mean(kl(pi_old, evaluate(flat)[0])))
+        return jnp.mean(kl(pi_old, evaluate(flat)[0]))
 
-    new_theta, search = trust_region_step(surrogate, mean_kl, theta, hparams, config.cg_iters, config.backtrack_iters)
+    new_theta, search = trust_region_step(surrogate, mean_kl, theta, hparams, config.cg_iters, config.backtrack_iters,
+                                          comm.mean)
     new_params = with_policy(params, unravel(new_theta))
     pi_new = evaluate(new_theta)[0]
     ratio_log = log_ratio(pi_new)
     info = TRPOInfo(
-        policy_loss=-surrogate(new_theta),
+        policy_loss=-comm.mean(surrogate(new_theta)),
         value_loss=jnp.zeros((), jnp.float32),
         entropy=comm.mean(jnp.mean(dist.entropy(pi_new, mine.action))),
         approx_kl=comm.mean(losses.kl_estimate(ratio_log.reshape(-1))),
