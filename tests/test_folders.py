@@ -226,6 +226,8 @@ def test_a_full_disk_in_the_rlhf_study_is_one_line(tmp_path, monkeypatch):
         return {}
 
     monkeypatch.setattr(pipeline.Study, "run_sft", sft)
+    monkeypatch.setattr(pipeline, "make_task", lambda spec: None)  # the study's task and model are not needed
+    monkeypatch.setattr(pipeline.seqmodel, "make_model", lambda *args: None)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, hard))  # writes past 64 kB fail (Python ignores SIGXFSZ)
     try:
