@@ -19,7 +19,9 @@ Trainers, each workload in its own fresh process, one after another (never side 
 * Stable-Baselines3 PPO on Gymnasium's CartPole-v1 (``--sb3``, CPU only; needs
   ``pip install -e ".[bench]"`` and a CPU build of torch);
 * any trainer that prints one JSON line with ``sps`` (``--peer NAME=COMMAND``, on the
-  CartPole-v1 64-env workload).
+  CartPole-v1 64-env workload);
+* purejaxppo from another checkout of this repository (``--baseline NAME=PATH``, e.g. a
+  ``git worktree`` of an earlier commit), on every workload: before and after a change, side by side.
 
 Each row is the best of two timed runs after compilation; ``--repeat K`` runs the whole list
 K times, interleaved, and keeps each row's best round (timings on a shared machine vary by
@@ -30,6 +32,7 @@ every figure.
     python experiments/benchmark_speed.py --sb3 --purejaxrl /path/to/purejaxrl --repeat 3
     python experiments/benchmark_speed.py --platform gpu --purejaxrl /path/to/purejaxrl --json gpu.json
     python experiments/benchmark_speed.py --quick          # a smoke run of the script
+    git worktree add /tmp/before COMMIT && python experiments/benchmark_speed.py --baseline before=/tmp/before --repeat 3
 """
 
 from __future__ import annotations
@@ -226,6 +229,8 @@ def main() -> None:
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 PPO (CPU, CartPole-v1)")
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=COMMAND",
                         help="another trainer for the CartPole-v1 64-env workload; prints a JSON line with sps")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH",
+                        help="purejaxppo again from the checkout at PATH (e.g. a git worktree of an earlier commit)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=TUNING",
                         help="purejaxppo again with PUREJAXPPO_TUNING=TUNING (purejaxppo/core/tuning.py)")
     parser.add_argument("--variants-only-on", action="append", default=[], metavar="TEXT",
@@ -257,6 +262,10 @@ def main() -> None:
 
     variants = named("--variant", args.variant, "TUNING")
     peers = named("--peer", args.peer, "COMMAND")
+    baselines = named("--baseline", args.baseline, "PATH")
+    for name, path in baselines:
+        if not os.path.isfile(os.path.join(path, "purejaxppo", "core", "train.py")):
+            parser.error(f"--baseline {name}: no purejaxppo/core/train.py under {path!r}; give a checkout of purejaxppo")
 
     workloads = [quick(w) if args.quick else w for w in WORKLOADS[args.platform]]
     if args.only:
@@ -269,14 +278,18 @@ def main() -> None:
     if args.platform != "gpu" and not args.any_backend:
         base_env["JAX_PLATFORMS"] = args.platform
 
-    def ours(w: Workload, tuning: str | None = None):
+    def ours(w: Workload, tuning: str | None = None, checkout: str | None = None):
         env = dict(base_env, PUREJAXPPO_TUNING=tuning) if tuning else base_env
+        if checkout:  # that checkout's package first on the path
+            env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [checkout, env.get("PYTHONPATH")])))
         spec = json.dumps(dict(dataclasses.asdict(w), trainer="purejaxppo"))
         return lambda: run_child([sys.executable, os.path.abspath(__file__), "--case", spec], env)
 
     jobs = []  # (workload, trainer name, thunk)
     for w in workloads:
         jobs.append((w, "purejaxppo", ours(w)))
+        for name, path in baselines:
+            jobs.append((w, f"purejaxppo @{name}", ours(w, checkout=os.path.abspath(path))))
         for name, tuning in variants:
             if args.variants_only_on and not any(t in w.label for t in args.variants_only_on):
                 continue
