@@ -173,7 +173,9 @@ class Checkpointer:
             ocp = self.ocp
             self._manager = ocp.CheckpointManager(
                 self.directory,
-                options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=not self.read_only,
+                options=ocp.CheckpointManagerOptions(max_to_keep=None if self.read_only else self.keep,
+                                                     save_interval_steps=0 if self.read_only else 1,
+                                                     create=not self.read_only,
                                                      cleanup_tmp_directories=not self.read_only,
                                                      read_only=self.read_only),
                 item_handlers={
