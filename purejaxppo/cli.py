@@ -18,18 +18,16 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from purejaxppo.core.config import (
-    ACTIVATIONS,
-    HPARAM_FIELDS,
-    KL_PENALTIES,
-    SAFE_RESUME_FIELDS,
-    PPOConfig,
-    field_docs,
-)
-from purejaxppo.core.presets import PRESETS, preset, preset_name_for
 from purejaxppo.errors import CheckpointError, ConfigError, Interrupted, PurejaxppoError, UsageError
+
+if TYPE_CHECKING:
+    from purejaxppo.core.config import PPOConfig
+
+# JAX, Flax and the environments are imported inside the commands, after main() has installed its
+# signal handlers: a Ctrl-C while they load (seconds) ends the command in one line, not in a
+# KeyboardInterrupt traceback, or one swallowed by a library's import that then runs on.
 
 PROG = "purejaxppo"
 # Settings that may change when a run is resumed (the rest would make it a different run).
@@ -71,6 +69,9 @@ def _float(text: str) -> float:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from purejaxppo.core.config import ACTIVATIONS, KL_PENALTIES, PPOConfig, field_docs
+    from purejaxppo.core.presets import PRESETS
+
     docs = field_docs()
     env = PPOConfig().env
     by_preset = {k: v for k, v in PRESETS.get(env, {}).items() if k != "env"}
@@ -138,6 +139,8 @@ def _add_train(sub) -> None:
 
 def _add_sweep(sub) -> None:
     """``purejaxppo sweep``."""
+    from purejaxppo.core.config import HPARAM_FIELDS
+
     sweep = sub.add_parser(
         "sweep",
         help="train seeds x hyperparameter settings in one compiled program",
@@ -338,6 +341,8 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    from purejaxppo.core.presets import PRESETS
+
     parser.add_argument(
         "--preset",
         default=None,
@@ -360,6 +365,8 @@ def _add_cache_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
+    from purejaxppo.core.config import SAFE_RESUME_FIELDS
+
     g = parser.add_argument_group("run management")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest usable checkpoint, with its saved settings "
@@ -395,6 +402,8 @@ def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from purejaxppo.core.config import PPOConfig
+
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig) if hasattr(args, f.name)}
     for name, value in overrides.items():
         if isinstance(value, list):
@@ -404,6 +413,9 @@ def _explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
     """Defaults <- preset <- explicit flags (checked where the trainer is built)."""
+    from purejaxppo.core.config import PPOConfig
+    from purejaxppo.core.presets import preset, preset_name_for
+
     overrides = _explicit_overrides(args)
     preset_name = args.preset
     if preset_name is None:
@@ -423,6 +435,8 @@ def resolve_resume(args: argparse.Namespace, out: str):
     """The run's saved settings <- preset (if given) <- explicit flags, as a built trainer and the
     run's preset name; refuses changes other than SAFE_RESUME_FIELDS (and those without
     --allow-safe-changes)."""
+    from purejaxppo.core.config import SAFE_RESUME_FIELDS, PPOConfig
+    from purejaxppo.core.presets import preset
     from purejaxppo.errors import ResumeRefused
     from purejaxppo.run.compiled import build_trainer
     from purejaxppo.run.layout import read_config, read_run_settings
@@ -643,6 +657,8 @@ def _main(argv: list[str] | None = None) -> int:
             print(describe_envs())
             return 0
         if args.command == "presets":
+            from purejaxppo.core.presets import PRESETS
+
             for name, settings in PRESETS.items():
                 print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "env"))
             return 0

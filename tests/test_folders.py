@@ -339,3 +339,21 @@ def test_an_interrupted_study_says_how_to_finish_it(tmp_path):
     note = pipeline._interrupted(str(tmp_path), "reward", pipeline.STAGES)
     assert "interrupted during stage reward; the stages done (sft) are kept; to finish the study: purejaxppo rlhf " \
            f"reward --out {tmp_path} then purejaxppo rlhf ppo --out {tmp_path}" in note
+
+
+def test_a_signal_while_the_command_loads_is_one_line(tmp_path):
+    """JAX, Flax and gymnax load after the command's signal handlers (they were imported with the
+    module: a Ctrl-C in those seconds gave a KeyboardInterrupt traceback, or was swallowed by a
+    library's import and the run went on)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "purejaxppo.cli", "train", *TINY, "--out", str(tmp_path / "run")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert (p.returncode, err.strip()) == (130, "purejaxppo: interrupted")
+    assert not (tmp_path / "run").exists()
