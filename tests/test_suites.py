@@ -251,6 +251,30 @@ def test_game2048_is_learned():
     assert last > 1400 and last > first + 500, (first, last)
 
 
+def test_jobshop_multi_discrete_actions_respect_each_machines_mask():
+    pytest.importorskip("jumanji")
+    from purejaxppo import HParams
+    from purejaxppo.core.train import init_state, make_parts
+
+    adapter, _ = make_env("jumanji/JobShop-v0")
+    assert adapter.action_kind == "multi_discrete" and adapter.action_nvec == (21,) * 10
+    assert adapter.num_actions == 210 and adapter.obs_shape == (500,)  # every part but the mask, joined
+    config = PPOConfig(env="jumanji/JobShop-v0", num_envs=4, num_steps=96, num_minibatches=2,
+                       total_timesteps=4 * 96)
+    parts = make_parts(config)
+
+    def rollout(key):
+        state = init_state(parts, key, HParams.from_config(config))
+        return parts.policy.collect(parts, state, jax.random.key(1))[1]
+
+    traj = jax.jit(rollout)(jax.random.key(0))
+    mask = np.asarray(traj.mask).reshape(96, 4, 10, 21)
+    action = np.asarray(traj.action)  # [T, N, 10]: a job (or 20: nothing) for each machine
+    assert action.shape == (96, 4, 10)
+    assert np.take_along_axis(mask, action[..., None], axis=-1).all()  # every machine's choice allowed
+    assert np.asarray(traj.terminated).any() and not np.asarray(traj.truncated).any()  # schedules complete
+
+
 # ---- Craftax -----------------------------------------------------------------------------------------
 
 

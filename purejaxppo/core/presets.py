@@ -145,6 +145,25 @@ for _task, _row in BRAX_PRESETS.items():
     PRESETS[BRAX_PREFIX + _task] = dict(_row, env=BRAX_PREFIX + _task)
 
 
+# Craftax (``craftax/<task>``): Craftax_Baselines' PPO (ppo.py) and PPO-RNN (ppo_rnn.py) settings: separate
+# actor and critic MLPs of 3 x 512 tanh units, lr annealed, Adam eps 1e-5, gradient norm 1.0, entropy 0.01, and
+# optimistic resets (16 environments per reset). The 1M-step protocol of the Craftax paper's scoreboard:
+# 256 envs x 16 steps, lr 3e-4; the 1B one: 1024 envs x 64 steps, lr 2e-4. Both: 4 epochs of 8 minibatches,
+# GAE lambda 0.8. PPO-RNN: a GRU of 512 units, then one 512-unit layer per head.
+_CRAFTAX = dict(actor_hidden=(512, 512, 512), critic_hidden=(512, 512, 512), activation="tanh", anneal_lr=True,
+                adam_eps=1e-5, max_grad_norm=1.0, ent_coef=0.01, clip_eps=0.2, gamma=0.99, gae_lambda=0.8,
+                update_epochs=4, num_minibatches=8, reset_ratio=16)
+_CRAFTAX_1M = dict(_CRAFTAX, total_timesteps=1_000_000, num_envs=256, num_steps=16, lr=3e-4)
+_CRAFTAX_1B = dict(_CRAFTAX, total_timesteps=1_000_000_000, num_envs=1024, num_steps=64, lr=2e-4)
+_RNN = dict(policy="gru", gru_hidden=512, actor_hidden=(512,), critic_hidden=(512,))
+for _task in ("Craftax-Symbolic-v1", "Craftax-Classic-Symbolic-v1"):
+    _env = "craftax/" + _task
+    PRESETS[_env] = dict(_CRAFTAX_1M, env=_env)  # the default of --env: the 1M protocol
+    PRESETS[_env + "-1B"] = dict(_CRAFTAX_1B, env=_env)
+    PRESETS[_env + "-RNN"] = dict(_CRAFTAX_1M, **_RNN, env=_env)
+    PRESETS[_env + "-RNN-1B"] = dict(_CRAFTAX_1B, **_RNN, env=_env)
+
+
 def preset_name_for(env: str) -> str | None:
     """The preset that applies to ``env`` by default: its own, or for ``brax/<task>-<backend>`` the
     task's (the physics backend does not change the settings); None when there is none."""

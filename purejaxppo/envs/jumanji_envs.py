@@ -8,13 +8,18 @@ as a truncation (``params.max_steps_in_episode``). Game2048 has no time limit (a
 when no move is left); ``params.max_steps_in_episode`` can add one.
 
 Observations: the suite's board part, flattened by the adapter: Snake's ``grid`` ``[12, 12, 5]``,
-Game2048's ``board`` ``[4, 4]`` (each tile's exponent). Both have an action mask,
-:meth:`JumanjiEnv.action_mask`; an action it rules out is handled as Jumanji handles it (Snake:
-the episode ends; 2048: nothing moves).
+Game2048's ``board`` ``[4, 4]`` (each tile's exponent). JobShop's observation is a record of
+arrays (operations' machines, durations and mask, machines' jobs and remaining times): every
+part but the action mask, flattened and joined. Every task has an action mask,
+:meth:`JumanjiEnv.action_mask`, which the learner applies to its policy (acting, loss,
+evaluation). JobShop's action is multi-discrete: each of its 10 machines picks one of 20 jobs
+or nothing (21 choices), its mask ``[10, 21]`` laid out as the factored policy's logits; the
+episode ends (a termination) when every job is scheduled.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -24,7 +29,7 @@ from purejaxppo.envs.suites import NO_LIMIT, SuiteEnv, SuiteParams, SuiteState, 
 
 PREFIX = "jumanji/"
 # task -> (the observation field that is the board, the suite's own time limit that the adapter applies)
-BOARDS = {"Snake-v1": ("grid", 4000), "Game2048-v1": ("board", NO_LIMIT)}
+BOARDS = {"Snake-v1": ("grid", 4000), "Game2048-v1": ("board", NO_LIMIT), "JobShop-v0": (None, NO_LIMIT)}
 TASKS = tuple(BOARDS)
 
 
@@ -50,28 +55,44 @@ class JumanjiEnv(SuiteEnv):
 
     @property
     def num_actions(self) -> int:
-        return int(self.jumanji.action_spec.num_values)
+        return int(jnp.sum(jnp.asarray(self.jumanji.action_spec.num_values)))
+
+    def observe(self, observation: Any) -> jax.Array:
+        """The board part, or every part but the action mask, flattened and joined (``field`` None)."""
+        if self.field is not None:
+            return getattr(observation, self.field)
+        parts = [jnp.ravel(jnp.asarray(v, jnp.float32)) for k, v in observation._asdict().items() if k != "action_mask"]
+        return jnp.concatenate(parts)
 
     def suite_reset(self, key: jax.Array, params: SuiteParams) -> tuple[jax.Array, Any]:
         state, timestep = self.jumanji.reset(key)
-        return getattr(timestep.observation, self.field), state
+        return self.observe(timestep.observation), state
 
     def suite_step(self, key: jax.Array, inner: Any, action: jax.Array, params: SuiteParams):
         state, timestep = self.jumanji.step(inner, action)  # its randomness lives in its state
         terminated, truncated = dm_end(timestep.last(), timestep.discount)
-        return getattr(timestep.observation, self.field), state, timestep.reward, terminated, truncated, {}
+        return self.observe(timestep.observation), state, timestep.reward, terminated, truncated, {}
 
     def action_mask(self, state: SuiteState, params: SuiteParams) -> jax.Array:
-        """``bool [4]``: the moves Jumanji allows from ``state`` (``state.inner.action_mask``)."""
-        return jnp.asarray(state.inner.action_mask, bool)
+        """``bool [num_actions]``: the actions Jumanji allows from ``state`` (``state.inner.action_mask``;
+        a multi-discrete task's per-factor masks flattened, as the factored policy's logits)."""
+        return jnp.ravel(jnp.asarray(state.inner.action_mask, bool))
 
     def action_space(self, params: SuiteParams | None = None):
         from gymnax.environments import spaces
 
-        return spaces.Discrete(self.num_actions)
+        from purejaxppo.envs.adapter import MultiDiscrete
+
+        nvec = jnp.asarray(self.jumanji.action_spec.num_values)
+        return MultiDiscrete(nvec.tolist()) if nvec.ndim else spaces.Discrete(int(nvec))
 
     def observation_space(self, params: SuiteParams):
-        return box(getattr(self.jumanji.observation_spec, self.field).shape)
+        if self.field is not None:
+            return box(getattr(self.jumanji.observation_spec, self.field).shape)
+        spec = self.jumanji.observation_spec
+        size = sum(math.prod(getattr(spec, k).shape) for k in spec.__dict__ if k != "action_mask"
+                   and hasattr(getattr(spec, k), "shape"))
+        return box((size,))
 
 
 def make(task: str) -> JumanjiEnv:

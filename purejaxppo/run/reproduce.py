@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -65,6 +66,14 @@ class Suite:
     eval_episodes: int = 32
     solved_fraction: float | None = None  # bsuite: a seed solves a task at >= this fraction of the optimum
     fits_cpu: bool = True
+    deterministic_eval: bool = True  # the final policies' test episodes take the mode; False: they sample
+    requires: str = ""  # the extra a suite's environments need (installed with pip install -e ".[EXTRA]")
+
+
+CRAFTAX = ("Matthews et al., Craftax: A Lightning-Fast Benchmark for Open-Ended Reinforcement Learning (ICML 2024), "
+           "1M-step results on Craftax-Symbolic in percent of the maximum return 226; the settings of "
+           "Craftax_Baselines' ppo.py and ppo_rnn.py")
+CRAFTAX_MAX = 226.0  # Craftax's maximum return: every achievement's reward (the scoreboard's 100%)
 
 
 SUITES = {
@@ -117,6 +126,21 @@ SUITES = {
         ),
         fits_cpu=False,
     ),
+    "craftax": Suite(
+        "craftax",
+        CRAFTAX,
+        "1M env steps per task (256 envs x 16 steps, optimistic resets); 32 episodes of each final policy, "
+        "sampled as in training (the published numbers are training episodes' returns); the normalised score is "
+        "the percentage of the maximum return 226 (from the random policy's return) divided by 100",
+        (
+            Task("craftax/Craftax-Symbolic-v1", 2.2 * CRAFTAX_MAX / 100, optimum=CRAFTAX_MAX,
+                 note="PPO: 2.2% of 226 (4.97)"),
+            Task("craftax/Craftax-Symbolic-v1-RNN", 2.3 * CRAFTAX_MAX / 100, optimum=CRAFTAX_MAX,
+                 note="PPO-RNN (GRU 512): 2.3% of 226 (5.20)"),
+        ),
+        deterministic_eval=False,
+        requires="craftax",
+    ),
 }
 
 
@@ -127,8 +151,14 @@ def get_suite(name: str) -> Suite:
 
 
 def tiny_config(config):
-    """The same program at a budget that only checks the plumbing: 2 updates of 4 envs x 16 steps."""
-    return config.replace(num_envs=4, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=4 * 16 * 2)
+    """The same program at a budget that only checks the plumbing: 2 updates of 4 envs x 16 steps, layers of
+    at most 64 units (Craftax's 512-unit layers only lengthen the compile), resets shared by at most 4."""
+    def narrow(widths):
+        return tuple(min(w, 64) for w in widths)
+
+    return config.replace(num_envs=4, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=4 * 16 * 2,
+                          actor_hidden=narrow(config.actor_hidden), critic_hidden=narrow(config.critic_hidden),
+                          gru_hidden=min(config.gru_hidden, 64), reset_ratio=math.gcd(config.reset_ratio, 4))
 
 
 @dataclasses.dataclass
@@ -148,7 +178,7 @@ class TaskResult:
         return (self.eval_return - self.random_return) / (span if abs(span) > 1e-9 else 1.0)
 
 
-def run_task(task: Task, seeds: int, tiny: bool, eval_episodes: int) -> TaskResult:
+def run_task(task: Task, seeds: int, tiny: bool, eval_episodes: int, deterministic: bool = True) -> TaskResult:
     """Train ``seeds`` seeds of ``task``'s preset in one program (:func:`~purejaxppo.scale.agents.run_agents`);
     evaluate every final policy."""
     import jax
@@ -170,7 +200,7 @@ def run_task(task: Task, seeds: int, tiny: bool, eval_episodes: int) -> TaskResu
     states, metrics = run_agents(trainer, keys, hparams)
     seconds = time.perf_counter() - t0
     states = jax.tree.map(lambda x: x[:seeds], states)  # without the agents that pad to the device count
-    evaluate = jax.jit(jax.vmap(make_evaluate(trainer, num_episodes=eval_episodes, deterministic=True)))
+    evaluate = jax.jit(jax.vmap(make_evaluate(trainer, num_episodes=eval_episodes, deterministic=deterministic)))
     eval_returns = np.asarray(evaluate(states, jax.random.split(jax.random.key(12345), seeds))).mean(axis=1)
     random_ret = random_policy_return(trainer, max(eval_episodes, 64), jax.random.key(777))
     curves = np.asarray(metrics["charts/episodic_return"])
@@ -272,7 +302,7 @@ def run_suite(name: str, seeds: int = 5, tiny: bool = False, out: str | None = N
     results = []
     for task in chosen:
         log(f"{name}: {task.env}, {seeds} seeds{' (tiny budget)' if tiny else ''} ...")
-        r = run_task(task, seeds, tiny, 4 if tiny else suite.eval_episodes)
+        r = run_task(task, seeds, tiny, 4 if tiny else suite.eval_episodes, suite.deterministic_eval)
         results.append(r)
         log(f"  eval {np.mean(r.eval_return):.3g} per seed {np.round(r.eval_return, 3).tolist()}, "
             f"published {task.published:g}, {r.seconds:.0f} s")
