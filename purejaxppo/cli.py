@@ -213,7 +213,7 @@ def _add_reproduce(sub) -> None:
                     "the final policies and write results.csv, summary.md and plots to --out.",
     )
     rep.add_argument("suite", nargs="?", default=None, metavar="SUITE",
-                     help="gymnax-classic, bsuite, minatar or ppo-paper (omit with --list)")
+                     help="gymnax-classic, bsuite, minatar, craftax or ppo-paper (omit with --list)")
     rep.add_argument("--list", action="store_true", help="list the suites, their tasks and published numbers")
     rep.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
                      help="seeds per task (default: 5; ppo-paper: 3)")
@@ -223,7 +223,8 @@ def _add_reproduce(sub) -> None:
     rep.add_argument("--out", default=None, metavar="DIR", help="where the result files go (default: results/SUITE)")
     rep.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     rep.add_argument("--steps", type=_positive_int, default=None, metavar="N",
-                     help="ppo-paper: env steps per run (default: the paper's 1,000,000)")
+                     help="env steps per task, labelled as a smaller protocol (default: the suite's; ppo-paper: "
+                     "the paper's 1,000,000)")
     rep.add_argument("--backend", default=None, metavar="NAME",
                      help="ppo-paper: Brax physics backend of the tasks (default: mjx); a --task named TASK-BACKEND "
                      "picks its own")
@@ -287,7 +288,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                          "them, or --out DIR to write elsewhere")
     command = "purejaxppo reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [args.suite])
     summary = run_suite(args.suite, seeds=args.seeds, tiny=args.tiny, out=out, tasks=args.task, command=command,
-                        log=lambda m: print(m, flush=True))
+                        log=lambda m: print(m, flush=True), steps=args.steps)
     print(f"IQM {summary['iqm']:.3f} [{summary['iqm_ci95'][0]:.3f}, {summary['iqm_ci95'][1]:.3f}]; "
           f"results in {out} (summary.md)")
     return 0

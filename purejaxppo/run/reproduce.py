@@ -178,7 +178,8 @@ class TaskResult:
         return (self.eval_return - self.random_return) / (span if abs(span) > 1e-9 else 1.0)
 
 
-def run_task(task: Task, seeds: int, tiny: bool, eval_episodes: int, deterministic: bool = True) -> TaskResult:
+def run_task(task: Task, seeds: int, tiny: bool, eval_episodes: int, deterministic: bool = True,
+             steps: int | None = None) -> TaskResult:
     """Train ``seeds`` seeds of ``task``'s preset in one program (:func:`~purejaxppo.scale.agents.run_agents`);
     evaluate every final policy."""
     import jax
@@ -193,6 +194,8 @@ def run_task(task: Task, seeds: int, tiny: bool, eval_episodes: int, determinist
     config = preset(task.env)
     if tiny:
         config = tiny_config(config)
+    elif steps is not None:  # a smaller (or larger) budget than the protocol's, labelled in the summary
+        config = config.replace(total_timesteps=steps)
     trainer = make_trainer(config)
     hparams = jax.tree.map(lambda x: np.repeat(np.asarray(x)[None], seeds, axis=0), HParams.from_config(config))
     keys = jax.random.split(jax.random.key(config.seed), seeds)
@@ -281,8 +284,9 @@ RESULT_FILES = ("results.csv", "meta.json", "summary.md", "curves.png", "profile
 
 
 def run_suite(name: str, seeds: int = 5, tiny: bool = False, out: str | None = None, tasks: list[str] | None = None,
-              command: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run suite ``name`` and write its result files to ``out`` (default ``results/<name>``); returns the summary."""
+              command: str | None = None, log: Callable[[str], None] = print, steps: int | None = None) -> dict:
+    """Run suite ``name`` and write its result files to ``out`` (default ``results/<name>``); returns the summary.
+    ``steps`` replaces the protocol's env steps per task (the summary says so)."""
     from purejaxppo.scale.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
 
     suite = get_suite(name)
@@ -302,7 +306,7 @@ def run_suite(name: str, seeds: int = 5, tiny: bool = False, out: str | None = N
     results = []
     for task in chosen:
         log(f"{name}: {task.env}, {seeds} seeds{' (tiny budget)' if tiny else ''} ...")
-        r = run_task(task, seeds, tiny, 4 if tiny else suite.eval_episodes, suite.deterministic_eval)
+        r = run_task(task, seeds, tiny, 4 if tiny else suite.eval_episodes, suite.deterministic_eval, steps)
         results.append(r)
         log(f"  eval {np.mean(r.eval_return):.3g} per seed {np.round(r.eval_return, 3).tolist()}, "
             f"published {task.published:g}, {r.seconds:.0f} s")
@@ -324,6 +328,7 @@ def run_suite(name: str, seeds: int = 5, tiny: bool = False, out: str | None = N
     scores = np.stack([r.normalised for r in results])  # [tasks, seeds]
     summary = {
         "suite": name, "source": suite.source, "protocol": suite.protocol, "seeds": seeds, "tiny": tiny,
+        "steps": None if tiny else steps,
         "command": command or " ".join(sys.argv), "tasks": rows,
         "iqm": iqm(scores), "iqm_ci95": list(stratified_bootstrap_ci(scores, key=0)),
         "environment": environment,
@@ -358,6 +363,8 @@ def summary_markdown(suite: Suite, summary: dict) -> str:
         "",
         f"Protocol: {suite.protocol}" + ("; this run used the tiny budget instead (env steps in the table)"
                                           if summary["tiny"] else "")
+        + (f"; this run used {summary['steps']:,} env steps per task instead (a smaller protocol: the scores are "
+           "not comparable with the published ones)" if summary.get("steps") else "")
         + f". {summary['seeds']} seeds per task, trained in one vmapped program.",
         "",
         "| task | env steps | published | ours (eval, mean over seeds) | 95% CI | train return | random policy | "
