@@ -87,7 +87,7 @@ def make(name: str) -> tuple[environment.Environment, Any]:
     task = name[len(suite.prefix):]
     module = importlib.import_module(suite.module)
     if task not in module.TASKS:
-        from purejaxppo.core.config import suggest
+        from purejaxppo.naming import suggest
 
         raise ConfigError(f"env: unknown {suite.prefix[:-1]} task {task!r}{suggest(task, module.TASKS)}; accepted: "
                           f"{suite.prefix}<task> with task one of {', '.join(module.TASKS)}")
