@@ -204,7 +204,10 @@ class BraxEnv(environment.Environment):
     @functools.cached_property
     def _segment_geoms(self) -> list[int]:
         """The geoms drawn as segments: capsules (3), cylinders (5) and boxes (6)."""
-        return [g for g, kind in enumerate(self.brax_env.sys.geom_type) if int(kind) in (3, 5, 6)]
+        import numpy as np
+
+        # NumPy copies of the model's arrays: this may first run while a step is being traced
+        return [g for g, kind in enumerate(np.asarray(self.brax_env.sys.geom_type)) if int(kind) in (3, 5, 6)]
 
     @functools.cached_property
     def _segments(self):
@@ -214,10 +217,11 @@ class BraxEnv(environment.Environment):
 
         sys_ = self.brax_env.sys
         geoms = self._segment_geoms
+        sizes, types = np.asarray(sys_.geom_size), np.asarray(sys_.geom_type)  # NumPy first: see _segment_geoms
         half = np.zeros((len(geoms), 3), np.float32)
         for row, g in enumerate(geoms):
-            size = np.asarray(sys_.geom_size[g])
-            if int(sys_.geom_type[g]) == 6:  # a box: its longest half-extent
+            size = sizes[g]
+            if int(types[g]) == 6:  # a box: its longest half-extent
                 half[row, int(np.argmax(size))] = size.max()
             else:  # a capsule or a cylinder: its half-length along z
                 half[row, 2] = size[1]
