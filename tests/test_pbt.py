@@ -77,6 +77,13 @@ def test_selection_copies_exactly_the_parents_learned_state(probe):
     np.testing.assert_array_equal(carry.hparams.lr[1:], hparams.lr[1:])
     np.testing.assert_array_equal(carry.hparams.gamma, hparams.gamma)
     np.testing.assert_array_equal(record.fitness, [1.0, 8.0, 3.0, 4.0])
+    # an agent whose parameters became NaN is reported (fitness -inf) and replaced by the fittest
+    broken = new.replace(params=jax.tree_util.tree_map(lambda x: x.at[3].set(jnp.nan), new.params))
+    carry = carry._replace(return_sum=jnp.array([5.0, 6.0, 1.0, 9.0]), episodes=jnp.ones(n))
+    fixed, _, record = generation(broken, carry)
+    np.testing.assert_array_equal(record.diverged, [False, False, False, True])
+    np.testing.assert_array_equal(record.parent, [0, 1, 2, 1])
+    assert all(np.isfinite(x).all() for x in _leaves(fixed.params))
 
 
 def test_exploration_respects_bounds_and_distributions():
