@@ -601,7 +601,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     layout.check_out_dir(out, args.overwrite, "sweep")
     cache = _setup_cache(args)  # a refused cache folder leaves no --out behind
     if processes is not None:  # before training: every process runs this same sweep, or all stop here
-        distributed.check_same_sweep(config, plan, processes)
+        distributed.check_same_sweep(config, plan, processes, pbt)
     spec = {"num_seeds": args.num_seeds, "grid": grid, "sample": {k: [v.kind, *v.values] for k, v in samples.items()},
             "num_samples": args.num_samples, "preset": preset_name}
     if pbt is not None:

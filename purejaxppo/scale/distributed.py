@@ -197,11 +197,11 @@ def _answers(address: str) -> bool:
     return True
 
 
-def check_same_sweep(config: PPOConfig, plan: SweepPlan, settings: ProcessSettings) -> None:
+def check_same_sweep(config: PPOConfig, plan: SweepPlan, settings: ProcessSettings, pbt: Any = None) -> None:
     """Refuse, on every process alike, processes that run different sweeps or counts of processes.
 
     Each process hashes its sweep (the count it was given, the config, the plan's settings and
-    seeds) and ``multihost_utils.process_allgather`` compares the hashes; only when they differ are
+    seeds, its PBT settings ``pbt``: a PBTConfig or None) and ``multihost_utils.process_allgather`` compares the hashes; only when they differ are
     the sweeps themselves gathered, to name what differs. Every process calls this once after
     :func:`initialize`; one that exits before it takes part at exit as stopped, so that the others
     stop too instead of waiting for it.
@@ -209,7 +209,7 @@ def check_same_sweep(config: PPOConfig, plan: SweepPlan, settings: ProcessSettin
     import json
 
     sweep = {"--num-processes": settings.num_processes, "config": config.to_dict(), "settings": plan.settings,
-             "--num-seeds": plan.num_seeds}
+             "--num-seeds": plan.num_seeds, "--pbt": None if pbt is None else list(pbt)}
     problem = _compare(json.dumps(sweep, sort_keys=True, default=repr).encode())
     if problem is not None:
         raise DistributedError(problem)
@@ -276,6 +276,9 @@ def describe_mismatch(sweeps: list[dict | None], fingerprints: list[str]) -> str
         what = f"its config field {field} is {ours_config.get(field)!r}, process 0's {theirs_config.get(field)!r}"
     elif ours.get("--num-seeds") != theirs.get("--num-seeds"):
         what = f"its --num-seeds is {ours.get('--num-seeds')}, process 0's {theirs.get('--num-seeds')}"
+    elif ours.get("--pbt") != theirs.get("--pbt"):
+        what = (f"its --pbt settings (interval, fraction, resample prob., factors, populations) are "
+                f"{ours.get('--pbt')}, process 0's {theirs.get('--pbt')}")
     else:
         what = "its --grid/--sample settings differ"
     return (f"process {p} runs a different sweep than process 0 (sweep fingerprint {fingerprints[p]}, process 0's "
