@@ -103,8 +103,9 @@ def load_policy(run_dir: str, step: int | None = None, deterministic: bool = Fal
     not trace it.
 
     Example:
-        >>> policy = load_policy("runs/cartpole")                    # doctest: +SKIP
-        >>> action = jax.jit(policy.act)(policy.params, obs, key)    # doctest: +SKIP
+        >>> policy = load_policy("runs/cartpole")  # written by `purejaxppo train --out runs/cartpole`  # doctest: +SKIP
+        >>> obs = jnp.zeros(4)                     # one CartPole observation [obs_dim], or a batch [B, obs_dim]
+        >>> action = jax.jit(policy.act)(policy.params, obs, jax.random.key(0))  # doctest: +SKIP
     """
     config, trainer, step, state = load_state(run_dir, step, program_cache=program_cache)
     params = PolicyParams(params=state.params, obs_rms=state.obs_rms)
