@@ -696,7 +696,9 @@ def entry() -> NoReturn:
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
+        # A failed command has reported its failure: a library's thread left waiting by it (Orbax's
+        # metadata store after a write failed on a full disk) is not waited for; it would be forever.
+        if code == 0 and thread is not threading.main_thread() and not thread.daemon:
             # Orbax's threads re-raise their failure in join(); the command has reported it already
             with contextlib.suppress(Exception):
                 thread.join()

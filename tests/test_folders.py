@@ -357,3 +357,31 @@ def test_a_signal_while_the_command_loads_is_one_line(tmp_path):
     _, err = p.communicate(timeout=120)
     assert (p.returncode, err.strip()) == (130, "purejaxppo: interrupted")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_command_that_failed_on_a_full_disk_exits(tmp_path):
+    """Orbax leaves its metadata-store thread waiting after a failed write; the command, having
+    reported the failure, exits instead of waiting for it (it hung forever)."""
+    import resource
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from purejaxppo.rlhf import pipeline\n"
+        "pipeline.make_task = lambda spec: None\n"
+        "pipeline.seqmodel.make_model = lambda *args: None\n"
+        "pipeline.Study.run_sft = lambda self: (pipeline.save_checkpoint(self.out, 'sft', "
+        "{'p': np.random.default_rng(0).random(1 << 18, np.float32)}), {})[1]\n"
+        f"sys.argv = ['purejaxppo', 'rlhf', 'sft', '--tiny', '--out', {str(tmp_path / 'study')!r}]\n"
+        "from purejaxppo.cli import entry\n"
+        "entry()\n"
+    )
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, resource.RLIM_INFINITY))
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          preexec_fn=small_disk)
+    assert done.returncode == 2, done.stderr
+    assert "saving the sft checkpoint" in one_line(done, "rlhf")
