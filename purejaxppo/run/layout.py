@@ -55,7 +55,8 @@ STUDY_SETTINGS = "settings.json"
 # What each kind of run may leave in its folder: what --overwrite removes from a folder that holds
 # a run of its own kind, and only that (a folder holding another kind of run is refused).
 TRAIN_FILES = (CONFIG, RUN_SETTINGS, METRICS, SUMMARY, CURVE, CHECKPOINTS, TENSORBOARD, WANDB, EVAL)
-SWEEP_FILES = (CONFIG, SWEEP_RESULTS, SWEEP_SUMMARY, SWEEP_METRICS, SWEEP_CURVES)
+SWEEP_FILES = (CONFIG, SWEEP_RESULTS, SWEEP_SUMMARY, SWEEP_METRICS, SWEEP_CURVES,
+               "lineage.csv", "pbt.npz", "hparams.png")  # the last three: a PBT sweep's (run/population.py)
 STUDY_FILES = (STUDY_SETTINGS, "stages", CHECKPOINTS, "results.csv", "summary.md", "frontier.png", "ppo_curves.png",
                "overoptimisation.png")
 KIND_FILES = {"train": TRAIN_FILES, "sweep": SWEEP_FILES, "rlhf": STUDY_FILES}

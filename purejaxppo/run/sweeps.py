@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from purejaxppo.core.config import PPOConfig
 from purejaxppo.core.train import Trainer, make_trainer
-from purejaxppo.errors import Interrupted
+from purejaxppo.errors import Interrupted, RunError
 from purejaxppo.run import layout, results
 from purejaxppo.run.compiled import auto_chunk, check_memory, make_programs
 from purejaxppo.run.programs import Programs
@@ -155,11 +155,15 @@ def _write(out: str, config: PPOConfig, result: SweepResult, spec: dict[str, Any
             as stop:
         if overwrite:
             layout.clear_run(out, "sweep")
-        rows = results.write_sweep(out, config, result, spec)
-        if result.pbt is not None:
-            from purejaxppo.run.population import write_pbt
+        try:
+            rows = results.write_sweep(out, config, result, spec)
+            if result.pbt is not None:
+                from purejaxppo.run.population import write_pbt
 
-            write_pbt(out, result.pbt, config.env, config.batch_size)
+                write_pbt(out, result.pbt, config.env, config.batch_size)
+        except OSError as e:  # a full disk: one line naming the folder (NumPy's and Matplotlib's errors name no file)
+            raise RunError(f"cannot write the sweep's results in {out}: {e.strerror or e}; accepted: a folder with "
+                           "space you can write to") from None
     if stop.signum is not None:
         raise Interrupted(f"stopped after writing the sweep's results in {out}", stop.signum)
     return rows
