@@ -10,7 +10,7 @@ from purejaxppo.naming import BRAX_PREFIX, is_brax
 
 # Tuned settings per environment. Sources: the PPO hyperparameters of CleanRL's
 # classic-control runs and of PureJaxRL / gymnax's published baselines, then
-# adjusted with the measurements recorded in README.md.
+# adjusted with the measurements recorded in docs/reproduction.md.
 PRESETS: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(
         env="CartPole-v1",

@@ -31,7 +31,7 @@ The same PPO can be written in ways that cost very differently on a CPU and on a
 
 Every choice gives the same algorithm and the same metrics up to float rounding, except
 ``shuffle``, which draws different (equally uniform) permutations. The defaults per backend
-are the fastest measured (``experiments/benchmark_speed.py``, README "Speed"). The
+are the fastest measured (``experiments/benchmark_speed.py``, docs/speed.md). The
 environment variable ``PUREJAXPPO_TUNING`` overrides them, e.g.
 ``PUREJAXPPO_TUNING="truncation=batched,gae_unroll=16"``; the variable is read when a
 program is built.
@@ -79,7 +79,7 @@ _CHOICES = {
 }
 _INTS = ("rollout_unroll", "gae_unroll", "minibatch_unroll")
 
-# The fastest choices measured on each backend (README "Speed"). TPUs take the GPU's choices
+# The fastest choices measured on each backend (docs/speed.md). TPUs take the GPU's choices
 # (the same reasons hold: loops and conditionals are costly on the device), unmeasured so far.
 # ``Tuning()`` itself is the layout the reference runs were recorded with (tests/data).
 _ACCELERATOR = Tuning(truncation="compact", early_stop="select", shuffle="feistel", gather="minibatch",

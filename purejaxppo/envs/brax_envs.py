@@ -18,7 +18,7 @@ Brax's task through ``brax.envs.get_environment`` and wraps it in :class:`BraxEn
 
 Install with ``pip install -e ".[brax]"``; the base install does not import Brax. The
 backends (``generalized``, ``positional``, ``spring``, ``mjx``) differ in speed and in how
-closely they follow MuJoCo; ``README.md`` has the measured tables and the reason for the
+closely they follow MuJoCo; ``docs/environments.md`` has the measured tables and the reason for the
 default (mjx: MuJoCo's own physics).
 """
 
@@ -42,7 +42,7 @@ PREFIX = BRAX_PREFIX
 TASKS = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
          "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d")
 BACKENDS = ("generalized", "positional", "spring", "mjx")
-DEFAULT_BACKEND = "mjx"  # MuJoCo's own physics: the measured choice, see README.md
+DEFAULT_BACKEND = "mjx"  # MuJoCo's own physics: the measured choice, see docs/environments.md
 EXTRA = 'pip install -e ".[brax]"'
 # Brax's training notebook steps reacher with action repeat 4; every other task with 1.
 ACTION_REPEAT = {"reacher": 4}

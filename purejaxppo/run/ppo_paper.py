@@ -38,7 +38,7 @@ SOURCE = ("Schulman et al., Proximal Policy Optimization Algorithms (2017), Tabl
 # The paper's MuJoCo tasks (Gym v1), through Brax: HalfCheetah, Hopper, InvertedDoublePendulum,
 # InvertedPendulum, Reacher, Swimmer, Walker2d.
 TASKS = ("halfcheetah", "hopper", "inverted_double_pendulum", "inverted_pendulum", "reacher", "swimmer", "walker2d")
-DEFAULT_BACKEND = "mjx"  # MuJoCo's own physics (README: the fidelity table)
+DEFAULT_BACKEND = "mjx"  # MuJoCo's own physics (docs/environments.md: the fidelity table)
 FULL_STEPS = 1_000_000
 FULL_SEEDS = 3
 LAST_EPISODES = 100
