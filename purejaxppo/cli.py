@@ -274,7 +274,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.suite == "ppo-paper":
         return _reproduce_ppo_paper(args)
     get_suite(args.suite)
-    args.seeds = args.seeds or 5
+    args.seeds = 5 if args.seeds is None else args.seeds
     if args.seeds < 1:
         raise ConfigError(f"reproduce --seeds: must be at least 1, got {args.seeds}")
     from purejaxppo.run.layout import check_out_path
@@ -308,7 +308,7 @@ def _reproduce_ppo_paper(args: argparse.Namespace) -> int:
                          "them, or --out DIR to write elsewhere")
     command = "purejaxppo reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [args.suite])
     summary = ppo_paper.run_paper(args.task, steps=args.steps or ppo_paper.FULL_STEPS,
-                                  seeds=args.seeds or ppo_paper.FULL_SEEDS,
+                                  seeds=ppo_paper.FULL_SEEDS if args.seeds is None else args.seeds,
                                   backend=args.backend or ppo_paper.DEFAULT_BACKEND, is_tiny=args.tiny, out=out,
                                   command=command, log=lambda m: print(m, flush=True))
     for row in summary["rows"]:

@@ -96,7 +96,7 @@ def test_rewrite_summary_recomputes_verdicts(bsuite_run):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["reproduce"], "name a suite (gymnax-classic, bsuite, minatar) or give --list"),
+    (["reproduce"], "name a suite (gymnax-classic, bsuite, minatar, craftax, ppo-paper) or give --list"),
     (["reproduce", "atari"], "unknown suite 'atari'; accepted: gymnax-classic, bsuite, minatar"),
     (["reproduce", "bsuite", "--task", "CartPole-v1"], "CartPole-v1 not in suite bsuite; accepted:"),
     (["reproduce", "bsuite", "--seeds", "0"], "--seeds: must be at least 1, got 0"),

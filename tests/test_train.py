@@ -86,7 +86,8 @@ def fixed_train():
 
 
 def test_each_float_hyperparameter_is_traced_and_changes_the_run(adaptive_train):
-    assert set(CHANGED) == set(HPARAM_FIELDS)
+    # TRPO's traced step settings do not enter a PPO run; tests/test_trpo.py runs two max_kl radii in one program
+    assert set(CHANGED) == set(HPARAM_FIELDS) - {"max_kl", "cg_damping", "backtrack_ratio"}
     train, traces = adaptive_train
     hp = HParams.from_config(EVERY_FIELD)
     _, base = train(jax.random.key(0), hp)
