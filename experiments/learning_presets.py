@@ -20,8 +20,8 @@ import jax
 import numpy as np
 
 from purejaxppo import HParams, make_trainer, preset
-from purejaxppo.run.evaluate import make_evaluate
 from purejaxppo.core.metrics import final_return
+from purejaxppo.run.evaluate import make_evaluate
 
 PUBLISHED = {  # gymnax README, PPO baselines of gymnax-blines
     "CartPole-v1": 500.0,

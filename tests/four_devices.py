@@ -16,9 +16,9 @@ import sys
 
 import jax
 import numpy as np
+from helpers import run_main
 from jax.sharding import PartitionSpec
 
-from helpers import run_main
 from purejaxppo import PPOConfig, make_data_parallel_train, make_train, make_trainer
 from purejaxppo.scale.agents import run_agents
 from purejaxppo.scale.pbt import PBTConfig, run_pbt

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import run_main
+
 from purejaxppo.core.metrics import METRIC_NAMES
 
 TINY = ["--total-timesteps", "2048", "--num-envs", "4", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1"]

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import program_reads, run_main
 from PIL import Image
 
-from helpers import program_reads, run_main
 from purejaxppo.errors import ConfigError
 from purejaxppo.run import programs
 from purejaxppo.run.cache import ENV_VAR, default_cache_dir, resolve_cache_dir

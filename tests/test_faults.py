@@ -5,8 +5,8 @@ Every case ends in one line on stderr, a documented exit status, and no data los
 
 import importlib.util
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess

@@ -21,15 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import cache_misses, run_main
+
 from purejaxppo import METRIC_NAMES, PPOConfig, make_train
+from purejaxppo.cli import main as cli_main
 from purejaxppo.errors import RunError
 from purejaxppo.run.checkpoints import Checkpointer, checksum, from_savable, to_savable
-from purejaxppo.cli import main as cli_main
+from purejaxppo.run.compiled import auto_chunk
 from purejaxppo.run.loggers import ProgressBar
 from purejaxppo.run.policy import load_state
-from purejaxppo.run.compiled import auto_chunk
 from purejaxppo.run.runner import run
 
 SMALL = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",

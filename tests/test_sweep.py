@@ -7,12 +7,12 @@ import os
 import jax
 import numpy as np
 import pytest
+from helpers import program_reads, run_main
 
 from purejaxppo import ConfigError, HParams, PPOConfig, make_train, make_trainer, sweep
 from purejaxppo.scale import plan as sw
 from purejaxppo.scale.stats import bootstrap_ci
 from purejaxppo.scale.sweep import run_plan
-from helpers import program_reads, run_main
 
 SMALL = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2, total_timesteps=4 * 32 * 6)
 

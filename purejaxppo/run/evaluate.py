@@ -184,8 +184,8 @@ def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0
 
 def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache) -> dict[str, Any]:
     from purejaxppo.run import layout
-    from purejaxppo.run.policy import load_policy
     from purejaxppo.run.compiled import make_programs
+    from purejaxppo.run.policy import load_policy
 
     policy = load_policy(run_dir, step, deterministic=deterministic, program_cache=program_cache)
     env = policy.trainer.env

@@ -109,6 +109,16 @@ def make_loggers(config: PPOConfig, out_dir: str | None, history: dict[str, np.n
     return loggers
 
 
+def _run_without_folder(config, asked: RunOptions, preset_name, log: Log, data_parallel: bool, progress,
+                        program_cache) -> dict[str, Any]:
+    """A run that writes no files (``out_dir`` None): no checkpoints, the summary returned."""
+    trainer = config if isinstance(config, Trainer) else build_trainer(config, data_parallel)
+    options = dataclasses.replace(asked, checkpoint_every=0)
+    with StopSignals() as stop:
+        return _run(trainer, None, preset_name, log, None, options, False, progress, stop,
+                    make_programs(trainer, program_cache))
+
+
 def run(
     config: PPOConfig | Trainer,
     out_dir: str | None = None,
@@ -164,11 +174,7 @@ def run(
     if out_dir is None:
         if resume:
             raise RunError("resume needs the folder of the run to continue (--out DIR)")
-        trainer = config if isinstance(config, Trainer) else build_trainer(config, data_parallel)
-        options = dataclasses.replace(asked, checkpoint_every=0)
-        with StopSignals() as stop:
-            return _run(trainer, None, preset_name, log, None, options, False, progress, stop,
-                        make_programs(trainer, program_cache))
+        return _run_without_folder(config, asked, preset_name, log, data_parallel, progress, program_cache)
     with layout.locked(out_dir):
         return _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, progress, program_cache)
 

@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from purejaxppo.core.config import HParams
 from purejaxppo.core.train import Trainer
 
+
 class Compiler(Protocol):
     """What compiles a sweep's programs when given (:class:`purejaxppo.run.programs.Programs` is one)."""
 

@@ -33,6 +33,7 @@ from purejaxppo.scale.agents import Compiler, run_agents
 from purejaxppo.scale.pbt import PBTConfig, Space, pbt_key, run_pbt
 from purejaxppo.scale.plan import SweepPlan, stack_hparams
 
+
 class SweepResult(NamedTuple):
     settings: list[dict[str, float]]  # G settings: swept field -> value
     seeds: int  # S
