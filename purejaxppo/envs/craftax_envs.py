@@ -24,6 +24,8 @@ TASKS = ("Craftax-Symbolic-v1", "Craftax-Classic-Symbolic-v1", "Craftax-Pixels-v
 class CraftaxEnv(SuiteEnv):
     """A Craftax task (the library's no-auto-reset environment) as a gymnax environment."""
 
+    prefix = PREFIX
+
     def __init__(self, task: str):
         super().__init__()
         craftax_env = import_or_explain("craftax.craftax_env", "craftax")
@@ -31,14 +33,6 @@ class CraftaxEnv(SuiteEnv):
         self.craftax = craftax_env.make_craftax_env_from_name(task, auto_reset=False)
         self._params = SuiteParams(suite=self.craftax.default_params)
         self._obs_shape = tuple(self.craftax.observation_space(self.craftax.default_params).shape)
-
-    @property
-    def name(self) -> str:
-        return PREFIX + self.task
-
-    @property
-    def default_params(self) -> SuiteParams:
-        return self._params
 
     @property
     def num_actions(self) -> int:

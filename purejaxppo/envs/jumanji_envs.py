@@ -36,6 +36,8 @@ TASKS = tuple(BOARDS)
 class JumanjiEnv(SuiteEnv):
     """A Jumanji task as a gymnax environment."""
 
+    prefix = PREFIX
+
     def __init__(self, task: str):
         super().__init__()
         jumanji = import_or_explain("jumanji", "jumanji")
@@ -44,14 +46,6 @@ class JumanjiEnv(SuiteEnv):
         kwargs = {"time_limit": NO_LIMIT} if task.startswith("Snake") else {}
         self.jumanji = jumanji.make(task, **kwargs)
         self._params = SuiteParams(max_steps_in_episode=max_steps)
-
-    @property
-    def name(self) -> str:
-        return PREFIX + self.task
-
-    @property
-    def default_params(self) -> SuiteParams:
-        return self._params
 
     @property
     def num_actions(self) -> int:

@@ -31,20 +31,14 @@ TERMINATION, TRUNCATION = 2, 1  # navix.StepType
 class NavixEnv(SuiteEnv):
     """A Navix task as a gymnax environment."""
 
+    prefix = PREFIX
+
     def __init__(self, task: str, **kwargs: Any):
         super().__init__()
         navix = import_or_explain("navix", "navix")
         self.task = task
         self.navix = navix.make(task, **kwargs)  # kwargs: e.g. max_steps
         self._params = SuiteParams()
-
-    @property
-    def name(self) -> str:
-        return PREFIX + self.task
-
-    @property
-    def default_params(self) -> SuiteParams:
-        return self._params
 
     @property
     def num_actions(self) -> int:

@@ -31,6 +31,8 @@ TASKS = ("AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance
 class PlaygroundEnv(SuiteEnv):
     """A MuJoCo Playground DM Control task as a gymnax environment."""
 
+    prefix = PREFIX
+
     def __init__(self, task: str):
         super().__init__()
         import_or_explain("mujoco_playground", "playground")
@@ -45,14 +47,6 @@ class PlaygroundEnv(SuiteEnv):
         if not isinstance(self._obs_size, int):
             raise ConfigError(f"env: {PREFIX}{task} observes a dict {self._obs_size}; accepted: a task with one "
                               "observation vector")
-
-    @property
-    def name(self) -> str:
-        return PREFIX + self.task
-
-    @property
-    def default_params(self) -> SuiteParams:
-        return self._params
 
     def suite_reset(self, key: jax.Array, params: SuiteParams) -> tuple[jax.Array, Any]:
         state = self.playground.reset(key)

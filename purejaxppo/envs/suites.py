@@ -157,6 +157,16 @@ class SuiteEnv(environment.Environment):
     ``final_observation``.
     """
 
+    prefix = ""  # the suite's name prefix, e.g. "craftax/"; a subclass sets ``task`` and ``_params``
+
+    @property
+    def name(self) -> str:
+        return self.prefix + self.task
+
+    @property
+    def default_params(self) -> SuiteParams:
+        return self._params
+
     # --- what a suite implements ---------------------------------------------------------
     def suite_reset(self, key: jax.Array, params: SuiteParams) -> tuple[jax.Array, Any]:
         """``key -> (obs [suite shape], inner state)``."""

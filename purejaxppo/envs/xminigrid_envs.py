@@ -64,6 +64,8 @@ def load_benchmark(name: str = BENCHMARK) -> Any:
 class XMiniGridEnv(SuiteEnv):
     """An XLand-MiniGrid task as a gymnax environment."""
 
+    prefix = PREFIX
+
     def __init__(self, task: str, benchmark: Any = None):
         super().__init__()
         xminigrid = import_or_explain("xminigrid", "xminigrid")
@@ -74,14 +76,6 @@ class XMiniGridEnv(SuiteEnv):
         else:
             self.benchmark = None
         self._params = SuiteParams(suite=suite_params)
-
-    @property
-    def name(self) -> str:
-        return PREFIX + self.task
-
-    @property
-    def default_params(self) -> SuiteParams:
-        return self._params
 
     @property
     def num_actions(self) -> int:
