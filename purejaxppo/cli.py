@@ -21,6 +21,8 @@ import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from purejaxppo.errors import CheckpointError, ConfigError, Interrupted, PurejaxppoError, UsageError
+from purejaxppo.rlhf.command import add_rlhf, cmd_rlhf
+from purejaxppo.run.cache import add_cache_flag
 
 if TYPE_CHECKING:
     from purejaxppo.core.config import PPOConfig
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="PPO compiled end to end in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parser.subcommands = sub.choices  # type: ignore[attr-defined]
-    for add in (_add_train, _add_sweep, _add_eval, _add_reproduce, _add_rlhf):
+    for add in (_add_train, _add_sweep, _add_eval, _add_reproduce, add_rlhf):
         add(sub)
     sub.add_parser("envs", help="list the environment names accepted by --env")
     sub.add_parser("presets", help="list the presets and their settings")
@@ -148,7 +150,7 @@ def _add_sweep(sub) -> None:
         f"sharded over the devices. Sweepable fields: {', '.join(HPARAM_FIELDS)}.",
     )
     _add_run_flags(sweep, "runs/sweep_ENV_TIME")
-    _add_cache_flag(sweep)
+    add_cache_flag(sweep)
     sweep.add_argument("--num-seeds", type=_positive_int, default=1, metavar="N", help="seeds per setting (default: 1)")
     sweep.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
                        help="values of one field; several --grid flags give their cartesian product")
@@ -201,7 +203,7 @@ def _add_eval(sub) -> None:
     ev.add_argument("--seed", type=_positive_int, default=0, metavar="N", help="seed of the evaluation (default: 0)")
     ev.add_argument("--render", default=None, metavar="OUT.gif",
                     help="also record one episode as an animated GIF (CartPole, Acrobot, Pendulum, MountainCar, MinAtar)")
-    _add_cache_flag(ev)
+    add_cache_flag(ev)
 
 
 def _add_reproduce(sub) -> None:
@@ -228,35 +230,9 @@ def _add_reproduce(sub) -> None:
     rep.add_argument("--backend", default=None, metavar="NAME",
                      help="ppo-paper: Brax physics backend of the tasks (default: mjx); a --task named TASK-BACKEND "
                      "picks its own")
-    _add_cache_flag(rep)
+    add_cache_flag(rep)
 
 
-def _add_rlhf(sub) -> None:
-    """``purejaxppo rlhf``."""
-    rl = sub.add_parser(
-        "rlhf",
-        help="align a small language model with PPO, DPO and best-of-n on a task with a known truth",
-        description="The RLHF study on a synthetic preference task where every quantity is computed exactly: "
-        "SFT reference, Bradley-Terry reward model, PPO with a KL penalty (adaptive, fixed, beta ~ 0), DPO and "
-        "best-of-n. Writes results.csv, summary.md, plots and Orbax checkpoints of each stage to --out.",
-    )
-    rl.add_argument("stage", choices=("demo", "sft", "reward", "ppo", "dpo", "bon"), metavar="STAGE",
-                    help="demo (every stage), or one of sft, reward, ppo, dpo, bon (reads the earlier stages in --out)")
-    rl.add_argument("--out", required=True, metavar="DIR", help="the study's folder")
-    rl.add_argument("--overwrite", action="store_true",
-                    help="replace a study already in --out (demo), or the stage records a stage's run replaces")
-    rl.add_argument("--tiny", action="store_true", help="small budgets and 5-token responses (about 2 minutes)")
-    rl.add_argument("--seed", type=_positive_int, default=None, metavar="N", help="training seed (default: 0)")
-    rl.add_argument("--task-seed", type=_positive_int, default=None, metavar="N",
-                    help="seed of the task: G, the gold reward (default: 0)")
-    rl.add_argument("--length", type=_positive_int, default=None, metavar="L",
-                    help="response tokens (default: 6; 5 with --tiny)")
-    rl.add_argument("--prompts", type=_positive_int, default=None, metavar="P", help="prompt values (default: 4)")
-    rl.add_argument("--kl-target", type=float, default=None, metavar="NATS",
-                    help="the adaptive controller's KL target per response (default: 1.0)")
-    rl.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
-                    help="PPO iterations, a multiple of 10 (default: 150; 40 with --tiny)")
-    _add_cache_flag(rl)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -317,28 +293,6 @@ def _reproduce_ppo_paper(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rlhf(args: argparse.Namespace) -> int:
-    from purejaxppo.rlhf import pipeline
-    from purejaxppo.run.layout import check_out_path
-
-    for flag, value in (("--seed", args.seed), ("--task-seed", args.task_seed)):
-        if value is not None and not 0 <= value < 2**63:  # as train's --seed; checked before anything is written
-            raise ConfigError(f"rlhf {flag}: got {value}; accepted: an integer from 0 to 2**63 - 1")
-    if args.kl_target is not None and not args.kl_target > 0:
-        raise ConfigError(f"rlhf --kl-target: must be a positive number of nats, got {args.kl_target}")
-    _setup_cache(args)  # a refused cache folder leaves no --out behind
-    # A single stage starts from the study's saved settings (flags given change them).
-    settings = pipeline.study_settings(args.out, args.stage, args.tiny, seed=args.seed, task_seed=args.task_seed,
-                                       length=args.length, prompts=args.prompts, kl_target=args.kl_target,
-                                       iterations=args.iterations)
-    pipeline.check_settings(settings)  # before --out is made
-    check_out_path(args.out)
-    stages = pipeline.STAGES if args.stage == "demo" else (args.stage,)
-    command = "purejaxppo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["rlhf"] else None
-    pipeline.run_stages(args.out, settings, stages, log=lambda m: print(m, flush=True), command=command,
-                        overwrite=args.overwrite, replace=args.stage == "demo", exit_on_signal=True)
-    print(f"results in {args.out} (summary.md, results.csv, *.png)")
-    return 0
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -357,12 +311,6 @@ def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
                         "spring or mjx (default: mjx, MuJoCo's own physics; the same as --env brax/<task>-<backend>)")
 
 
-def _add_cache_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--compilation-cache", default=None, metavar="DIR",
-        help="folder of JAX's persistent compilation cache, or 'off' (default: $PUREJAXPPO_COMPILATION_CACHE, "
-        "else ~/.cache/purejaxppo/jax)",
-    )
 
 
 def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -399,7 +347,7 @@ def _add_long_run_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--wandb-project", default="purejaxppo", metavar="NAME", help="W&B project (default: purejaxppo)")
     g.add_argument("--wandb-mode", default="offline", choices=("offline", "online"),
                    help="offline writes under OUT/wandb and needs no account (default: offline)")
-    _add_cache_flag(parser)
+    add_cache_flag(parser)
 
 
 def _explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -74,3 +74,12 @@ def enable_compilation_cache(value: str | None = None) -> str | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def add_cache_flag(parser) -> None:
+    """Add ``--compilation-cache`` to an argparse parser."""
+    parser.add_argument(
+        "--compilation-cache", default=None, metavar="DIR",
+        help="folder of JAX's persistent compilation cache, or 'off' (default: $PUREJAXPPO_COMPILATION_CACHE, "
+        "else ~/.cache/purejaxppo/jax)",
+    )
