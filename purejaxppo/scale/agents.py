@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +33,52 @@ def agent_mesh(devices: list | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("agents",))
 
 
+class Progress(NamedTuple):
+    """Where a chunked training of many agents stands, between two chunks: enough to continue it.
+
+    ``carry``: what the chunk program carries (the agents' states, padding included; a PBT
+    population also its :class:`~purejaxppo.scale.pbt.PBTCarry`). ``outputs``: the host arrays
+    the chunks returned so far, name -> ``[A', done, ...]`` (padding included).
+    """
+
+    carry: Any
+    done: int  # updates done
+    outputs: dict[str, np.ndarray]
+
+
+def run_chunks(carry: Any, outputs: dict[str, np.ndarray] | None, done: int, n_updates: int, step: int,
+               compile_chunk: Callable[[int, Any], Callable], on_chunk: Callable[[int], None] | None = None,
+               on_progress: Callable[[Progress], None] | None = None) -> Progress:
+    """Call chunk programs ``compile_chunk(k, carry)`` of ``k <= step`` updates (``carry -> (carry,
+    outputs)``) from update ``done`` to ``n_updates``, after each calling ``on_chunk(done)`` and
+    ``on_progress(Progress)`` (a checkpoint); the chunks' outputs are gathered to the host and
+    joined along the update axis (axis 1) to the ones given."""
+    pieces, compiled = ([] if outputs is None else [outputs]), {}
+    while done < n_updates:
+        k = min(step, n_updates - done)
+        if k not in compiled:
+            compiled[k] = compile_chunk(k, carry)
+        carry, out = compiled[k](carry)
+        pieces.append(_host(out))
+        done += k
+        if on_chunk is not None:
+            on_chunk(done)
+        if on_progress is not None:
+            pieces = [_joined(pieces)]
+            on_progress(Progress(carry, done, pieces[0]))
+    return Progress(carry, done, _joined(pieces) if pieces else {})
+
+
+def _joined(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(pieces) == 1:
+        return pieces[0]
+    return {name: np.concatenate([p[name] for p in pieces], axis=1) for name in pieces[0]}
+
+
 def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh | None = None,
                chunk_updates: int | None = None, on_chunk: Callable[[int], None] | None = None,
-               programs: Compiler | None = None):
+               programs: Compiler | None = None, start: Progress | None = None,
+               on_progress: Callable[[Progress], None] | None = None):
     """Train ``A`` agents (``keys [A]``, ``hparams [A]``) in one program, split over ``mesh``.
 
     ``jit(vmap(train))`` with the agent axis sharded as ``NamedSharding(mesh, P("agents"))``
@@ -61,6 +104,10 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
     count): a later launch of the same sweep loads them instead of tracing them, and runs the
     same programs.
 
+    ``on_progress(Progress)`` is called after each chunk (a checkpoint of the whole population),
+    and ``start`` (a :class:`Progress` such a call saw) continues from there instead of from
+    the initial states: the same chunk programs give the same numbers as an uninterrupted run.
+
     Returns ``(final states, metrics)``; states are global arrays with the agent axis first
     (padding included), metrics are host NumPy arrays of the ``A`` agents.
     """
@@ -74,15 +121,23 @@ def run_agents(trainer: Trainer, keys: jax.Array, hparams: HParams, mesh: Mesh |
             return jax.jit(fn, donate_argnums=donate_argnums, **jit_kw)
         return saved.compile(name, fn, call_args, donate_argnums)
 
-    if chunk_updates is None:
+    if chunk_updates is None and start is None and on_progress is None:
         def train(key_data, hparams):
             return jax.vmap(trainer.train)(jax.random.wrap_key_data(key_data), hparams)
 
         states, metrics = build("sweep-train", train, args)(*args)
         metrics = _host(metrics)
     else:
-        states, metrics = _train_in_chunks(trainer, args, build, chunk_updates, on_chunk)
+        step = trainer.config.num_updates if chunk_updates is None else chunk_updates
+        states, metrics = _train_in_chunks(trainer, args, build, step, on_chunk, start, on_progress)
     return states, jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_agents], metrics)
+
+
+def initial_carry(trainer: Trainer, keys: jax.Array, hparams: HParams) -> Any:
+    """The shapes and dtypes of the agents' initial states (``keys [A]``, ``hparams [A]``, one
+    device): what a saved :class:`Progress` of :func:`run_agents` is restored into."""
+    args, _ = _agent_args(keys, hparams, agent_mesh(jax.local_devices()[:1]))
+    return jax.eval_shape(lambda k, h: jax.vmap(trainer.init)(jax.random.wrap_key_data(k), h), *args)
 
 
 def _agent_args(keys: jax.Array, hparams: HParams, mesh: Mesh):
@@ -103,9 +158,11 @@ def _agent_args(keys: jax.Array, hparams: HParams, mesh: Mesh):
 
 
 def _train_in_chunks(trainer: Trainer, args, build: Callable, chunk_updates: int,
-                     on_chunk: Callable[[int], None] | None):
-    """``(states, metrics)``: the agents initialised by one program, then trained by repeated calls
-    of a ``lax.scan`` of ``chunk_updates`` vmapped updates, ``on_chunk(updates done)`` after each."""
+                     on_chunk: Callable[[int], None] | None, start: Progress | None = None,
+                     on_progress: Callable[[Progress], None] | None = None):
+    """``(states, metrics)``: the agents initialised by one program (or taken from ``start``), then
+    trained by repeated calls of a ``lax.scan`` of ``chunk_updates`` vmapped updates
+    (:func:`run_chunks`)."""
 
     def init(key_data, hparams):
         return jax.vmap(trainer.init)(jax.random.wrap_key_data(key_data), hparams)
@@ -115,18 +172,17 @@ def _train_in_chunks(trainer: Trainer, args, build: Callable, chunk_updates: int
         # the scan stacks updates first ([length, agents]); agents first, as the fused program's vmap gives
         return states, jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, 0, 1), metrics)
 
-    states = build("sweep-init", init, args)(*args)
-    n_updates, done, pieces, compiled = trainer.config.num_updates, 0, [], {}
-    while done < n_updates:
-        k = min(chunk_updates, n_updates - done)
-        if k not in compiled:
-            compiled[k] = build(f"sweep-chunk{k}", functools.partial(chunk, length=k), (states, args[1]), (0,))
-        states, m = compiled[k](states, args[1])
-        pieces.append(_host(m))
-        done += k
-        if on_chunk is not None:
-            on_chunk(done)
-    return states, {name: np.concatenate([p[name] for p in pieces], axis=1) for name in pieces[0]}
+    def compile_chunk(k, states):
+        program = build(f"sweep-chunk{k}", functools.partial(chunk, length=k), (states, args[1]), (0,))
+        return lambda states: program(states, args[1])
+
+    if start is None:
+        states, outputs, done = build("sweep-init", init, args)(*args), None, 0
+    else:
+        states, outputs, done = start.carry, start.outputs, start.done
+    end = run_chunks(states, outputs, done, trainer.config.num_updates, chunk_updates, compile_chunk, on_chunk,
+                     on_progress)
+    return end.carry, end.outputs
 
 
 def _host(metrics):

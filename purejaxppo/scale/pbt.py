@@ -23,6 +23,7 @@ bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -39,7 +40,7 @@ from purejaxppo.core.config import HParams, check_integer
 from purejaxppo.core.state import finite_state
 from purejaxppo.core.train import Trainer
 from purejaxppo.errors import ConfigError
-from purejaxppo.scale.agents import Compiler, _agent_args, _host, agent_mesh
+from purejaxppo.scale.agents import Compiler, Progress, _agent_args, agent_mesh, run_chunks
 from purejaxppo.scale.plan import Distribution, check_distribution
 
 Space = dict[str, Distribution]  # the explored fields and where their values may go
@@ -249,13 +250,29 @@ def pbt_digest(pbt: PBTConfig, space: Space, num_agents: int) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _pbt_init(trainer: Trainer) -> Callable:
+    """``init(key_data [A'], hparams [A'], pbt key data) -> (states, PBTCarry)``; PBT's key is an
+    argument: a saved program must not hold it."""
+
+    def init(key_data, hparams, pbt_key_data):
+        states = jax.vmap(trainer.init)(jax.random.wrap_key_data(key_data), hparams)
+        zeros = jnp.zeros(hparams.lr.shape, jnp.float32)
+        return states, PBTCarry(jax.random.wrap_key_data(pbt_key_data), hparams, zeros, zeros,
+                                jnp.full(zeros.shape, -jnp.inf))
+
+    return init
+
+
 def run_pbt(trainer: Trainer, keys: jax.Array, hparams: HParams, pbt: PBTConfig, space: Space,
             key: jax.Array, mesh: Mesh | None = None, chunk_updates: int | None = None,
-            on_chunk: Callable[[int], None] | None = None, programs: Compiler | None = None):
+            on_chunk: Callable[[int], None] | None = None, programs: Compiler | None = None,
+            start: Progress | None = None, on_progress: Callable[[Progress], None] | None = None):
     """Train the ``A`` agents (``keys [A]``, initial ``hparams [A]``) as PBT populations in one program.
 
     Like :func:`~purejaxppo.scale.agents.run_agents` in chunks (``chunk_updates``, default all
     updates in one), over the devices of ``mesh``; ``key`` drives selection and exploration.
+    ``start`` and ``on_progress`` continue from and report a :class:`~purejaxppo.scale.agents.Progress`
+    as in :func:`~purejaxppo.scale.agents.run_agents`.
     Returns ``(final states, metrics [A, num_updates], PBTRecord)``.
 
     Example:
@@ -283,30 +300,53 @@ def run_pbt(trainer: Trainer, keys: jax.Array, hparams: HParams, pbt: PBTConfig,
             return jax.jit(fn, donate_argnums=donate_argnums, **kw)
         return saved.compile(name, fn, call_args, donate_argnums)
 
-    def init(key_data, hparams, pbt_key_data):  # PBT's key is an argument: a saved program must not hold it
-        states = jax.vmap(trainer.init)(jax.random.wrap_key_data(key_data), hparams)
-        zeros = jnp.zeros(hparams.lr.shape, jnp.float32)
-        return states, PBTCarry(jax.random.wrap_key_data(pbt_key_data), hparams, zeros, zeros,
-                                jnp.full(zeros.shape, -jnp.inf))
-
+    init = _pbt_init(trainer)
     chunk = make_pbt_chunk(trainer, pbt, space, n_agents)
-    init_args = (key_data, padded_hparams, np.asarray(jax.random.key_data(key)))
-    states, carry = build("init-pbt", init, init_args)(*init_args)
     digest = pbt_digest(pbt, space, n_agents)
-    n_updates, done, pieces, compiled = trainer.config.num_updates, 0, [], {}
-    step = n_updates if chunk_updates is None else chunk_updates
-    while done < n_updates:
-        k = min(step, n_updates - done)
-        if k not in compiled:
-            compiled[k] = build(f"pbt-chunk{k}-{digest}", functools.partial(chunk, length=k), (states, carry), (0, 1))
-        (states, carry), out = compiled[k](states, carry)
-        pieces.append(_host(out))
-        done += k
-        if on_chunk is not None:
-            on_chunk(done)
-    metrics = {name: np.concatenate([m[name] for m, _ in pieces], axis=1)[:n_agents] for name in pieces[0][0]}
-    gens = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=-1), *[g for _, g in pieces])
-    return states, metrics, _record(gens, hparams, space, n_agents)
+
+    def compile_chunk(k, carry):
+        program = build(f"pbt-chunk{k}-{digest}", functools.partial(chunk, length=k), carry, (0, 1))
+
+        def call(carry):
+            carry, (metrics, gens) = program(*carry)
+            return carry, {**metrics, **_gens_outputs(gens)}
+
+        return call
+
+    if start is None:
+        init_args = (key_data, padded_hparams, np.asarray(jax.random.key_data(key)))
+        carry, outputs, done = build("init-pbt", init, init_args)(*init_args), None, 0
+    else:
+        carry, outputs, done = start.carry, start.outputs, start.done
+    step = trainer.config.num_updates if chunk_updates is None else chunk_updates
+    end = run_chunks(carry, outputs, done, trainer.config.num_updates, step, compile_chunk, on_chunk, on_progress)
+    metrics = {name: v[:n_agents] for name, v in end.outputs.items() if not name.startswith(GENS)}
+    return end.carry[0], metrics, _record(_gens_of(end.outputs), hparams, space, n_agents)
+
+
+GENS = "pbt/"  # the prefix of the generation records among a chunk's outputs
+
+
+def _gens_outputs(gens: Generation) -> dict[str, jax.Array]:
+    """A chunk's generation records as named outputs ``[A', k]`` (``selected`` as ``[1, k]``)."""
+    out = {f"{GENS}{f}": getattr(gens, f) for f in ("parent", "fitness", "diverged")}
+    out[f"{GENS}selected"] = gens.selected[None]
+    out.update({f"{GENS}hparams/{f.name}": getattr(gens.hparams, f.name) for f in dataclasses.fields(HParams)})
+    return out
+
+
+def _gens_of(outputs: dict[str, np.ndarray]) -> Generation:
+    """The :class:`Generation` columns ``[A', updates]`` (``selected [updates]``) of joined outputs."""
+    hp = HParams(**{f.name: outputs[f"{GENS}hparams/{f.name}"] for f in dataclasses.fields(HParams)})
+    return Generation(outputs[f"{GENS}selected"][0], outputs[f"{GENS}parent"], outputs[f"{GENS}fitness"],
+                      outputs[f"{GENS}diverged"], hp)
+
+
+def initial_pbt_carry(trainer: Trainer, keys: jax.Array, hparams: HParams) -> Any:
+    """The shapes and dtypes of a PBT population's initial carry (one device): what a saved
+    :class:`~purejaxppo.scale.agents.Progress` of :func:`run_pbt` is restored into."""
+    (key_data, padded), _ = _agent_args(keys, hparams, agent_mesh(jax.local_devices()[:1]))
+    return jax.eval_shape(_pbt_init(trainer), key_data, padded, np.asarray(jax.random.key_data(jax.random.key(0))))
 
 
 def _out_shardings(mesh: Mesh) -> dict[str, Any]:
