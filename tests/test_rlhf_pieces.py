@@ -302,3 +302,34 @@ def test_whitened_rewards_train(micro):
     _, metrics = jax.jit(train)(jax.random.key(0), ppo.RLHFHParams())
     assert all(np.all(np.isfinite(np.asarray(x))) for x in metrics)
     assert float(metrics.approx_kl[0]) > 0  # the policy moved on the whitened rewards
+
+
+# ---- exact sums in float64 ---------------------------------------------------------------------
+def test_exact_kl_hand_worked_and_float64():
+    # KL([1/2, 1/2] || [1/4, 3/4]) = 1/2 log 2 + 1/2 log(2/3)
+    p, q = np.log([[0.5, 0.5]]), np.log([[0.25, 0.75]])
+    assert exact.kl(p, q) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3), rel=1e-12)
+    # float32 log-probabilities that sum to 1 only to ~1e-6: renormalised, a policy's KL to itself is 0
+    rng = np.random.default_rng(0)
+    lq = np.log(rng.dirichlet(np.full(46656, 0.3), size=2)).astype(np.float32)
+    assert abs(exact.kl(lq, lq)) < 1e-12
+
+
+def test_best_of_n_in_float64_is_exact_at_n_1_and_under_the_bound():
+    rng = np.random.default_rng(1)
+    q = rng.dirichlet(np.full(46656, 0.3), size=2)
+    lq = np.log(q).astype(np.float32)  # as the model gives them
+    proxy = rng.normal(size=q.shape).astype(np.float32)
+    one = exact.best_of_n_log_probs(lq, proxy, 1)
+    assert abs(exact.kl(one, lq)) < 1e-9
+    ns = np.array([2, 16, 1024, 65536])
+    kls = np.array([exact.kl(exact.best_of_n_log_probs(lq, proxy, n), lq) for n in ns])
+    assert np.all(kls <= exact.best_of_n_kl_bound(ns) + 1e-9)
+    # An independent reference: F_i^n - F_(i-1)^n from a plain float64 cumulative sum, row 0
+    qn = np.exp(exact.normalised(lq))[0]
+    order = np.argsort(proxy[0], kind="stable")
+    f = np.cumsum(qn[order])
+    ref = np.zeros_like(qn)
+    ref[order] = f**16 - np.concatenate([[0.0], f[:-1]]) ** 16
+    got = np.exp(exact.best_of_n_log_probs(lq, proxy, 16))[0]
+    assert np.allclose(got, ref, rtol=1e-8, atol=1e-15) and got.sum() == pytest.approx(1.0, abs=1e-12)

@@ -10,6 +10,11 @@ so every expectation is the mean over prompts of the per-prompt sum over respons
 * :func:`best_of_n_log_probs` is the distribution of the response with the highest proxy
   among ``n`` independent draws from ``ref``: sorting responses by proxy with reference
   probabilities ``q``, ``P(best = y_(i)) = F_i^n - F_{i-1}^n`` with ``F`` the cumulative ``q``.
+
+The model gives per-response log-probabilities in float32 (JAX); every sum over the response
+space (KL, means, win rate, the optimum, best-of-n) is then done in NumPy float64, each row
+renormalised first, so the reference's KL to itself and best-of-1's are 0 to 1e-12, not the
+1e-4 that float32 sums over 46,656 responses leave.
 """
 
 from __future__ import annotations
@@ -84,65 +89,83 @@ def all_scores(model, params, prompts: jax.Array, responses: jax.Array, chunk: i
     return _chunked(lambda p, r: seqmodel.scores(model, params, p, r), prompts, responses, chunk)
 
 
-def expectation(log_probs: jax.Array, values: jax.Array) -> jax.Array:
-    """``E_x E_{y ~ pi(.|x)} [values]`` with uniform prompts (responses of probability 0 add 0)."""
-    p = jnp.exp(log_probs)
-    return jnp.mean(jnp.sum(jnp.where(p > 0, p * values, 0.0), axis=-1))
+def normalised(log_probs) -> np.ndarray:
+    """``log_probs [P, N]`` in float64, each row renormalised: ``lp - logsumexp(lp)`` (a model's
+    float32 log-probabilities sum to 1 only to about 1e-6, which would show as KL)."""
+    lp = np.asarray(log_probs, np.float64)
+    top = np.max(lp, axis=-1, keepdims=True)
+    return lp - (top + np.log(np.sum(np.exp(lp - top), axis=-1, keepdims=True)))
 
 
-def kl(log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.Array:
-    """``E_x KL(pi(.|x) || ref(.|x))``, nats."""
-    return expectation(log_probs, log_probs - ref_log_probs)
+def expectation(log_probs, values) -> float:
+    """``E_x E_{y ~ pi(.|x)} [values]`` with uniform prompts, summed in float64 (responses of
+    probability 0 add 0)."""
+    p = np.exp(normalised(log_probs))
+    v = np.asarray(values, np.float64)
+    return float(np.mean(np.sum(np.where(p > 0, p * np.where(p > 0, v, 0.0), 0.0), axis=-1)))
 
 
-def win_rate(log_probs: jax.Array, ref_log_probs: jax.Array, gold: jax.Array) -> jax.Array:
+def kl(log_probs, ref_log_probs) -> float:
+    """``E_x KL(pi(.|x) || ref(.|x)) = E_x sum_y pi(y|x) (log pi(y|x) - log ref(y|x))``, nats, in float64."""
+    lp, lq = normalised(log_probs), normalised(ref_log_probs)
+    return expectation(lp, np.where(np.isfinite(lp), lp - lq, 0.0))
+
+
+def win_rate(log_probs, ref_log_probs, gold) -> float:
     """``P(r*(y) > r*(y')) + P(r*(y) = r*(y')) / 2`` with ``y ~ pi``, ``y' ~ ref`` independent,
-    same uniform prompt: exact, by sorting each prompt's responses by gold."""
-
-    def one(lp, lq, g):
-        order = jnp.argsort(g)
-        g_s, p_s, q_s = g[order], jnp.exp(lp[order]), jnp.exp(lq[order])
+    same uniform prompt: exact, by sorting each prompt's responses by gold (float64)."""
+    p_all, q_all = np.exp(normalised(log_probs)), np.exp(normalised(ref_log_probs))
+    g_all = np.asarray(gold, np.float64)
+    total = 0.0
+    for p, q, g in zip(p_all, q_all, g_all):
+        order = np.argsort(g, kind="stable")
+        g_s, p_s, q_s = g[order], p[order], q[order]
         # Reference mass strictly below and equal to each gold value.
-        below = jnp.searchsorted(g_s, g_s, side="left")
-        upto = jnp.searchsorted(g_s, g_s, side="right")
-        cq = jnp.concatenate([jnp.zeros(1), jnp.cumsum(q_s)])
-        less, equal = cq[below], cq[upto] - cq[below]
-        return jnp.sum(p_s * (less + 0.5 * equal))
-
-    return jnp.mean(jax.vmap(one)(log_probs, ref_log_probs, gold))
+        below = np.searchsorted(g_s, g_s, side="left")
+        upto = np.searchsorted(g_s, g_s, side="right")
+        cq = np.concatenate([[0.0], np.cumsum(q_s)])
+        total += np.sum(p_s * (cq[below] + 0.5 * (cq[upto] - cq[below])))
+    return float(total / len(g_all))
 
 
-def optimum_log_probs(ref_log_probs: jax.Array, proxy: jax.Array, beta: jax.Array | float) -> jax.Array:
-    """``log pi*_beta`` with ``pi*_beta(y|x) ∝ ref(y|x) exp(proxy(x, y) / beta)``."""
-    logits = ref_log_probs + proxy / beta
-    return logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+def optimum_log_probs(ref_log_probs, proxy, beta: float) -> np.ndarray:
+    """``log pi*_beta`` with ``pi*_beta(y|x) ∝ ref(y|x) exp(proxy(x, y) / beta)``, float64 ``[P, N]``."""
+    return normalised(normalised(ref_log_probs) + np.asarray(proxy, np.float64) / float(beta))
 
 
-def best_of_n_log_probs(ref_log_probs: jax.Array, proxy: jax.Array, n: jax.Array | int) -> jax.Array:
-    """``log`` of the best-of-``n`` distribution under the proxy (ties broken by response order)."""
+def best_of_n_log_probs(ref_log_probs, proxy, n: float) -> np.ndarray:
+    """``log`` of the best-of-``n`` distribution under the proxy (ties broken by response order),
+    float64 ``[P, N]``, in log space. With responses sorted by proxy, ``F_i`` the reference's
+    cumulative probability and ``S_i = 1 - F_i`` summed from the top (exact near ``F = 1``):
 
-    def one(lq, s):
-        order = jnp.argsort(s, stable=True)
-        cdf = jnp.clip(jnp.cumsum(jnp.exp(lq[order])), 0.0, 1.0)
-        prev = jnp.concatenate([jnp.zeros(1), cdf[:-1]])
-        p_sorted = cdf**n - prev**n
-        p = jnp.zeros_like(p_sorted).at[order].set(jnp.maximum(p_sorted, 0.0))
-        return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
-
-    return jax.vmap(one)(ref_log_probs, proxy)
+        P(best = y_(i)) = F_i^n - F_(i-1)^n = F_i^n (1 - exp(n (log F_(i-1) - log F_i))),
+        log F_i = log1p(-S_i).
+    """
+    q_all, s_all = np.exp(normalised(ref_log_probs)), np.asarray(proxy, np.float64)
+    out = np.empty_like(q_all)
+    for row, (q, s) in enumerate(zip(q_all, s_all)):
+        order = np.argsort(s, kind="stable")
+        tail = np.concatenate([np.cumsum(q[order][::-1])[::-1][1:], [0.0]])  # S_i: mass above i
+        with np.errstate(divide="ignore"):
+            log_f = np.log1p(-np.minimum(tail, 1.0))
+            prev = np.concatenate([[-np.inf], log_f[:-1]])
+            log_p = n * log_f + np.log(-np.expm1(n * (prev - log_f)))
+        out[row, order] = np.where(q[order] > 0, log_p, -np.inf)
+    return out
 
 
 class Point(NamedTuple):
-    """Exact figures of one policy."""
+    """Exact figures of one policy (float64)."""
 
-    kl: jax.Array
-    proxy: jax.Array
-    gold: jax.Array
-    win_rate: jax.Array
+    kl: float
+    proxy: float
+    gold: float
+    win_rate: float
 
 
-def evaluate(log_probs: jax.Array, enum: Enumeration) -> Point:
-    """KL to the reference, proxy and gold means, and gold win rate against the reference."""
+def evaluate(log_probs, enum: Enumeration) -> Point:
+    """KL to the reference, proxy and gold means, and gold win rate against the reference, each
+    summed over every response in float64."""
     return Point(
         kl(log_probs, enum.ref_log_probs),
         expectation(log_probs, enum.proxy),
@@ -151,9 +174,15 @@ def evaluate(log_probs: jax.Array, enum: Enumeration) -> Point:
     )
 
 
-def frontier(enum: Enumeration, betas: jax.Array) -> Point:
-    """The exact optimum's figures at each beta (vmapped), each ``[len(betas)]``."""
-    return jax.vmap(lambda b: evaluate(optimum_log_probs(enum.ref_log_probs, enum.proxy, b), enum))(betas)
+def evaluate_many(log_probs, enum: Enumeration) -> Point:
+    """:func:`evaluate` of policies stacked on a leading axis ``[S, P, N]``: each field ``[S]``."""
+    pts = [evaluate(lp, enum) for lp in np.asarray(log_probs)]
+    return Point(*(np.array([getattr(p, f) for p in pts]) for f in Point._fields))
+
+
+def frontier(enum: Enumeration, betas) -> Point:
+    """The exact optimum's figures at each beta, each ``[len(betas)]``."""
+    return evaluate_many([optimum_log_probs(enum.ref_log_probs, enum.proxy, b) for b in np.asarray(betas)], enum)
 
 
 def proxy_at_kl(front: Point, kl_value: float) -> float:

@@ -232,7 +232,8 @@ class Study:
             ref = jax.jit(lambda p: exact.grid_log_probs(m, p, self.spec.n_prompts))(self.sft_params)
             proxy = jax.jit(lambda r, x, y: (exact.all_scores(m, r.params, x, y) - r.shift) / r.scale)(rm, prompts, responses)
             gold = gold_reward(self.task, self.spec, prompts, responses)
-            self._enum = exact.Enumeration(prompts, responses, ref, proxy, gold)
+            # The per-response values leave JAX here; every sum over them is float64 (exact.py).
+            self._enum = exact.Enumeration(prompts, responses, *(np.asarray(a, np.float64) for a in (ref, proxy, gold)))
         return self._enum
 
     def eval_pairs(self):
@@ -302,18 +303,20 @@ class Study:
 
     def reference_point(self) -> dict[str, float]:
         if self._reference is None:
-            point = jax.jit(lambda e: exact.evaluate(e.ref_log_probs, e))(self.enumeration)
+            point = exact.evaluate(self.enumeration.ref_log_probs, self.enumeration)
             self._reference = {k: float(v) for k, v in point._asdict().items()}
         return self._reference
 
     def evaluate_policies(self, params) -> exact.Point:
         """Exact figures of policies stacked on a leading axis: each field ``[policies]``."""
-        if not hasattr(self, "_evaluate"):
-            m = self.model
-            self._evaluate = jax.jit(
-                jax.vmap(lambda p, e: exact.evaluate(exact.grid_log_probs(m, p, self.spec.n_prompts), e), (0, None))
-            )
-        return self._evaluate(params, self.enumeration)
+        return exact.evaluate_many(self.policy_log_probs(params), self.enumeration)
+
+    def policy_log_probs(self, params) -> np.ndarray:
+        """``log pi(y|x)`` of policies stacked on a leading axis, every response: ``[policies, P, N]``."""
+        if not hasattr(self, "_log_probs"):
+            m, n = self.model, self.spec.n_prompts
+            self._log_probs = jax.jit(jax.vmap(lambda p: exact.grid_log_probs(m, p, n)))
+        return np.asarray(self._log_probs(params))
 
     def ppo_hparams(self) -> ppo_mod.RLHFHParams:
         """The three variants stacked on a leading axis: adaptive, fixed, beta ~ 0."""
@@ -382,15 +385,14 @@ class Study:
     def run_bon(self) -> dict[str, Any]:
         enum = self.enumeration
         ns = self.s.best_of
-        fn = jax.jit(lambda e, n: exact.evaluate(exact.best_of_n_log_probs(e.ref_log_probs, e.proxy, n), e))
-        pts = [fn(enum, jnp.float32(n)) for n in ns]
+        pts = [exact.evaluate(exact.best_of_n_log_probs(enum.ref_log_probs, enum.proxy, n), enum) for n in ns]
         out = {f: [float(getattr(p, f)) for p in pts] for f in exact.Point._fields}
         return {"n": list(ns), "exact": out, "kl_bound": exact.best_of_n_kl_bound(np.asarray(ns)).tolist()}
 
     def frontier(self, n: int = 80) -> dict[str, list[float]]:
         if self._frontier is None:
-            betas = np.geomspace(0.005, 20.0, n).astype(np.float32)
-            front = jax.jit(exact.frontier)(self.enumeration, jnp.asarray(betas))
+            betas = np.geomspace(0.005, 20.0, n)
+            front = exact.frontier(self.enumeration, betas)
             self._frontier = {"beta": betas.tolist(), **{f: np.asarray(getattr(front, f)).tolist() for f in exact.Point._fields}}
         return self._frontier
 

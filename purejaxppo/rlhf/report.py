@@ -157,8 +157,11 @@ def _dpo_checks(d: dict[str, Any], check: Callable) -> None:
 def _bon_checks(b: dict[str, Any], check: Callable) -> None:
     """Best-of-n: the KL bound, the proxy's rise and gold's bend."""
     kl, bound, proxy, gold = (np.asarray(x) for x in (b["exact"]["kl"], b["kl_bound"], b["exact"]["proxy"], b["exact"]["gold"]))
-    check("best-of-n: exact KL <= log n - (n-1)/n for every n", f"largest KL - bound {np.max(kl - bound):+.4f}",
-          np.all(kl <= bound + 1e-4))
+    check("best-of-n: exact KL <= log n - (n-1)/n for every n (float64, to 1e-9)",
+          f"largest KL - bound {np.max(kl - bound):+.2e}", np.all(kl <= bound + 1e-9))
+    if 1 in b["n"]:
+        one = kl[b["n"].index(1)]
+        check("best-of-n: KL 0 at n = 1 (to 1e-9)", f"{one:.1e}", abs(one) <= 1e-9)
     check("best-of-n: proxy monotone in n", " ".join(f"{x:.3f}" for x in proxy), np.all(np.diff(proxy) >= -1e-5))
     top = int(np.argmax(gold))
     check("best-of-n: gold bends down for large n", f"peak {gold[top]:+.3f} at n={b['n'][top]}, "
