@@ -38,7 +38,7 @@ def test_every_file_is_written(study):
     out, records = study[:2]
     for name in ("results.csv", "summary.md", "settings.json", "frontier.png", "ppo_curves.png", "overoptimisation.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
-    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == sorted(pipeline.STAGES[:-1])
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["dpo", "ppo", "reward", "sft"]  # the notebook's
     with open(os.path.join(out, "results.csv")) as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == pipeline.RESULT_COLUMNS
@@ -180,3 +180,35 @@ def test_cli_errors_are_one_line(tmp_path, capsys, study):
     assert main(["rlhf", "demo", "--out", out, "--overwrite", "--iterations", "15"]) == 2
     assert "multiple of eval_every" in capsys.readouterr().err
     assert {name: open(os.path.join(out, name), "rb").read() for name in kept} == kept
+
+
+def test_grpo_rloo_and_ensembles_from_the_cli(study):
+    """GRPO, RLOO and the ensemble stage run from the real CLI on the notebook's study (10 iterations
+    each: a learning check, not the study's budget), and the summary compares them."""
+    out = study[0]
+    for stage in ("grpo", "rloo", "ensemble"):
+        assert main(["rlhf", stage, "--out", out, "--iterations", "10", "--compilation-cache", "off"]) == 0, stage
+    r = {st: pipeline.read_stage(out, st) for st in pipeline.STAGES}
+    ref = r["grpo"]["reference"]["gold"]
+    for stage in ("grpo", "rloo"):
+        g = r[stage]
+        a = g["variants"].index("adaptive")
+        assert g["exact"]["gold"][a][-1] >= ref + 0.3, stage  # learnt: gold above the reference
+        assert g["exact"]["kl"][a][0] == 0.0 and max(max(v) for v in g["history"]["first_ratio_dev"]) < 1e-4
+        f = g["variants"].index("fixed")
+        assert len(set(g["history"]["kl_coef"][f])) == 1
+    e = r["ensemble"]
+    assert len(e["member_accuracy"]) == pipeline.tiny().ensemble_members and min(e["member_accuracy"]) > 0.6
+    assert abs(e["bon"]["mean"]["kl"][0]) <= 1e-9  # best-of-1 under any objective is the reference
+    for method in ("ppo", "grpo"):
+        spread = np.asarray(e[method]["history"]["spread"])
+        assert spread.shape == (3, 10) and np.all(spread > 0)
+        assert e[method]["exact_spread"][0][0] == pytest.approx(e["reference_spread"], rel=1e-6)
+    worst, mean = e["objectives"].index("worst"), e["objectives"].index("mean")
+    assert np.all(np.asarray(e["bon"]["worst"]["objective"]) <= np.asarray(e["bon"]["mean"]["objective"]) + 1e-9)
+    assert e["ppo"]["history"]["proxy"][worst][0] < e["ppo"]["history"]["proxy"][mean][0]  # same first samples
+    summary = open(os.path.join(out, "summary.md")).read()
+    for words in ("## Gold at matched exact KL", "| GRPO |", "| RLOO |", "## Gao et al.'s functional forms",
+                  "## Reward-model ensembles", "| grpo-adaptive |"):
+        assert words in summary, words
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == sorted(set(pipeline.STAGES) - {"bon"})

@@ -9,7 +9,10 @@ Stages, each writing ``DIR/stages/<stage>.json`` and an Orbax checkpoint
   chunks of ``eval_every`` iterations with every policy's exact KL, proxy, gold and win rate
   computed by enumeration between chunks;
 * ``dpo``: DPO at several betas, vmapped;
-* ``bon``: best-of-n against the proxy, exactly.
+* ``bon``: best-of-n against the proxy, exactly;
+* ``grpo``, ``rloo``: GRPO and RLOO with the PPO stage's three KL settings, vmapped
+  (:mod:`purejaxppo.rlhf.methods`);
+* ``ensemble``: reward-model ensembles, and PPO, GRPO and best-of-n against their objectives.
 
 ``DIR/results.csv``, ``DIR/summary.md`` and the plots are rewritten from the stage files after
 every stage, so they show whatever has run.
@@ -33,17 +36,19 @@ from purejaxppo.core.config import check_integer
 from purejaxppo.errors import ConfigError, RunError
 from purejaxppo.rlhf import dpo as dpo_mod
 from purejaxppo.rlhf import exact
+from purejaxppo.rlhf import group as group_mod
 from purejaxppo.rlhf import model as seqmodel
 from purejaxppo.rlhf import ppo as ppo_mod
 from purejaxppo.rlhf import reward as reward_mod
 from purejaxppo.rlhf import sft as sft_mod
+from purejaxppo.rlhf.methods import MethodStages
 from purejaxppo.rlhf.task import TaskSpec, entropy_per_token, gold_reward, label_pairs, make_task, sequence_log_probs_g
 from purejaxppo.run import layout
 from purejaxppo.run.checkpoints import restore_tree, save_tree
 from purejaxppo.run.signals import ExitOnSignal
 
-STAGES = ("sft", "reward", "ppo", "dpo", "bon")
-NEEDS = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft", "reward"), "bon": ("sft", "reward")}
+STAGES = ("sft", "reward", "ppo", "dpo", "bon", "grpo", "rloo", "ensemble")
+NEEDS = {"sft": (), "reward": ("sft",), **{st: ("sft", "reward") for st in STAGES[2:]}}
 PPO_VARIANTS = ("adaptive", "fixed", "beta~0")
 RESULT_COLUMNS = ("method", "setting", "exact_kl", "proxy", "gold", "win_rate")
 
@@ -67,6 +72,9 @@ class DemoSettings(NamedTuple):
     dpo_betas: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0)
     best_of: tuple[int, ...] = tuple(2**i for i in range(17))  # 1 .. 65536
     eval_samples: int = 20000
+    group: group_mod.GroupSettings = group_mod.GroupSettings(iterations=150)
+    ensemble_members: int = 4
+    ensemble_penalty: float = 1.0  # lambda of the objective mean - lambda * std
 
 
 def tiny(seed: int = 0, task_seed: int = 0) -> DemoSettings:
@@ -84,6 +92,8 @@ def tiny(seed: int = 0, task_seed: int = 0) -> DemoSettings:
         dpo_betas=(0.1, 0.5),
         best_of=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
         eval_samples=8192,
+        group=group_mod.GroupSettings(iterations=40, prompts=16, group=8),
+        ensemble_members=3,
     )
 
 
@@ -92,6 +102,12 @@ def check_settings(s: DemoSettings) -> None:
 
     check_spec(s.task)
     ppo_mod.check_settings(s.ppo)
+    group_mod.check_settings(s.group)
+    check_integer("ensemble_members", s.ensemble_members, 2)
+    if s.group.iterations % s.eval_every:
+        raise ConfigError(f"group.iterations={s.group.iterations} is not a multiple of eval_every={s.eval_every}")
+    if not s.ensemble_penalty >= 0:
+        raise ConfigError(f"ensemble_penalty={s.ensemble_penalty} must be a number >= 0")
     for name, value, least in (("sft.steps", s.sft.steps, 2), ("reward.epochs", s.reward.epochs, 1),
                                ("dpo.epochs", s.dpo.epochs, 1), ("eval_every", s.eval_every, 1)):
         check_integer(name, value, least)
@@ -148,7 +164,8 @@ def study_settings(out: str, stage: str, tiny_budget: bool = False, *, seed: int
     if kl_target is not None:
         settings = settings._replace(hparams=settings.hparams._replace(kl_target=kl_target))
     if iterations is not None:
-        settings = settings._replace(ppo=settings.ppo._replace(iterations=iterations))
+        settings = settings._replace(ppo=settings.ppo._replace(iterations=iterations),
+                                     group=settings.group._replace(iterations=iterations))
     return settings
 
 
@@ -177,7 +194,7 @@ def load_checkpoint(out: str, stage: str, like: Any) -> Any:
 
 
 # ---- the study ----------------------------------------------------------------------------
-class Study:
+class Study(MethodStages):
     """The task, the model, and the stages' products, loaded or trained."""
 
     def __init__(self, settings: DemoSettings, out: str, log=print):
@@ -188,7 +205,9 @@ class Study:
         self.spec = settings.task
         self.task = make_task(settings.task)
         self.model = seqmodel.make_model(settings.task.n_tokens, settings.task.n_prompts, settings.task.length, settings.model)
-        self.keys = dict(zip(STAGES + ("eval",), jax.random.split(jax.random.key(settings.seed), len(STAGES) + 1)))
+        root = jax.random.key(settings.seed)
+        self.keys = dict(zip(STAGES[:5] + ("eval",), jax.random.split(root, 6)))  # the first five stages' keys as before
+        self.keys.update({st: jax.random.fold_in(root, 100 + i) for i, st in enumerate(STAGES[5:])})
         self._sft = self._rm = self._pairs = self._enum = self._reference = self._frontier = None
 
     # products of earlier stages

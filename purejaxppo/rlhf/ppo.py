@@ -34,7 +34,7 @@ from purejaxppo.core.distributions import Categorical
 from purejaxppo.core.gae import gae_advantages
 from purejaxppo.core.stages import minibatch_order, scan_epochs
 from purejaxppo.rlhf import model as seqmodel
-from purejaxppo.rlhf.reward import RewardModel, proxy_reward
+from purejaxppo.rlhf.reward import RewardModel, combine, member_scores, spread
 from purejaxppo.rlhf.task import Task, TaskSpec, gold_reward
 
 
@@ -62,13 +62,15 @@ class RLHFHParams(NamedTuple):
     ent_coef: jax.Array | float = 0.0
     gae_lambda: jax.Array | float = 0.95
     gamma: jax.Array | float = 1.0
+    ensemble_penalty: jax.Array | float = 0.0  # lambda of mean - lambda * std (a reward-model ensemble's objective)
+    ensemble_worst: jax.Array | float = 0.0  # >= 0.5: the members' minimum (reward.combine)
 
 
 class Frozen(NamedTuple):
     """What PPO reads and never changes."""
 
     ref_params: Any
-    reward: RewardModel
+    reward: RewardModel  # one model, or an ensemble (each field with a leading member axis [M])
     task: Task
 
 
@@ -100,6 +102,7 @@ class Iteration(NamedTuple):
     kl: jax.Array  # mean sum_t (log pi_t - log ref_t): the sampled KL estimate, nats
     kl_coef: jax.Array  # beta used for this batch's rewards
     reward: jax.Array  # mean total reward (proxy - beta * KL)
+    spread: jax.Array  # the reward-model ensemble's mean std over the batch (0 for one model)
     policy_loss: jax.Array
     value_loss: jax.Array
     entropy: jax.Array
@@ -161,7 +164,8 @@ class Scored(NamedTuple):
     log_probs: jax.Array  # [B, L] log pi_old of each token
     values: jax.Array  # [B, L]
     ref_log_probs: jax.Array  # [B, L]
-    score: jax.Array  # [B] the proxy reward model's score
+    score: jax.Array  # [B] the proxy reward model's score (an ensemble's objective)
+    spread: jax.Array  # [] the ensemble's disagreement (reward.spread)
     rewards: jax.Array  # [B, L] per-token rewards with the KL penalty
     advantages: jax.Array  # [B, L] GAE
     targets: jax.Array  # [B, L]
@@ -180,7 +184,8 @@ def sample_and_score(model, settings: RLHFSettings, spec: TaskSpec, frozen: Froz
     log_probs = Categorical.log_prob(logits[:, :-1], responses)
     values = values[:, :-1]
     ref_log_probs = seqmodel.token_log_probs(model, frozen.ref_params, prompts, responses)
-    score = proxy_reward(model, frozen.reward, prompts, responses)
+    members = member_scores(model, frozen.reward, prompts, responses)  # [M, B]
+    score = combine(members, hparams.ensemble_penalty, hparams.ensemble_worst)
     rewards = token_rewards(log_probs, ref_log_probs, score, beta)
     if settings.whiten_rewards:
         rewards = whiten(rewards, shift_mean=False)
@@ -191,7 +196,8 @@ def sample_and_score(model, settings: RLHFSettings, spec: TaskSpec, frozen: Froz
     adv, targets = adv.T, targets.T
     if settings.normalize_advantages:
         adv = whiten(adv)
-    return Scored(prompts, responses, tokens, log_probs, values, ref_log_probs, score, rewards, adv, targets)
+    return Scored(prompts, responses, tokens, log_probs, values, ref_log_probs, score, spread(members), rewards, adv,
+                  targets)
 
 
 def fit(model, settings: RLHFSettings, scored: Scored, params, opt_state, hparams: RLHFHParams, beta: jax.Array,
@@ -243,6 +249,7 @@ def iteration(model, settings: RLHFSettings, spec: TaskSpec, frozen: Frozen, sta
         kl=seq_kl,
         kl_coef=beta,
         reward=jnp.mean(jnp.sum(scored.rewards, axis=1)),
+        spread=scored.spread,
         policy_loss=info.policy_loss,
         value_loss=info.value_loss,
         entropy=info.entropy,

@@ -76,3 +76,53 @@ def normalise(model, params, ref_params, key: jax.Array, n_prompts: int, samples
     responses = seqmodel.sample(model, ref_params, ks, prompts)
     s = seqmodel.scores(model, params, prompts, responses)
     return RewardModel(params, jnp.mean(s), jnp.std(s))
+
+
+# ---- ensembles (Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization") ------
+def member_scores(model, rm: RewardModel, prompts: jax.Array, responses: jax.Array) -> jax.Array:
+    """The normalised proxy of each member, ``[M, ...]``: a single model (``shift`` of shape ``[]``)
+    is an ensemble of one; an ensemble's fields carry a leading member axis ``[M]``."""
+    if rm.shift.ndim == 0:
+        return proxy_reward(model, rm, prompts, responses)[None]
+    return jax.vmap(lambda r: proxy_reward(model, r, prompts, responses))(rm)
+
+
+def combine(scores: jax.Array, penalty: jax.Array | float, worst: jax.Array | float) -> jax.Array:
+    """The ensemble's objective from member scores ``[M, ...] -> [...]``:
+
+        worst < 0.5:  mean_m s_m - penalty * std_m s_m   (mean: penalty 0; uncertainty-weighted: penalty > 0)
+        worst >= 0.5: min_m s_m                           (worst case)
+
+    Both settings are traced, so the three objectives vmap in one program; one member gives its
+    own score whatever the settings."""
+    mean = jnp.mean(scores, axis=0)
+    weighted = mean - penalty * jnp.std(scores, axis=0)
+    return jnp.where(jnp.asarray(worst) >= 0.5, jnp.min(scores, axis=0), weighted)
+
+
+def spread(scores: jax.Array) -> jax.Array:
+    """The members' disagreement: ``std_m s_m`` averaged over responses, ``[M, B] -> []``."""
+    return jnp.mean(jnp.std(scores, axis=0))
+
+
+def bootstrap_pairs(pairs: Preferences, key: jax.Array) -> Preferences:
+    """A bootstrap resample of the pairs (``N`` drawn with replacement from ``N``)."""
+    n = pairs.prompts.shape[0]
+    idx = jax.random.randint(key, (n,), 0, n)
+    return Preferences(pairs.prompts[idx], pairs.chosen[idx], pairs.rejected[idx])
+
+
+def train_ensemble(model, sft_params, pairs: Preferences, keys: jax.Array, settings: RewardSettings | None = None):
+    """``M`` reward models, one per key ``[M]``, each on its own bootstrap resample of the pairs,
+    its own score-head initialisation and its own minibatch order: one vmapped program.
+    Returns ``(params [M, ...], losses [M, steps])``. Pure."""
+
+    def one(key):
+        k_boot, k_head, k_train = jax.random.split(key, 3)
+        params = jax.tree_util.tree_map(jnp.array, sft_params)
+        head = params["params"]["score_head"]
+        kernel = 0.02 * jax.random.normal(k_head, head["kernel"].shape, head["kernel"].dtype)
+        params["params"]["score_head"] = {**head, "kernel": kernel}
+        return train_reward_model(model, params, bootstrap_pairs(pairs, k_boot), k_train, settings)
+
+    return jax.vmap(one)(keys)
