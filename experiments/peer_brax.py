@@ -1,0 +1,237 @@
+"""Brax's own PPO trainer (``brax.training.agents.ppo.train``) side by side with purejaxppo on Brax tasks.
+
+    python experiments/peer_brax.py --row hopper-positional:256:20:409600 --seeds 0 1 2 \\
+        --json results/speed/cpu_xeon_peer_brax.json
+
+A row is ``TASK-BACKEND:ENVS:UNROLL:STEPS``. Both trainers get the same task and physics backend, the
+same number of environments, unroll length (purejaxppo's ``num_steps``: one unroll per environment
+per update, so both bootstrap GAE at the same place), minibatches, epochs and networks: every other
+setting is the task's Brax preset (``purejaxppo/core/presets.py``, translated from Brax's training
+notebook), given to Brax's trainer under its own names (the table is ``brax_kwargs``). Brax's
+``batch_size`` is ``ENVS / minibatches`` unrolls, so one of its training steps is one of our updates.
+Brax's trainer bootstraps time-limit truncations (``bootstrap_on_timeout=True``), as purejaxppo does.
+
+Per seed the two run one after the other (ours, Brax, ours, Brax ...) in this process, and each
+reports env steps/s two ways, the same for both:
+
+* ``sps``: compiled training only. purejaxppo: the whole run after ``jit(...).lower().compile()``.
+  Brax: its third and fourth training epochs (``num_evals=5`` gives four epochs of a quarter of the
+  steps each), timed by Brax itself (``training/walltime``). On JAX 0.10 its first two epochs both
+  compile the training epoch (the second call traces it again), so both are left out here;
+* ``launch_sps``: steps over the wall time of the whole trainer call, compilation included.
+
+The final policies of both are scored by the same judge: Brax's ``acting.Evaluator`` (``--eval-envs``
+episodes of at most 1000 steps, deterministic actions: the tanh of the Gaussian's mean), built once per
+trainer and row. Brax's own evaluations during training are off.
+
+Brax 0.14.2's trainer calls ``jax.device_put_replicated`` (and its ``pmap`` helpers
+``jax.device_put_sharded``), which JAX 0.10 removed: this script defines its own stand-ins
+(stack the value once per device and place it), used only when JAX lacks them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _placed(stacked, devices):
+    """Arrays with a leading device axis laid out as ``jax.pmap``'s own outputs are (an identity
+    ``pmap``): given any other placement, the trainer's ``pmap`` would compile a second program for
+    its second call."""
+    return jax.pmap(lambda a: a, devices=devices)(stacked)
+
+
+def _replicated(x, devices):
+    """Stand-in for the removed ``jax.device_put_replicated``: ``x`` stacked once per device."""
+    return _placed(jax.tree_util.tree_map(lambda a: jnp.stack([jnp.asarray(a)] * len(devices)), x), devices)
+
+
+def _sharded(shards, devices):
+    """Stand-in for the removed ``jax.device_put_sharded``: the shards stacked along a new axis."""
+    return _placed(jax.tree_util.tree_map(lambda *a: jnp.stack([jnp.asarray(s) for s in a]), *shards), devices)
+
+
+for _name, _fn in (("device_put_replicated", _replicated), ("device_put_sharded", _sharded)):
+    if not hasattr(jax, _name):
+        setattr(jax, _name, _fn)
+STAND_INS = [n for n, f in (("device_put_replicated", _replicated), ("device_put_sharded", _sharded))
+             if getattr(jax, n) is f]
+
+
+class Row:
+    def __init__(self, spec: str):
+        name, envs, unroll, steps = spec.split(":")
+        self.task, self.backend = name.rsplit("-", 1)
+        self.num_envs, self.unroll, self.steps = int(envs), int(unroll), int(steps)
+        self.spec = spec
+
+    def config(self, seed: int, minibatches: int, epochs: int):
+        from purejaxppo import preset
+
+        return preset(f"brax/{self.task}").replace(
+            env=f"brax/{self.task}-{self.backend}", seed=seed, num_envs=self.num_envs, num_steps=self.unroll,
+            num_minibatches=minibatches, update_epochs=epochs, total_timesteps=self.steps)
+
+
+def brax_kwargs(config) -> dict:
+    """Brax's trainer settings for a purejaxppo config of a Brax task (the same run, Brax's names)."""
+    from brax.training.agents.ppo import networks as ppo_networks
+
+    assert config.num_envs % config.num_minibatches == 0
+    assert config.activation == "silu" and config.action_dist == "tanh" and config.state_dependent_std
+    factory = functools.partial(ppo_networks.make_ppo_networks,
+                                policy_hidden_layer_sizes=tuple(config.actor_hidden),
+                                value_hidden_layer_sizes=tuple(config.critic_hidden), activation=jax.nn.silu)
+    return dict(num_timesteps=config.total_timesteps, num_envs=config.num_envs, episode_length=1000,
+                action_repeat=1, learning_rate=config.lr, entropy_cost=config.ent_coef, discounting=config.gamma,
+                unroll_length=config.num_steps, batch_size=config.num_envs // config.num_minibatches,
+                num_minibatches=config.num_minibatches, num_updates_per_batch=config.update_epochs,
+                normalize_observations=config.normalize_obs, reward_scaling=config.reward_scale,
+                clipping_epsilon=config.clip_eps, gae_lambda=config.gae_lambda, vf_loss_coefficient=config.vf_coef,
+                normalize_advantage=config.norm_adv, bootstrap_on_timeout=config.bootstrap_truncation,
+                max_grad_norm=None, network_factory=factory, seed=config.seed)
+
+
+def run_ours(config) -> tuple[dict, object]:
+    from purejaxppo.core.train import make_trainer
+
+    t0 = time.perf_counter()
+    trainer = make_trainer(config)
+    train = jax.jit(trainer.train).lower(jax.random.key(config.seed)).compile()
+    t1 = time.perf_counter()
+    state, metrics = train(jax.random.key(config.seed))
+    jax.block_until_ready(state)
+    t2 = time.perf_counter()
+    steps = config.num_updates * config.batch_size
+    return {"env_steps": steps, "sps": steps / (t2 - t1), "launch_sps": steps / (t2 - t0),
+            "compile_s": t1 - t0, "train_s": t2 - t1}, (trainer, state)
+
+
+def run_brax(config) -> tuple[dict, object]:
+    from brax import envs
+    from brax.training.agents.ppo import train as ppo
+
+    kwargs = brax_kwargs(config)
+    epochs = []
+    t0 = time.perf_counter()
+    make_policy, params, _ = ppo.train(envs.get_environment(config.env.split("/")[1].rsplit("-", 1)[0],
+                                                            backend=config.env.rsplit("-", 1)[1]),
+                                       num_evals=5, run_evals=False, progress_fn=lambda s, m: epochs.append(
+                                           (s, float(m["training/sps"]), float(m["training/walltime"]))),
+                                       **kwargs)
+    jax.block_until_ready(params)
+    t1 = time.perf_counter()
+    steps = epochs[-1][0]
+    (s1, _, w1), (s2, _, w2) = epochs[1], epochs[-1]
+    return {"env_steps": steps, "sps": (s2 - s1) / (w2 - w1), "launch_sps": steps / (t1 - t0),
+            "epoch_s": [round(b[2] - a, 3) for a, b in zip([0.0] + [e[2] for e in epochs], epochs)],
+            "train_s": t1 - t0}, (make_policy, params)
+
+
+def make_judges(row: Row, eval_envs: int, key: int = 1234):
+    """The same Brax ``Evaluator`` (deterministic actions) for both trainers' final policies."""
+    from brax import envs
+    from brax.training import acting
+
+    from purejaxppo.run.policy import PolicyParams, policy_act
+
+    def env():
+        return envs.training.wrap(envs.get_environment(row.task, backend=row.backend), episode_length=1000)
+
+    judges = {}
+
+    def ours(payload):  # payload: (trainer, final state)
+        trainer, state = payload
+        if "ours" not in judges:
+            act = policy_act(trainer, deterministic=True)
+
+            def policy_fn(p):
+                return lambda obs, key: (act(p, obs, key), {})
+
+            judges["ours"] = acting.Evaluator(env(), policy_fn, eval_envs, 1000, 1, jax.random.PRNGKey(key))
+        p = PolicyParams(state.params, state.obs_rms)
+        return float(judges["ours"].run_evaluation(p, {})["eval/episode_reward"])
+
+    def brax(payload):  # payload: (make_policy, params)
+        make_policy, params = payload
+        if "brax" not in judges:
+            judges["brax"] = acting.Evaluator(env(), functools.partial(make_policy, deterministic=True), eval_envs,
+                                              1000, 1, jax.random.PRNGKey(key))
+        return float(judges["brax"].run_evaluation(params, {})["eval/episode_reward"])
+
+    return {"purejaxppo": ours, "brax": brax}
+
+
+def versions() -> dict:
+    from purejaxppo.run.results import installed_versions
+
+    return installed_versions(("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "gymnax"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--row", action="append", required=True, help="TASK-BACKEND:ENVS:UNROLL:STEPS (repeatable)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--minibatches", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--eval-envs", type=int, default=128)
+    p.add_argument("--label", default="", help="a note kept with the rows (e.g. why this subset)")
+    p.add_argument("--json", help="write the record here (rewritten after every run; rows of other specs kept)")
+    args = p.parse_args()
+    record = {"device": str(jax.devices()[0]), "machine": platform.processor() or platform.machine(),
+              "cpus": os.cpu_count(), "versions": versions(), "stand_ins": STAND_INS,
+              "loadavg_start": os.getloadavg(), "command": "python experiments/peer_brax.py " + " ".join(
+                  f"--row {r}" for r in args.row) + f" --seeds {' '.join(map(str, args.seeds))} --minibatches "
+              f"{args.minibatches} --epochs {args.epochs} --eval-envs {args.eval_envs}", "label": args.label,
+              "date": time.strftime("%Y-%m-%d", time.gmtime()), "rows": []}
+    old_rows = []
+    if args.json and os.path.exists(args.json):
+        with open(args.json) as f:
+            old_rows = [r for r in json.load(f).get("rows", []) if r["row"] not in args.row]
+
+    def save():
+        if args.json:
+            record["loadavg_end"] = os.getloadavg()
+            with open(args.json, "w") as f:
+                json.dump(dict(record, rows=old_rows + record["rows"]), f, indent=1)
+
+    for spec in args.row:
+        row = Row(spec)
+        judges = make_judges(row, args.eval_envs)
+        out = {"row": spec, "task": row.task, "backend": row.backend, "num_envs": row.num_envs,
+               "unroll": row.unroll, "minibatches": args.minibatches, "epochs": args.epochs,
+               "command": record["command"], "date": record["date"], "label": args.label, "runs": []}
+        record["rows"].append(out)
+        for seed in args.seeds:
+            config = row.config(seed, args.minibatches, args.epochs)
+            for name, run in (("purejaxppo", run_ours), ("brax", run_brax)):
+                result, payload = run(config)
+                result.update(trainer=name, seed=seed, eval_return=judges[name](payload))
+                out["runs"].append(result)
+                print(json.dumps({"row": spec, **result}), flush=True)
+                save()
+        summary = {}
+        for name in ("purejaxppo", "brax"):
+            runs = [r for r in out["runs"] if r["trainer"] == name]
+            summary[name] = {k: float(np.mean([r[k] for r in runs])) for k in ("sps", "launch_sps", "eval_return")}
+            summary[name]["eval_returns"] = [round(r["eval_return"], 1) for r in runs]
+        summary["sps_ratio"] = summary["purejaxppo"]["sps"] / summary["brax"]["sps"]
+        summary["launch_ratio"] = summary["purejaxppo"]["launch_sps"] / summary["brax"]["launch_sps"]
+        out["summary"] = summary
+        save()
+        print(f"{spec}: purejaxppo {summary['purejaxppo']['sps']:,.0f} vs Brax {summary['brax']['sps']:,.0f} env "
+              f"steps/s ({summary['sps_ratio']:.2f}x; with compilation {summary['launch_ratio']:.2f}x); eval return "
+              f"{summary['purejaxppo']['eval_returns']} vs {summary['brax']['eval_returns']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
