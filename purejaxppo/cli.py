@@ -136,6 +136,12 @@ def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train one agent and write its results", description="Train one PPO agent.")
     _add_run_flags(train, "runs/ENV_sSEED_TIME")
     _add_long_run_flags(train)
+    seed = train.add_argument_group("starting from a sweep's agent")
+    seed.add_argument("--init-from", default=None, metavar="SWEEP",
+                      help="start from the learned state (parameters, optimiser, normalisers) of agent --agent of the "
+                      "sweep in SWEEP, with its settings and hyperparameters (flags given change them)")
+    seed.add_argument("--agent", type=_positive_int, default=None, metavar="I",
+                      help="with --init-from: the agent (the agent column of the sweep's results.csv)")
     add_config_flags(train)
 
 
@@ -159,6 +165,11 @@ def _add_sweep(sub) -> None:
     sweep.add_argument("--num-samples", type=_positive_int, default=0, metavar="K", help="random-search draws")
     sweep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr, updated after each of about 20 chunks (default: only on a terminal)")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue the sweep in --out from its last checkpoint (saved after every chunk), with its "
+                       "saved plan and settings: the same numbers as an uninterrupted sweep")
+    sweep.add_argument("--allow-safe-changes", action="store_true",
+                       help="with --resume, accept a larger --total-timesteps: every agent trains on")
     pbt = sweep.add_argument_group(
         "population-based training",
         "The sweep's agents are one population: every --pbt-interval updates, inside the compiled program, the "
@@ -195,7 +206,11 @@ def _add_eval(sub) -> None:
         help="evaluate a trained run from its checkpoint",
         description="Run episodes of a trained policy in one compiled program and write eval.json in the run folder.",
     )
-    ev.add_argument("--run", required=True, metavar="DIR", help="the run folder (the --out of purejaxppo train)")
+    ev.add_argument("--run", required=True, metavar="DIR",
+                    help="the run folder (the --out of purejaxppo train), or a sweep's folder with --agent")
+    ev.add_argument("--agent", type=_positive_int, default=None, metavar="I",
+                    help="evaluate agent I of the sweep in --run (the agent column of its results.csv); writes "
+                    "evals/agentI.json there")
     ev.add_argument("--step", type=_positive_int, default=None, metavar="UPDATE",
                     help="the checkpoint to load, by update number (default: the latest)")
     ev.add_argument("--episodes", type=_positive_int, default=10, metavar="N", help="episodes to run (default: 10)")
@@ -434,6 +449,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--resume and --overwrite contradict each other; accepted: one of them")
     if args.allow_safe_changes and not args.resume:
         raise UsageError("--allow-safe-changes: only applies with --resume")
+    if getattr(args, "agent", None) is not None and getattr(args, "init_from", None) is None:
+        raise UsageError("--agent: only applies with --init-from SWEEP")
+    if getattr(args, "init_from", None) is not None and args.resume:
+        raise UsageError("--init-from and --resume contradict each other: a resumed run continues from its own "
+                         "checkpoint (and its saved --init-from); accepted: one of them")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -449,8 +469,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out
         trainer, preset_name = resolve_resume(args, out)
     else:
-        config, preset_name = resolve_config(args)
+        config, preset_name = _agent_config(args) if args.init_from is not None else resolve_config(args)
         trainer = build_trainer(config, args.data_parallel)  # validates the settings
+        if args.init_from is not None:  # the agent's state fits this run's, checked before --out is made
+            from purejaxppo.run.compiled import init_shapes, make_programs
+            from purejaxppo.run.sweep_agents import check_fits, load_agent
+
+            check_fits(init_shapes(trainer, make_programs(trainer, None)), load_agent(args.init_from, args.agent)[3])
         out = args.out if args.out is not None else os.path.join(
             "runs", f"{config.env.replace('/', '_')}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
         layout.check_out_dir(out, args.overwrite)  # checked again under the folder's lock
@@ -471,8 +496,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         wandb={"project": args.wandb_project, "mode": args.wandb_mode} if args.wandb else args.wandb,
         stop_at_return=args.stop_at_return,
         program_cache=_programs_folder(cache),
+        init_from=(args.init_from, args.agent) if args.init_from is not None else None,
     )
     return 0
+
+
+def _agent_config(args: argparse.Namespace) -> tuple[PPOConfig, str | None]:
+    """``train --init-from SWEEP --agent I``: the agent's settings (the sweep's, with the agent's final
+    hyperparameters) <- explicit flags, and the sweep's preset name."""
+    from purejaxppo.run.layout import read_sweep
+    from purejaxppo.run.sweep_agents import load_agent
+
+    if args.agent is None:
+        raise UsageError("--init-from: needs --agent I, the agent of the sweep to start from")
+    if args.preset:
+        raise UsageError("--init-from: the run starts from the agent's settings; drop --preset (flags given still "
+                         "change single settings)")
+    try:
+        preset_name = read_sweep(args.init_from)[1].get("preset")
+        config = load_agent(args.init_from, args.agent)[0]
+    except CheckpointError as e:
+        raise UsageError(f"--init-from: {e}") from None
+    except ConfigError as e:
+        raise UsageError(f"--agent: {e}") from None
+    return config.replace(**_explicit_overrides(args)), preset_name
 
 
 def _setup_cache(args: argparse.Namespace) -> str | None:
@@ -498,7 +545,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed: {args.seed} is out of range; accepted: an integer from 0 to 2**63 - 1")
     cache = _setup_cache(args)
     evaluate_run(args.run, args.episodes, args.deterministic, args.seed, args.step, args.render,
-                 log=lambda m: print(m, flush=True), program_cache=_programs_folder(cache))
+                 log=lambda m: print(m, flush=True), program_cache=_programs_folder(cache), agent=args.agent)
     return 0
 
 
@@ -530,6 +577,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from purejaxppo.run.sweeps import check_agents_fit, launch_sweep
     from purejaxppo.scale import plan as sweep_plan
 
+    if args.resume or args.allow_safe_changes:
+        return _resume_sweep(args, processes)
     grid, samples = sweep_plan.parse_specs(args.grid, args.sample)
     if samples and args.num_samples <= 0:
         raise UsageError("--num-samples: random search with --sample needs --num-samples K (K > 0)")
@@ -556,6 +605,52 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         spec["pbt"] = pbt._asdict()
     launch_sweep(trainer, plan, out, spec, overwrite=args.overwrite, progress=args.progress,
                  program_cache=_programs_folder(cache), log=lambda m: print(m, flush=True), pbt=pbt, space=space)
+    return 0
+
+
+def _resume_sweep(args: argparse.Namespace, processes) -> int:
+    """``sweep --resume --out DIR``: the sweep's saved plan and settings (a larger ``--total-timesteps``
+    with ``--allow-safe-changes``), continued from its last checkpoint."""
+    from purejaxppo.core.train import make_trainer
+    from purejaxppo.errors import ResumeRefused
+    from purejaxppo.run.layout import read_sweep
+    from purejaxppo.run.runner import check_resumable
+    from purejaxppo.run.sweeps import launch_sweep
+    from purejaxppo.scale import plan as sweep_plan
+    from purejaxppo.scale.pbt import PBTConfig, space_of
+
+    if not args.resume:
+        raise UsageError("--allow-safe-changes: only applies with --resume")
+    if not args.out or args.overwrite:
+        raise UsageError("--resume: needs --out DIR, the folder of the sweep to continue, and no --overwrite")
+    if processes is not None:
+        raise UsageError("--resume: a sweep over several processes keeps no checkpoints; accepted: a sweep run in "
+                         "one process")
+    given = [flag for flag, on in (("--grid", args.grid), ("--sample", args.sample), ("--num-samples", args.num_samples),
+                                   ("--num-seeds", args.num_seeds != 1), ("--pbt", args.pbt), ("--preset", args.preset))
+             if on]
+    if given:
+        raise UsageError(f"--resume: the sweep continues with its saved plan; drop {', '.join(given)}")
+    try:
+        saved, spec = read_sweep(args.out)
+    except CheckpointError as e:
+        raise UsageError(f"--resume: {e}") from None
+    try:
+        config = saved.replace(**_explicit_overrides(args))
+        check_resumable(saved, config, allow_safe_changes=args.allow_safe_changes)
+    except ResumeRefused as e:
+        how = "drop the flags that change " + ", ".join(e.unsafe) if e.unsafe else "pass --allow-safe-changes"
+        raise UsageError(f"--resume: {e}; {how}") from None
+    samples = {f: sweep_plan.Distribution(v[0], tuple(v[1:])) for f, v in spec.get("sample", {}).items()}
+    grid = spec.get("grid", {})
+    plan = sweep_plan.make_plan(config, spec["num_seeds"], grid, samples, spec.get("num_samples", 0))
+    pbt = PBTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["pbt"].items()}) \
+        if spec.get("pbt") else None
+    cache = _setup_cache(args)
+    launch_sweep(make_trainer(config), plan, args.out, {k: v for k, v in spec.items() if k != "seconds"},
+                 overwrite=False, progress=args.progress, program_cache=_programs_folder(cache),
+                 log=lambda m: print(m, flush=True), pbt=pbt, space=space_of(grid, samples) if pbt else None,
+                 resume=True)
     return 0
 
 

@@ -340,7 +340,7 @@ MISUSE = [
     ("train", ["--out", "/proc/purejaxppo/run"], "--out: cannot make the folder /proc/purejaxppo/run"),
     ("train", ["--resume", "--out", "{BASE}/nowhere"], "no run folder at"),
     ("train", ["--resume", "--out", "{TRUNC}"], "is damaged (not valid JSON"),
-    ("train", ["--resume", "--out", "{SWEEP}"], "holds a sweep (purejaxppo sweep), not a training run"),
+    ("train", ["--resume", "--out", "{SWEEP}"], "not a training run; accepted: a training run's folder"),
     ("train", ["--resume", "--out", "{RUN}", "--lr", "0.1"], "the settings differ from the run's: lr"),
     # --preset none on resume means the plain defaults, as on a new run (it was ignored)
     ("train", ["--resume", "--out", "{RUN}", "--preset", "none"], "; drop --preset none (a resumed run starts from "
@@ -362,7 +362,7 @@ MISUSE = [
     ("train", ["--allow-safe-changes"], "--allow-safe-changes: only applies with --resume"),
     ("train", ["--resume", "--overwrite", "--out", "{RUN}"], "contradict each other"),
     ("train", ["--preset", "Hopper"], "unknown preset"),
-    ("eval", ["--run", "{SWEEP}"], "holds a sweep (purejaxppo sweep), not a training run"),
+    ("eval", ["--run", "{SWEEP}"], "not a training run; accepted: a training run's folder"),
     ("eval", ["--run", "{TRUNC}"], "is damaged (not valid JSON"),
     ("eval", ["--run", "{EDITED}"], "edited/config.json holds a value that is not accepted: num_envs: got -3"),
     ("train", ["--resume", "--out", "{EDITED}"], "edited/config.json holds a value that is not accepted: num_envs"),

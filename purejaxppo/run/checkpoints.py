@@ -87,6 +87,11 @@ def from_savable(tree: Any, like: Any) -> Any:
     return jax.tree_util.tree_map(back, tree, like)
 
 
+def savable_shapes(like: Any) -> Any:
+    """The shapes and dtypes :func:`to_savable` gives a state like ``like`` (what Orbax restores)."""
+    return _abstract(like)
+
+
 def _abstract(like: Any) -> Any:
     def shape_of(x):
         if _is_empty(x):

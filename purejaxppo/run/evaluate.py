@@ -166,8 +166,12 @@ def record_episode(trainer: Trainer, state: Any, deterministic: bool, seed: int 
 
 
 def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0, step: int | None = None,
-                 render: str | None = None, log=print, program_cache: str | None = None) -> dict[str, Any]:
+                 render: str | None = None, log=print, program_cache: str | None = None,
+                 agent: int | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint (and record one episode as a GIF); writes and returns ``eval.json``'s record.
+
+    ``agent``: evaluate that agent of the sweep in ``run_dir`` instead (its record goes to
+    ``evals/agentI.json`` in the sweep's folder).
 
     ``program_cache``: a folder of saved programs (:mod:`purejaxppo.run.programs`, the command
     line's is ``programs`` in the compilation cache). The evaluation's program (and the
@@ -177,31 +181,35 @@ def evaluate_run(run_dir: str, episodes: int, deterministic: bool, seed: int = 0
     from purejaxppo.run import layout
 
     _count("episodes", episodes)
-    layout.read_config(run_dir)  # a run folder
+    if agent is None:
+        layout.read_config(run_dir)  # a run folder
     # A reader takes no lock: a run still training, or one on a read-only disk, can be evaluated.
-    return _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache)
+    return _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache, agent)
 
 
-def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache) -> dict[str, Any]:
+def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, program_cache,
+                  agent=None) -> dict[str, Any]:
     from purejaxppo.run import layout
     from purejaxppo.run.compiled import make_programs
     from purejaxppo.run.policy import load_policy
 
-    policy = load_policy(run_dir, step, deterministic=deterministic, program_cache=program_cache)
+    policy = load_policy(run_dir, step, deterministic=deterministic, program_cache=program_cache, agent=agent)
     env = policy.trainer.env
     if render:
         from purejaxppo.run.render import check_renderable
 
         check_renderable(env.name, env.obs_shape, render)
     mode = "deterministic" if deterministic else "stochastic"
-    log(f"evaluating {run_dir} at update {policy.step} on {env.name}: {episodes} {mode} episodes")
+    which = f"agent {agent} of {run_dir}" if agent is not None else run_dir
+    log(f"evaluating {which} at update {policy.step} on {env.name}: {episodes} {mode} episodes")
     programs = make_programs(policy.trainer, program_cache)
     args = (policy.params, jax.random.key(seed))
     evaluate = programs.compile(f"evaluate{episodes}{mode}", make_evaluate(policy.trainer, episodes, deterministic),
                                 args)
     returns = np.asarray(evaluate(*args))
     record: dict[str, Any] = {
-        "run": os.path.abspath(run_dir), "env": env.name, "update": policy.step,
+        "run": os.path.abspath(run_dir), **({"agent": int(agent)} if agent is not None else {}), "env": env.name,
+        "update": policy.step,
         "env_steps": policy.step * policy.config.batch_size, "episodes": episodes, "deterministic": deterministic,
         "seed": seed, "mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
         "max": float(returns.max()), "returns": returns.tolist(),
@@ -217,9 +225,13 @@ def _evaluate_run(run_dir, episodes, deterministic, seed, step, render, log, pro
         record["render"] = {"path": os.path.abspath(render), "frames": n, "return": ret}
         log(f"recorded one episode ({n - 1} steps, return {ret:.2f}) in {render}")
     path = os.path.join(run_dir, layout.EVAL)
+    if agent is not None:
+        path = os.path.join(run_dir, layout.SWEEP_EVALS, f"agent{agent}.json")
     try:
+        if agent is not None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         layout.write_json(path, record)
-    except RunError as e:  # a read-only disk: the evaluation is done, only its record stays unwritten
+    except (RunError, OSError) as e:  # a read-only disk: the evaluation is done, only its record stays unwritten
         log(f"note: {e}; the results are the lines above")
         return record
     log(f"wrote {path}")

@@ -49,13 +49,15 @@ SWEEP_RESULTS = "results.csv"
 SWEEP_SUMMARY = "summary.csv"
 SWEEP_METRICS = "metrics.npz"
 SWEEP_CURVES = "curves.png"
+SWEEP_AGENTS = "agents"  # one Orbax checkpoint of every agent's final state and hyperparameters
+SWEEP_EVALS = "evals"  # evals/agentI.json: purejaxppo eval --run SWEEP --agent I
 
 STUDY_SETTINGS = "settings.json"
 
 # What each kind of run may leave in its folder: what --overwrite removes from a folder that holds
 # a run of its own kind, and only that (a folder holding another kind of run is refused).
 TRAIN_FILES = (CONFIG, RUN_SETTINGS, METRICS, SUMMARY, CURVE, CHECKPOINTS, TENSORBOARD, WANDB, EVAL)
-SWEEP_FILES = (CONFIG, SWEEP_RESULTS, SWEEP_SUMMARY, SWEEP_METRICS, SWEEP_CURVES,
+SWEEP_FILES = (CONFIG, SWEEP_RESULTS, SWEEP_SUMMARY, SWEEP_METRICS, SWEEP_CURVES, SWEEP_AGENTS, CHECKPOINTS, SWEEP_EVALS,
                "lineage.csv", "pbt.npz", "hparams.png")  # the last three: a PBT sweep's (run/population.py)
 STUDY_FILES = (STUDY_SETTINGS, "stages", CHECKPOINTS, "results.csv", "summary.md", "frontier.png", "ppo_curves.png",
                "overoptimisation.png")
@@ -116,22 +118,43 @@ def write_config(run_dir: str, config: PPOConfig, **extra: Any) -> None:
 
 def read_config(run_dir: str) -> PPOConfig:
     """The configuration a training run was trained with (a sweep's folder is refused)."""
+    config, data = _read_config(run_dir, "the --out folder of a purejaxppo train run")
+    if "sweep" in data:
+        count = data["sweep"].get("num_agents") if isinstance(data["sweep"], dict) else None
+        if isinstance(count, int) and os.path.isdir(os.path.join(run_dir, SWEEP_AGENTS)):
+            raise CheckpointError(f"{run_dir} holds a sweep of {count} agents, not a training run; accepted: a "
+                                  "training run's folder, or one of the sweep's agents (eval --agent I, train "
+                                  f"--init-from SWEEP --agent I, load_policy(SWEEP, agent=I); I from 0 to {count - 1})")
+        raise CheckpointError(f"{run_dir} holds a sweep (purejaxppo sweep), not a training run; accepted: a "
+                              "training run's folder (purejaxppo train --out; a sweep's results are in its results.csv)")
+    return config
+
+
+def read_sweep(run_dir: str) -> tuple[PPOConfig, dict[str, Any]]:
+    """``(config, spec)`` of a sweep's folder: its base configuration and how its plan was asked for
+    (a training run's folder is refused)."""
+    config, data = _read_config(run_dir, "the --out folder of a purejaxppo sweep")
+    if not isinstance(data.get("sweep"), dict):
+        raise CheckpointError(f"{run_dir} holds a training run, not a sweep; accepted: the --out folder of a "
+                              "purejaxppo sweep (--agent applies to a sweep's agents)")
+    return config, data["sweep"]
+
+
+def _read_config(run_dir: str, accepted: str) -> tuple[PPOConfig, dict[str, Any]]:
     path = os.path.join(run_dir, CONFIG)
     if not os.path.isdir(run_dir):
         what = f"{run_dir} is a file, not a run folder" if os.path.exists(run_dir) else f"no run folder at {run_dir}"
-        raise CheckpointError(f"{what}; accepted: the --out folder of a purejaxppo train run")
+        raise CheckpointError(f"{what}; accepted: {accepted}")
     if not os.path.exists(path):
         raise CheckpointError(f"{run_dir} is not a run folder (it has no {CONFIG})")
     data = read_json(path, "the run's config")
-    if "sweep" in data:
-        raise CheckpointError(f"{run_dir} holds a sweep (purejaxppo sweep), not a training run; accepted: the "
-                              "folder of purejaxppo train --out (a sweep's results are in its results.csv)")
+    fields = {k: v for k, v in data.items() if k != "sweep"}
     try:
-        config = PPOConfig.from_dict(data)
+        config = PPOConfig.from_dict(fields)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"the run's config {path} is damaged: {e}") from None
     try:
-        return validate(config)
+        return validate(config), data
     except ValueError as e:  # a value edited by hand, or from a version that accepted it
         raise CheckpointError(f"the run's config {path} holds a value that is not accepted: {e}") from None
 

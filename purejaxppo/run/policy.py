@@ -45,12 +45,21 @@ class Policy(NamedTuple):
 
 
 def load_state(run_dir: str, step: int | None = None, log: Callable[[str], None] = print,
-               program_cache: str | None = None):
-    """``(config, trainer, step, RunnerState)`` from the latest (or ``step``) checkpoint of a run.
+               program_cache: str | None = None, agent: int | None = None):
+    """``(config, trainer, step, RunnerState)`` from the latest (or ``step``) checkpoint of a run,
+    or, with ``agent``, that agent's final state in a sweep's folder
+    (:func:`~purejaxppo.run.sweep_agents.load_agent`; its config holds the agent's hyperparameters).
 
     ``program_cache``: a folder of saved programs (:mod:`purejaxppo.run.programs`); where the
     run's training saved its initial state's program there, its shapes are read from it
     instead of tracing ``init``."""
+    if agent is not None:
+        if step is not None:
+            raise ConfigError(f"step: got {step!r} with an agent; accepted: None (a sweep keeps its agents' final "
+                              "states only)")
+        from purejaxppo.run.sweep_agents import load_agent
+
+        return load_agent(run_dir, agent, program_cache)
     config = layout.read_config(run_dir)
     ckpt_dir = os.path.join(run_dir, layout.CHECKPOINTS)
     if not os.path.isdir(ckpt_dir):
@@ -95,8 +104,9 @@ def policy_act(trainer: Trainer, deterministic: bool = False):
 
 
 def load_policy(run_dir: str, step: int | None = None, deterministic: bool = False,
-                program_cache: str | None = None) -> Policy:
-    """Load a run's policy from its latest (or ``step``) checkpoint.
+                program_cache: str | None = None, agent: int | None = None) -> Policy:
+    """Load a run's policy from its latest (or ``step``) checkpoint, or agent ``agent`` of a sweep
+    (the ``agent`` column of its ``results.csv``) from the sweep's folder.
 
     ``program_cache``: a folder of saved programs (the command line's is ``programs`` in the
     compilation cache); where training saved its initial state's program there, loading does
@@ -107,6 +117,6 @@ def load_policy(run_dir: str, step: int | None = None, deterministic: bool = Fal
         >>> obs = jnp.zeros(4)                     # one CartPole observation [obs_dim], or a batch [B, obs_dim]
         >>> action = jax.jit(policy.act)(policy.params, obs, jax.random.key(0))  # doctest: +SKIP
     """
-    config, trainer, step, state = load_state(run_dir, step, program_cache=program_cache)
+    config, trainer, step, state = load_state(run_dir, step, program_cache=program_cache, agent=agent)
     params = PolicyParams(params=state.params, obs_rms=state.obs_rms)
     return Policy(policy_act(trainer, deterministic), params, config, step, trainer)

@@ -110,13 +110,13 @@ def make_loggers(config: PPOConfig, out_dir: str | None, history: dict[str, np.n
 
 
 def _run_without_folder(config, asked: RunOptions, preset_name, log: Log, data_parallel: bool, progress,
-                        program_cache) -> dict[str, Any]:
+                        program_cache, init_from) -> dict[str, Any]:
     """A run that writes no files (``out_dir`` None): no checkpoints, the summary returned."""
     trainer = config if isinstance(config, Trainer) else build_trainer(config, data_parallel)
     options = dataclasses.replace(asked, checkpoint_every=0)
     with StopSignals() as stop:
         return _run(trainer, None, preset_name, log, None, options, False, progress, stop,
-                    make_programs(trainer, program_cache))
+                    make_programs(trainer, program_cache), init_from)
 
 
 def run(
@@ -136,6 +136,7 @@ def run(
     data_parallel: bool = False,
     stop_at_return: float | None = None,
     program_cache: str | None = None,
+    init_from: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` (or a trainer already built) and write its results to ``out_dir``; returns the summary.
 
@@ -156,6 +157,11 @@ def run(
             :func:`~purejaxppo.run.compiled.build_trainer` made from their config (the command
             line passes the ``programs`` folder of its compilation cache); the key does not
             cover functions of one's own.
+        init_from: ``(sweep folder, agent index)``: start from that sweep agent's learned state
+            (parameters, optimiser state, normalisers, KL coefficient;
+            :func:`~purejaxppo.run.sweep_agents.seeded_state`) in fresh environments, instead of
+            from a fresh initialisation. Saved in ``run.json``, so a resume before the first
+            checkpoint starts from it again.
 
     While it runs, ``out_dir`` is locked (a second writer is refused); SIGINT or SIGTERM stop it at
     the end of the current chunk with a consistent checkpoint (:class:`~purejaxppo.errors.Interrupted`);
@@ -171,15 +177,19 @@ def run(
              "keep_checkpoints": keep_checkpoints, "tensorboard": tensorboard, "wandb": wandb,
              "data_parallel": data_parallel or None, "stop_at_return": stop_at_return}
     asked = RunOptions.resolve(given)  # checks each option before anything runs
+    if init_from is not None and not (isinstance(init_from, (tuple, list)) and len(init_from) == 2
+                                      and isinstance(init_from[0], (str, os.PathLike))):
+        raise ConfigError(f"init_from: got {init_from!r}; accepted: (sweep folder, agent index), or None")
     if out_dir is None:
         if resume:
             raise RunError("resume needs the folder of the run to continue (--out DIR)")
-        return _run_without_folder(config, asked, preset_name, log, data_parallel, progress, program_cache)
+        return _run_without_folder(config, asked, preset_name, log, data_parallel, progress, program_cache, init_from)
     with layout.locked(out_dir):
-        return _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, progress, program_cache)
+        return _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, progress, program_cache,
+                              init_from)
 
 
-def _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, progress, program_cache):
+def _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, progress, program_cache, init_from):
     """:func:`run` with a folder, which the caller holds locked: the saved run's options and
     preset under the given ones when resuming, a finished run left as it is, the checkpoints."""
     from purejaxppo.run.loggers import check_extras
@@ -188,6 +198,7 @@ def _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, 
     if resume:
         saved = layout.read_run_settings(out_dir)
         preset_name = preset_name or saved.get("preset")
+        init_from = init_from or (tuple(saved["init_from"]) if saved.get("init_from") else None)
     options = RunOptions.resolve(given, saved)
     check_extras(options.tensorboard, options.wandb is not None)  # before anything is removed or compiled
     if not resume:
@@ -206,7 +217,7 @@ def _run_in_folder(config, out_dir, preset_name, log, given, resume, overwrite, 
     try:
         with StopSignals() as stop:
             return _run(trainer, out_dir, preset_name, log, checkpointer, options, resume, progress, stop,
-                        make_programs(trainer, program_cache))
+                        make_programs(trainer, program_cache), init_from)
     finally:
         if checkpointer is not None:
             checkpointer.close()
@@ -286,13 +297,14 @@ def _already_finished(config: PPOConfig, out_dir: str, summary: dict[str, Any], 
 
 
 def _run(trainer, out_dir, preset_name, log, checkpointer, options: RunOptions, resume, progress, stop,
-         programs: Programs) -> dict[str, Any]:
+         programs: Programs, init_from=None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    start = _start(trainer, checkpointer, log, options, resume, programs)
+    start = _start(trainer, checkpointer, log, options, resume, programs, init_from)
     options = dataclasses.replace(options, chunk_updates=start.chunk)
     if out_dir is not None:
         # run.json first: a folder with config.json (what --resume looks for) also has run.json
-        layout.write_run_settings(out_dir, dict(options.to_dict(), preset=preset_name))
+        seeded = {"init_from": [os.fspath(init_from[0]), int(init_from[1])]} if init_from else {}
+        layout.write_run_settings(out_dir, dict(options.to_dict(), preset=preset_name, **seeded))
         layout.write_config(out_dir, trainer.config)
     compiled = _compile_chunk(trainer, start, programs, log)
     compile_seconds = time.perf_counter() - t0
@@ -323,9 +335,11 @@ class _Start(NamedTuple):
     resumed: bool
 
 
-def _start(trainer, checkpointer, log, options: RunOptions, resume: bool, programs: Programs) -> _Start:
-    """The state to train from (restored when resuming, else fresh) and the chunk size: a resumed
-    run keeps the chunks it saved, so that it repeats the same computation."""
+def _start(trainer, checkpointer, log, options: RunOptions, resume: bool, programs: Programs,
+           init_from=None) -> _Start:
+    """The state to train from (restored when resuming, else fresh, or seeded by a sweep's agent)
+    and the chunk size: a resumed run keeps the chunks it saved, so that it repeats the same
+    computation."""
     config, hparams = trainer.config, HParams.from_config(trainer.config)
     step, state, history, seconds_before, chunk = 0, None, {}, 0.0, options.chunk_updates
     if resume:
@@ -335,7 +349,14 @@ def _start(trainer, checkpointer, log, options: RunOptions, resume: bool, progra
         chunk = chunk or meta.get("chunk_updates")
     if state is None:
         key = jax.random.key(config.seed)
-        state = placed(trainer, programs.compile("init", trainer.init, (key, hparams))(key, hparams))
+        state = programs.compile("init", trainer.init, (key, hparams))(key, hparams)
+        if init_from is not None:
+            from purejaxppo.run.sweep_agents import load_agent, seeded_state
+
+            agent_state = load_agent(init_from[0], init_from[1])[3]
+            state = seeded_state(state, agent_state)
+            log(f"starting from agent {init_from[1]} of the sweep in {init_from[0]}")
+        state = placed(trainer, state)
     chunk = min(chunk or auto_chunk(config.num_updates), config.num_updates)
     return _Start(step, state, history, seconds_before, chunk, resume)
 

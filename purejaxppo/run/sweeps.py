@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from purejaxppo.core.config import PPOConfig
@@ -23,6 +27,7 @@ from purejaxppo.errors import Interrupted, RunError
 from purejaxppo.run import layout, results
 from purejaxppo.run.compiled import auto_chunk, check_memory, make_programs
 from purejaxppo.run.programs import Programs
+from purejaxppo.run.sweep_agents import save_agents
 from purejaxppo.scale.pbt import PBTConfig, Space, space_of
 from purejaxppo.scale.plan import Distribution, SweepPlan, make_plan
 from purejaxppo.scale.sweep import SweepResult, run_plan
@@ -75,19 +80,27 @@ def check_agents_fit(trainer: Trainer, num_seeds: Any, grid: dict[str, Any] | No
 
 def launch_sweep(trainer: Trainer, plan: SweepPlan, out: str, spec: dict[str, Any], *, overwrite: bool,
                  progress: bool | None, program_cache: str | None, log: Log = print, pbt: PBTConfig | None = None,
-                 space: Space | None = None) -> None:
+                 space: Space | None = None, resume: bool = False) -> None:
     """The ``sweep`` command after its settings are resolved: train every agent of ``plan`` in
     chunks (a progress bar between them) through the saved programs in ``program_cache`` (as a
-    PBT population exploring ``space`` with ``pbt``), and write the results to ``out`` from
-    process 0, which holds the folder's lock meanwhile. ``spec`` (how the plan was asked for) is
-    saved with the results, with the seconds taken."""
+    PBT population exploring ``space`` with ``pbt``), and write the results and the agents
+    (:mod:`purejaxppo.run.sweep_agents`) to ``out`` from process 0, which holds the folder's lock
+    meanwhile. ``spec`` (how the plan was asked for) is saved with the results, with the seconds
+    taken. In one process, the population is checkpointed after every chunk (``out/checkpoints``):
+    SIGINT or SIGTERM stop the sweep there, and ``resume`` continues it from its last checkpoint
+    with the same numbers as an uninterrupted sweep."""
     with contextlib.ExitStack() as stack:
         if jax.process_index() == 0:  # the process that writes holds the folder's lock
             stack.enter_context(layout.locked(out))
-            layout.check_out_dir(out, overwrite, "sweep")
+            if not resume:
+                layout.check_out_dir(out, overwrite, "sweep")
         programs = make_programs(trainer, program_cache)
         log(f"preset: {spec.get('preset') or 'none'}")
-        result, seconds = _train_agents(trainer, plan, programs, progress, log, pbt, space)
+        spec = dict(spec, num_agents=plan.num_agents)
+        saving = _Saving(trainer, plan, out, pbt, resume, overwrite, spec, log) if jax.process_count() == 1 else None
+        if saving is not None:
+            stack.callback(saving.checkpointer.close)
+        result, seconds = _train_agents(trainer, plan, programs, progress, log, pbt, space, saving)
         if jax.process_index() != 0:
             log(f"process {jax.process_index()}: done in {seconds:.1f} s; process 0 writes the results")
             return
@@ -98,6 +111,52 @@ def launch_sweep(trainer: Trainer, plan: SweepPlan, out: str, spec: dict[str, An
 
             for line in report_lines(result.pbt):
                 log(line)
+
+
+class _Saving:
+    """A sweep's checkpoints in one process: the population after every chunk, the point to resume
+    from, and the stop at a chunk's end when a signal came."""
+
+    def __init__(self, trainer: Trainer, plan: SweepPlan, out: str, pbt: PBTConfig | None, resume: bool,
+                 overwrite: bool, spec: dict[str, Any], log: Log):
+        from purejaxppo.run.checkpoints import Checkpointer
+        from purejaxppo.run.signals import StopSignals
+
+        self.trainer, self.plan, self.out, self.pbt, self.log = trainer, plan, out, pbt, log
+        folder = os.path.join(out, layout.CHECKPOINTS)
+        if overwrite and not resume and os.path.isdir(folder):
+            shutil.rmtree(folder)  # the replaced sweep's; its results stay until the new ones are written
+        os.makedirs(out, exist_ok=True)
+        layout.write_config(out, trainer.config, sweep=spec)  # what --resume reads back
+        self.checkpointer = Checkpointer(folder, keep=2)
+        self.meta = {"config": trainer.config.to_dict(), "sweep": spec}
+        self.stop = StopSignals("stopping at the end of the current chunk (the population is saved there)",
+                                "stopped at once; the sweep continues from its last checkpoint with --resume")
+        self.start = self._restore() if resume else None
+
+    def _restore(self):
+        from purejaxppo.scale.agents import Progress, initial_carry
+        from purejaxppo.scale.pbt import initial_pbt_carry
+        from purejaxppo.scale.plan import stack_hparams
+
+        if not self.checkpointer.steps():
+            self.log(f"{self.out} holds no checkpoint of the sweep: it starts from update 0")
+            return None
+        carry_of = initial_carry if self.pbt is None else initial_pbt_carry
+        like = carry_of(self.trainer, self.plan.agent_keys(), stack_hparams(self.trainer.config, self.plan))
+        step, carry, history, _ = self.checkpointer.restore(like, log=self.log)
+        self.log(f"resuming the sweep in {self.out} at update {step} of {self.trainer.config.num_updates}")
+        carry = jax.tree_util.tree_map(jnp.asarray, carry)
+        return Progress(carry, step, {k: np.moveaxis(v, 0, 1) for k, v in history.items()})
+
+    def __call__(self, progress) -> None:
+        """Save the population after a chunk; stop there if a signal came meanwhile."""
+        history = {k: np.moveaxis(v, 1, 0) for k, v in progress.outputs.items()}
+        self.checkpointer.save(progress.done, progress.carry, history, self.meta)
+        if self.stop.signum is not None:
+            self.checkpointer.close()
+            raise Interrupted(f"stopped at update {progress.done} of {self.trainer.config.num_updates}; continue "
+                              f"with: purejaxppo sweep --resume --out {self.out}", self.stop.signum)
 
 
 def _report(config: PPOConfig, plan: SweepPlan, rows: list, seconds: float, programs: Programs, out: str,
@@ -126,8 +185,10 @@ def diverged_note(rows: list) -> str | None:
 
 
 def _train_agents(trainer: Trainer, plan: SweepPlan, programs: Programs, progress: bool | None,
-                  log: Log, pbt: PBTConfig | None = None, space: Space | None = None) -> tuple[SweepResult, float]:
-    """``(result, seconds)`` of training the plan in chunks, with a progress bar on process 0."""
+                  log: Log, pbt: PBTConfig | None = None, space: Space | None = None,
+                  saving: _Saving | None = None) -> tuple[SweepResult, float]:
+    """``(result, seconds)`` of training the plan in chunks, with a progress bar on process 0 (and
+    ``saving``'s checkpoints after each chunk, from its resume point)."""
     from purejaxppo.run.loggers import ProgressBar
 
     config = trainer.config
@@ -138,10 +199,12 @@ def _train_agents(trainer: Trainer, plan: SweepPlan, programs: Programs, progres
     bar = ProgressBar(config.num_updates * steps_per_update,
                       enabled=progress and jax.process_index() == 0 if progress is not None else None)
     t0 = time.perf_counter()
+    start = None if saving is None else saving.start
     try:
-        result = run_plan(trainer, plan, chunk_updates=auto_chunk(config.num_updates),
-                          on_chunk=lambda done: bar.update(done * steps_per_update), programs=programs, pbt=pbt,
-                          space=space)
+        with saving.stop if saving is not None else contextlib.nullcontext():
+            result = run_plan(trainer, plan, chunk_updates=auto_chunk(config.num_updates),
+                              on_chunk=lambda done: bar.update(done * steps_per_update), programs=programs, pbt=pbt,
+                              space=space, start=start, on_progress=saving)
     finally:
         bar.close()
     return result, time.perf_counter() - t0
@@ -157,6 +220,7 @@ def _write(out: str, config: PPOConfig, result: SweepResult, spec: dict[str, Any
             layout.clear_run(out, "sweep")
         try:
             rows = results.write_sweep(out, config, result, spec)
+            save_agents(out, result.states, result.final_hparams)
             if result.pbt is not None:
                 from purejaxppo.run.population import write_pbt
 

@@ -185,6 +185,19 @@ def _train_in_chunks(trainer: Trainer, args, build: Callable, chunk_updates: int
     return end.carry, end.outputs
 
 
+def agents_on_host(states: Any, num_agents: int) -> Any:
+    """The states of the first ``num_agents`` agents (the padding dropped), gathered from every
+    process when there are several, so that any agent can be taken from them."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        is_key = lambda x: jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)  # noqa: E731
+        data = jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if is_key(x) else x, states)
+        data = multihost_utils.process_allgather(data, tiled=True)
+        states = jax.tree_util.tree_map(lambda d, x: jax.random.wrap_key_data(d) if is_key(x) else d, data, states)
+    return jax.tree_util.tree_map(lambda x: x[:num_agents], states)
+
+
 def _host(metrics):
     """The metrics of every agent on this host (gathered from the other processes)."""
     if jax.process_count() > 1:

@@ -23,13 +23,15 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from purejaxppo.core.config import HParams
 from purejaxppo.core.metrics import FINITE_METRICS, final_return
 from purejaxppo.core.train import Trainer
-from purejaxppo.scale.agents import Compiler, run_agents
+from purejaxppo.errors import ConfigError
+from purejaxppo.scale.agents import Compiler, Progress, agents_on_host, run_agents
 from purejaxppo.scale.pbt import PBTConfig, Space, pbt_key, run_pbt
 from purejaxppo.scale.plan import SweepPlan, stack_hparams
 
@@ -44,6 +46,17 @@ class SweepResult(NamedTuple):
     keys: jax.Array  # [S] seed keys
     pbt: Any = None  # a PBT sweep's PBTRecord (lineage, fitness, explored values per generation); None otherwise
     diverged: np.ndarray | None = None  # [G, S] True where an agent's losses or returns became non-finite
+    states: Any = None  # RunnerState [G * S, ...]: every agent's final state (parameters, optimiser, normalisers)
+    final_hparams: HParams | None = None  # [G * S] the hyperparameters each agent ended with (PBT explores them)
+
+    def agent(self, index: int) -> tuple[Any, HParams]:
+        """``(final RunnerState, final HParams)`` of agent ``index`` (setting ``index // seeds``, seed
+        ``index % seeds``), as :func:`~purejaxppo.core.train.make_trainer`'s programs take them."""
+        count = len(self.settings) * self.seeds
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
+            raise ConfigError(f"agent: got {index!r}; accepted: an agent index from 0 to {count - 1}")
+        pick = lambda x: x[index]  # noqa: E731
+        return jax.tree_util.tree_map(pick, self.states), jax.tree_util.tree_map(pick, self.final_hparams)
 
 
 def diverged_agents(metrics: dict[str, np.ndarray]) -> np.ndarray:
@@ -60,18 +73,25 @@ def diverged_agents(metrics: dict[str, np.ndarray]) -> np.ndarray:
 
 def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_updates: int | None = None,
              on_chunk: Callable[[int], None] | None = None, programs: Compiler | None = None,
-             pbt: PBTConfig | None = None, space: Space | None = None) -> SweepResult:
+             pbt: PBTConfig | None = None, space: Space | None = None, start: Progress | None = None,
+             on_progress: Callable[[Progress], None] | None = None) -> SweepResult:
     """Train every agent of ``plan`` with ``trainer``'s program, over the devices of ``mesh``
     (in chunks of ``chunk_updates`` updates, calling ``on_chunk(updates done)`` between them),
     through the saved programs of ``programs`` on one device (:func:`run_agents`); with ``pbt``,
-    the agents are a PBT population exploring ``space`` (:func:`~purejaxppo.scale.pbt.run_pbt`)."""
+    the agents are a PBT population exploring ``space`` (:func:`~purejaxppo.scale.pbt.run_pbt`);
+    ``start`` and ``on_progress`` continue from and report the population between chunks
+    (:class:`~purejaxppo.scale.agents.Progress`, a checkpoint)."""
     hparams = stack_hparams(trainer.config, plan)
-    record = None
+    record, final_hparams = None, hparams
     if pbt is None:
-        _, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh, chunk_updates, on_chunk, programs)
+        states, metrics = run_agents(trainer, plan.agent_keys(), hparams, mesh, chunk_updates, on_chunk, programs,
+                                     start, on_progress)
     else:
-        _, metrics, record = run_pbt(trainer, plan.agent_keys(), hparams, pbt, space or {}, pbt_key(trainer.config),
-                                     mesh, chunk_updates, on_chunk, programs)
+        states, metrics, record = run_pbt(trainer, plan.agent_keys(), hparams, pbt, space or {},
+                                          pbt_key(trainer.config), mesh, chunk_updates, on_chunk, programs, start,
+                                          on_progress)
+        final_hparams = hparams.replace(**{f: jnp.asarray(v[-1]) for f, v in record.hparams.items()})
+    states = agents_on_host(states, plan.num_agents)
     g, s = len(plan.settings), plan.num_seeds
     shaped = {k: v.reshape((g, s) + v.shape[1:]) for k, v in metrics.items()}
     returns = shaped["charts/episodic_return"]
@@ -82,4 +102,5 @@ def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_
     diverged = diverged_agents(shaped if record is None else {k: v[..., -1:] for k, v in shaped.items()})
     finals = np.where(diverged, np.nan, np.asarray(final_return(shaped), np.float64))
     auc = np.where(diverged, np.nan, auc)  # a diverged agent has no return to rank: its scores are NaN
-    return SweepResult(plan.settings, s, shaped, finals, auc, hparams, plan.seed_keys, pbt=record, diverged=diverged)
+    return SweepResult(plan.settings, s, shaped, finals, auc, hparams, plan.seed_keys, pbt=record, diverged=diverged,
+                       states=states, final_hparams=final_hparams)
