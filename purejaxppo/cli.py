@@ -237,7 +237,8 @@ def _add_reproduce(sub) -> None:
     rep.add_argument("--task", action="append", default=None, metavar="ENV", help="run only this task (repeatable)")
     rep.add_argument("--tiny", action="store_true",
                      help="2 updates of 4 envs per task: checks the plumbing, not the numbers")
-    rep.add_argument("--out", default=None, metavar="DIR", help="where the result files go (default: results/SUITE)")
+    rep.add_argument("--out", default=None, metavar="DIR", help="where the result files go (default: results/SUITE; with --tiny a new "
+                     "runs/reproduce_SUITE_tiny_TIME, never the committed results)")
     rep.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     rep.add_argument("--steps", type=_positive_int, default=None, metavar="N",
                      help="env steps per task, labelled as a smaller protocol (default: the suite's; ppo-paper: "
@@ -271,7 +272,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from purejaxppo.run.layout import check_out_path
 
     _setup_cache(args)
-    out = args.out or os.path.join("results", args.suite)
+    out = args.out or _reproduce_out(args.suite, args.tiny)
     check_out_path(out)
     held = [name for name in RESULT_FILES if os.path.exists(os.path.join(out, name))]
     if held and not args.overwrite:
@@ -285,13 +286,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce_out(suite: str, tiny: bool) -> str:
+    """Where a reproduction writes without --out: the committed results folder, or, for a --tiny
+    run (plumbing numbers), a fresh scratch folder under runs/ that never replaces results."""
+    if tiny:
+        return os.path.join("runs", f"reproduce_{suite}_tiny_{time.strftime('%Y%m%d-%H%M%S')}")
+    return os.path.join("results", suite)
+
+
 def _reproduce_ppo_paper(args: argparse.Namespace) -> int:
     """``purejaxppo reproduce ppo-paper``: Table 1 and Figure 3 of the PPO paper (purejaxppo/run/ppo_paper.py)."""
     from purejaxppo.run import ppo_paper
     from purejaxppo.run.layout import check_out_path
 
     _setup_cache(args)
-    out = args.out or os.path.join("results", "ppo-paper")
+    out = args.out or _reproduce_out("ppo-paper", args.tiny)
     check_out_path(out)
     held = [name for name in ppo_paper.RESULT_FILES if os.path.exists(os.path.join(out, name))]
     if held and not args.overwrite:

@@ -127,3 +127,16 @@ def test_results_already_there_are_kept_without_overwrite(bsuite_run, capsys):
     assert (f"{bsuite_run} already holds a suite's results (results.csv, meta.json, summary.md, curves.png, "
             "profile.png); pass --overwrite to replace them, or --out DIR to write elsewhere") in err
     assert {name: open(os.path.join(bsuite_run, name), "rb").read() for name in os.listdir(bsuite_run)} == before
+
+
+def test_a_tiny_run_without_out_writes_to_scratch(tmp_path, monkeypatch, capsys):
+    """``--tiny`` without ``--out`` never writes over the committed results: it makes a new
+    runs/reproduce_SUITE_tiny_TIME folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "bsuite").mkdir(parents=True)
+    (tmp_path / "results" / "bsuite" / "results.csv").write_text("committed\n")
+    rc = main(["reproduce", "bsuite", "--tiny", "--seeds", "1", "--task", "DiscountingChain-bsuite"])
+    assert rc == 0, capsys.readouterr().err
+    [made] = os.listdir(tmp_path / "runs")
+    assert made.startswith("reproduce_bsuite_tiny_") and (tmp_path / "runs" / made / "summary.md").exists()
+    assert (tmp_path / "results" / "bsuite" / "results.csv").read_text() == "committed\n"
