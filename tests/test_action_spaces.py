@@ -34,12 +34,14 @@ def test_factored_categorical_against_enumerating_every_joint_action():
     parts = np.split(logits, np.cumsum(nvec)[:-1])
     joint = {a: sum(log_softmax(p)[i] for p, i in zip(parts, a)) for a in itertools.product(*map(range, nvec))}
     assert np.isclose(sum(np.exp(v) for v in joint.values()), 1.0, atol=1e-6)
-    for a, lp in joint.items():
-        assert float(dist.log_prob(jnp.asarray(logits), jnp.asarray(a))) == pytest.approx(lp, abs=1e-5)
+    actions = list(joint)
+    got = np.asarray(jax.vmap(lambda a: dist.log_prob(jnp.asarray(logits), a))(jnp.asarray(actions)))
+    np.testing.assert_allclose(got, [joint[a] for a in actions], atol=1e-5)
     entropy = -sum(np.exp(v) * v for v in joint.values())
     assert float(dist.entropy(jnp.asarray(logits))) == pytest.approx(entropy, abs=1e-5)
     assert tuple(np.asarray(dist.mode(jnp.asarray(logits)))) == max(joint, key=joint.get)
-    draws = np.asarray(jax.vmap(lambda k: dist.sample(k, jnp.asarray(logits)))(jax.random.split(jax.random.key(1), 20000)))
+    keys = jax.random.split(jax.random.key(1), 20000)
+    draws = np.asarray(jax.vmap(lambda k: dist.sample(k, jnp.asarray(logits)))(keys))
     assert draws.shape == (20000, 3) and draws.dtype == np.int32
     freq = {a: np.mean(np.all(draws == a, axis=1)) for a in joint}
     for a, lp in joint.items():  # every joint action at its probability (binomial sd <= 0.0036)
@@ -64,34 +66,33 @@ def test_a_mask_renormalises_over_the_allowed_actions_and_is_never_sampled():
 
 @pytest.fixture(scope="module", params=["mlp", "gru"])
 def masked_factors(request):
+    """One compiled program per policy: a training run, a rollout of the untrained policy, and an
+    evaluation of the trained one."""
     config = PPOConfig(env="Probe-MaskedFactors", num_envs=16, num_steps=8, total_timesteps=16 * 8 * 30, lr=3e-3,
                        ent_coef=0.0, policy=request.param, gru_hidden=16)
-    state, metrics = jax.jit(make_train(config))(jax.random.key(0))
-    return config, state, metrics
+    parts, evaluate = make_parts(config), make_evaluate(make_trainer(config), 16, deterministic=False)
+
+    def everything(key):
+        state, metrics = make_train(config)(key)
+        untrained = init_state(parts, jax.random.key(2), HParams.from_config(config))
+        traj = parts.policy.collect(parts, untrained, jax.random.key(5))[1]
+        traj = traj if hasattr(traj, "action") else traj[0]  # the recurrent rollout carries its first hidden state
+        return metrics, traj, evaluate(state, jax.random.key(3))
+
+    return jax.jit(everything)(jax.random.key(0))
 
 
 def test_masked_multi_discrete_probe_learns_the_best_allowed_action(masked_factors):
-    config, state, metrics = masked_factors
+    metrics, _, scores = masked_factors
     returns = np.asarray(metrics["charts/episodic_return"])
     # uniform over the allowed choices pays 0.5; the best allowed action 1; a forbidden choice more
     assert returns[0] == pytest.approx(0.5, abs=0.1)
     assert returns[-5:].min() > 0.97 and returns.max() <= 1.0
-    trainer = make_trainer(config)
-    scores = jax.jit(make_evaluate(trainer, 16, deterministic=False))(state, jax.random.key(3))
     assert np.all(np.asarray(scores) <= 1.0) and np.mean(np.asarray(scores)) > 0.97
 
 
 def test_a_rollout_never_takes_a_masked_action_and_records_the_masked_log_prob(masked_factors):
-    config, _, _ = masked_factors
-    parts = make_parts(config)
-    hp = HParams.from_config(config)
-
-    def rollout(key):
-        state = init_state(parts, key, hp)
-        return state, parts.policy.collect(parts, state, jax.random.key(5))[1]
-
-    state, traj = jax.jit(rollout)(jax.random.key(2))
-    traj = traj if hasattr(traj, "action") else traj[0]  # the recurrent rollout carries its first hidden state
+    _, traj, _ = masked_factors
     actions, mask = np.asarray(traj.action), np.asarray(traj.mask)
     assert actions.shape == (8, 16, 2) and mask.shape == (8, 16, 6)
     assert np.all(actions >= 1)  # choice 0 is ruled out in both factors
@@ -113,12 +114,16 @@ def test_conv_torso_against_a_numpy_loop():
     assert torso.apply(params, x[None]).shape == (1, 2, 60)  # any leading axes
 
 
-def test_cnn_torso_trains_on_minatar_and_bad_settings_are_one_line():
+def test_cnn_torso_builds_the_whole_program_on_minatar_and_bad_settings_are_one_line():
+    # the whole training program traced at MinAtar's [10, 10, 4] observation (its numbers are checked where the
+    # torso learns: tests/test_suites.py's Navix room)
     config = PPOConfig(env="Breakout-MinAtar", torso="cnn", conv_channels=(8,), num_envs=8, num_steps=16,
                        total_timesteps=8 * 16 * 2)
-    state, metrics = jax.jit(make_train(config))(jax.random.key(0))
-    assert "Conv_0" in str(jax.tree_util.tree_structure(state.params))
-    assert np.all(np.isfinite(np.asarray(metrics["losses/value_loss"])))
+    state, metrics = jax.eval_shape(make_train(config), jax.random.key(0))
+    kernels = [leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)
+               if "Conv_0" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path)]
+    assert kernels and all(shape == (3, 3, 4, 8) for shape in kernels), kernels
+    assert metrics["losses/value_loss"].shape == (config.num_updates,)
     with pytest.raises(ConfigError, match=r"^torso: got 'cnn', but CartPole-v1's observation has shape \[4\]"):
         make_trainer(PPOConfig(env="CartPole-v1", torso="cnn"))
     with pytest.raises(ConfigError, match=r"^reset_ratio: 3 does not divide num_envs 4"):
@@ -136,15 +141,21 @@ def test_optimistic_resets_hand_a_few_resets_to_the_environments_that_ended():
     states = states.replace(theta=jnp.where(jnp.arange(n) % 3 == 0, 0.25, 0.0))
     actions = jnp.zeros((n,), jnp.int32)
     step_keys = jax.random.split(jax.random.key(1), n)
-    p_obs, p_states, p_reward, p_term, p_trunc, p_final = plain(step_keys, states, actions)
-    s_obs, s_states, s_reward, s_term, s_trunc, s_final = shared(step_keys, states, actions)
+
+    @jax.jit
+    def both(step_keys, states, actions):  # one program: the plain step, the shared one, the resets
+        resets = jax.vmap(lambda k: env.reset(jax.random.split(k)[1]))(step_keys[: n // ratio])[0]
+        return plain(step_keys, states, actions), shared(step_keys, states, actions), resets
+
+    plain_out, shared_out, resets = both(step_keys, states, actions)
+    p_obs, p_states, p_reward, p_term, p_trunc, p_final = plain_out
+    s_obs, s_states, s_reward, s_term, s_trunc, s_final = shared_out
     done = np.asarray(p_term | p_trunc)
     assert 0 < done.sum() < n
     for a, b in ((p_reward, s_reward), (p_term, s_term), (p_trunc, s_trunc), (p_final, s_final)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)  # the steps themselves are the same
     np.testing.assert_allclose(np.asarray(s_obs)[~done], np.asarray(p_obs)[~done], atol=1e-6)  # no end: no reset
     # the j-th environment that ended takes the j-th of the n / ratio resets, made from the first keys
-    resets = jax.vmap(lambda k: env.reset(jax.random.split(k)[1]))(step_keys[: n // ratio])[0]
     ended = np.flatnonzero(done)
     for j, i in enumerate(ended):
         np.testing.assert_allclose(np.asarray(s_obs)[i], np.asarray(resets)[j % (n // ratio)], atol=1e-6)
