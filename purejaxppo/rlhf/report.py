@@ -435,8 +435,7 @@ def _plot_overoptimisation(path: str, front, p, b, e=None) -> None:
     if b:
         ax.plot(b["exact"]["kl"], b["exact"]["proxy"], marker="^", ms=4, ls=":", label="best-of-n: proxy")
         ax.plot(b["exact"]["kl"], b["exact"]["gold"], marker="^", ms=4, ls=":", label="best-of-n: gold")
-    ax.set_xscale("symlog", linthresh=0.1)
-    ax.set_xlabel("exact KL(pi || ref), nats")
+    ax.set_xlabel("exact KL(pi || ref), nats (linear)")
     ax.set_ylabel("reward (exact mean)")
     ax.set_title("over-optimisation of the proxy (single reward model)", fontsize=10)
     if e is not None:
@@ -460,8 +459,7 @@ def _ensemble_panels(gold_ax, spread_ax, e, p, b) -> None:
         gold_ax.plot(e["grpo"]["exact"]["kl"][i], e["grpo"]["exact"]["gold"][i], marker="s", ms=3, ls="--",
                      label=f"GRPO, {obj}")
         gold_ax.plot(e["bon"][obj]["kl"], e["bon"][obj]["gold"], marker="^", ms=3, ls=":", label=f"BoN, {obj}")
-    gold_ax.set_xscale("symlog", linthresh=0.1)
-    gold_ax.set_xlabel("exact KL(pi || ref), nats")
+    gold_ax.set_xlabel("exact KL(pi || ref), nats (linear)")
     gold_ax.set_ylabel("gold (exact mean)")
     gold_ax.set_title(f"ensemble of {e['members']} reward models, beta ~ 0", fontsize=10)
     twin = spread_ax.twinx()
