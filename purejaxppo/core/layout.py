@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.core.networks import dense_dot_general
+from purejaxppo.core.networks import dense_layers
 from purejaxppo.core.shuffle import feistel_permutation, permutation
 from purejaxppo.core.tuning import Tuning
 
@@ -49,7 +49,7 @@ class Layout(NamedTuple):
     skip_stopped: Callable  # (stopped, skip, run, *args) -> the epoch's results after a target-KL stop
     truncation: Truncation
     episode_sums: EpisodeSums
-    dot_general: Any  # the dense layers' dot_general (None: JAX's own)
+    dot_general: Any  # the dense layers' dot_general (None: JAX's own), in a MixedPrecision for bfloat16
     rollout_unroll: int
     gae_unroll: int
     minibatch_unroll: int
@@ -173,7 +173,7 @@ def make_layout(tuning: Tuning, bootstrap_truncation: bool = True) -> Layout:
         skip_stopped=SKIPS[tuning.early_stop],
         truncation=TRUNCATIONS[tuning.truncation] if bootstrap_truncation else NO_BOOTSTRAP,
         episode_sums=EPISODE_SUMS[tuning.episode_stats],
-        dot_general=dense_dot_general(tuning.weight_grad),
+        dot_general=dense_layers(tuning.weight_grad, tuning.precision),
         rollout_unroll=tuning.rollout_unroll,
         gae_unroll=tuning.gae_unroll,
         minibatch_unroll=tuning.minibatch_unroll,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -97,19 +97,48 @@ def dense_dot_general(weight_grad: str):
     return transposed_weight_grad if weight_grad == "transposed" else None
 
 
+class MixedPrecision(NamedTuple):
+    """The dense layers of a ``precision="bfloat16"`` layout (:mod:`purejaxppo.core.tuning`).
+
+    Each layer casts its input and its float32 parameters to ``dtype`` and multiplies, adds the
+    bias and applies the activation in ``dtype``: the activations kept for the backward pass are
+    half the bytes. The parameters stay float32 (the cast's gradient is float32, so are the
+    optimiser's moments), and the heads' outputs are cast back to float32 before the policy's
+    distribution, the values, the losses and the advantages see them.
+    """
+
+    dot_general: Any = None  # the product inside (None: JAX's own), as for float32
+    dtype: Any = jnp.bfloat16
+
+
+def dense_layers(weight_grad: str, precision: str = "float32"):
+    """What a layout gives the network for its dense layers: the ``dot_general`` for ``weight_grad``
+    (:func:`dense_dot_general`), wrapped in a :class:`MixedPrecision` for ``precision="bfloat16"``."""
+    dot = dense_dot_general(weight_grad)
+    return MixedPrecision(dot) if precision == "bfloat16" else dot
+
+
+def split_dense(dense: Any) -> tuple[Any, Any]:
+    """``(dot_general, dtype)`` of a layout's dense layers (dtype None: float32, flax's default)."""
+    if isinstance(dense, MixedPrecision):
+        return dense.dot_general, dense.dtype
+    return dense, None
+
+
 class MLP(nn.Module):
     """Hidden layers only: ``[..., in] -> [..., hidden[-1]]``."""
 
     hidden: Sequence[int]
     activation: str = "tanh"
     dot_general: Any = None  # the layers' product (core/layout.py); None: JAX's own
+    dtype: Any = None  # the layers' computation dtype (None: float32; bfloat16 for mixed precision)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
         for width in self.hidden:
             x = act(nn.Dense(width, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0),
-                             dot_general=self.dot_general)(x))
+                             dot_general=self.dot_general, dtype=self.dtype)(x))
         return x
 
 
@@ -120,6 +149,7 @@ class ConvTorso(nn.Module):
 
     image_shape: tuple[int, ...]
     channels: Sequence[int] = (16, 32)
+    dtype: Any = None  # computation dtype (None: float32)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -128,7 +158,7 @@ class ConvTorso(nn.Module):
         x = x.reshape((-1, *self.image_shape))
         for c in self.channels:
             x = nn.relu(nn.Conv(c, (3, 3), padding="SAME", kernel_init=orthogonal(math.sqrt(2)),
-                                bias_init=constant(0.0))(x))
+                                bias_init=constant(0.0), dtype=self.dtype)(x))
         return x.reshape((*batch, -1))
 
 
@@ -137,9 +167,9 @@ def image_shape(obs_shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(obs_shape) if len(obs_shape) == 3 else (*obs_shape, 1)
 
 
-def torso(hidden: Sequence[int], activation: str, dot_general: Any, conv: Any) -> nn.Module:
+def torso(hidden: Sequence[int], activation: str, dot_general: Any, conv: Any, dtype: Any = None) -> nn.Module:
     """The MLP, after the convolutions when ``conv`` (a :class:`ConvTorso`) is given."""
-    mlp = MLP(tuple(hidden), activation, dot_general)
+    mlp = MLP(tuple(hidden), activation, dot_general, dtype)
     return mlp if conv is None else nn.Sequential([conv, mlp])
 
 
@@ -185,32 +215,39 @@ class ActorCritic(nn.Module):
     log_std_init: float = 0.0
     state_dependent_std: bool = False
     dot_general: Any = None  # the dense layers' product (core/layout.py); None: JAX's own
+    dtype: Any = None  # the layers' computation dtype (None: float32); outputs are float32 either way
     image_shape: tuple[int, ...] = ()  # with conv_channels: the observation as an image [H, W, C]
     conv_channels: tuple[int, ...] = ()  # channels of the convolutions before the MLPs (none: an MLP alone)
 
     def setup(self):
         def conv():
-            return ConvTorso(self.image_shape, self.conv_channels) if self.conv_channels else None
+            return ConvTorso(self.image_shape, self.conv_channels, self.dtype) if self.conv_channels else None
 
-        self.actor_torso = torso(self.actor_hidden, self.activation, self.dot_general, conv())
+        dot, dtype = self.dot_general, self.dtype
+        self.actor_torso = torso(self.actor_hidden, self.activation, dot, conv(), dtype)
         if not self.shared_torso:
-            self.critic_torso = torso(self.critic_hidden, self.activation, self.dot_general, conv())
+            self.critic_torso = torso(self.critic_hidden, self.activation, dot, conv(), dtype)
         width = policy_head_width(self.action_dim, self.continuous, self.state_dependent_std)
-        dot = self.dot_general
-        self.policy_head = nn.Dense(width, kernel_init=orthogonal(0.01), bias_init=constant(0.0), dot_general=dot)
-        self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0), dot_general=dot)
+        self.policy_head = nn.Dense(width, kernel_init=orthogonal(0.01), bias_init=constant(0.0), dot_general=dot,
+                                    dtype=dtype)
+        self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0), dot_general=dot,
+                                   dtype=dtype)
         if self.continuous and not self.state_dependent_std:
             self.log_std = self.param("log_std", constant(self.log_std_init), (self.action_dim,))
 
     def policy(self, obs: jax.Array):
-        out = self.policy_head(self.actor_torso(obs))
+        out = self._float32(self.policy_head(self.actor_torso(obs)))
         if self.continuous:
             return gaussian_params(out, None if self.state_dependent_std else self.log_std, self.log_std_init)
         return out
 
     def value(self, obs: jax.Array) -> jax.Array:
         torso = self.actor_torso if self.shared_torso else self.critic_torso
-        return self.value_head(torso(obs))[..., 0]
+        return self._float32(self.value_head(torso(obs)))[..., 0]
+
+    def _float32(self, out: jax.Array) -> jax.Array:
+        """A head's output as float32 (mixed precision computes it in bfloat16; float32 is left alone)."""
+        return out if self.dtype is None else out.astype(jnp.float32)
 
     def __call__(self, obs: jax.Array):
         return self.policy(obs), self.value(obs)
@@ -218,7 +255,9 @@ class ActorCritic(nn.Module):
 
 def make_network(config, env, dot_general: Any = None) -> ActorCritic:
     """The actor-critic for ``config`` and the adapted environment ``env``; ``dot_general`` is the
-    program layout's product for the dense layers (:mod:`purejaxppo.core.layout`)."""
+    program layout's dense layers (:mod:`purejaxppo.core.layout`): their product, or a
+    :class:`MixedPrecision` holding it."""
+    dot_general, dtype = split_dense(dot_general)
     continuous = env.action_kind == "continuous"
     return ActorCritic(
         action_dim=env.action_dim if continuous else env.num_actions,
@@ -230,6 +269,7 @@ def make_network(config, env, dot_general: Any = None) -> ActorCritic:
         log_std_init=config.log_std_init,
         state_dependent_std=config.state_dependent_std,
         dot_general=dot_general,
+        dtype=dtype,
         **conv_settings(config, env),
     )
 

@@ -28,9 +28,17 @@ The same PPO can be written in ways that cost very differently on a CPU and on a
   ``"transposed"`` transposes the input explicitly first
   (:func:`purejaxppo.core.networks.transposed_weight_grad`), which XLA's CPU backend runs much
   faster. The feed-forward actor-critic only; the recurrent policy keeps ``"dot"``.
+* ``precision``: ``"float32"`` everywhere, or ``"bfloat16"`` mixed precision: the dense (and
+  convolution) layers' inputs, matrix products and activations in bfloat16, while the parameters,
+  their gradients, the optimiser's state, the policy's logits (or Gaussian parameters), values,
+  losses and advantages stay float32 (:class:`purejaxppo.core.networks.MixedPrecision`). It halves
+  the bytes a wide minibatch moves through the network; it changes the numbers (bfloat16 keeps 8
+  bits of mantissa), so it is never a default. The feed-forward actor-critic only; the recurrent
+  policy stays float32.
 
 Every choice gives the same algorithm and the same metrics up to float rounding, except
-``shuffle``, which draws different (equally uniform) permutations. The defaults per backend
+``shuffle``, which draws different (equally uniform) permutations, and ``precision="bfloat16"``,
+whose rounding is coarser. The defaults per backend
 are the fastest measured (``experiments/benchmark_speed.py``, docs/speed.md). The
 environment variable ``PUREJAXPPO_TUNING`` overrides them, e.g.
 ``PUREJAXPPO_TUNING="truncation=batched,gae_unroll=16"``; the variable is read when a
@@ -58,6 +66,7 @@ class Tuning:
     minibatch_unroll: int = 1
     episode_stats: str = "step"  # step | env
     weight_grad: str = "dot"  # dot | transposed
+    precision: str = "float32"  # float32 | bfloat16 (mixed: bfloat16 activations, float32 parameters)
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -76,6 +85,7 @@ _CHOICES = {
     "gather": ("epoch", "minibatch"),
     "episode_stats": ("step", "env"),
     "weight_grad": ("dot", "transposed"),
+    "precision": ("float32", "bfloat16"),
 }
 _INTS = ("rollout_unroll", "gae_unroll", "minibatch_unroll")
 
