@@ -1,0 +1,94 @@
+"""The accelerator kit (experiments/accelerator_kit.py) and its runner (experiments/accelerator_run.py):
+the kit is built here from a fake peer and a fake wheel (nothing downloaded), and the runner's dry
+run runs its steps for real at tiny sizes. The full dry run of every step (minutes of compilation
+on a CPU) runs with PUREJAXPPO_SLOW_TESTS=1."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import accelerator_kit  # noqa: E402
+import accelerator_run  # noqa: E402
+
+
+@pytest.fixture
+def kit(tmp_path):
+    peer = tmp_path / "purejaxrl-checkout"
+    (peer / "purejaxrl").mkdir(parents=True)
+    (peer / "purejaxrl" / "ppo.py").write_text("# a stand-in checkout\n")
+    (peer / ".git").mkdir()
+    (peer / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"not a real wheel")
+    out = tmp_path / "kit"
+    manifest = accelerator_kit.main(["build", "--out", str(out), "--peers", f"purejaxrl={peer}",
+                                     "--wheels-from", str(wheels)])
+    return out, manifest
+
+
+def test_build_copies_the_peers_without_git_and_lists_the_wheels(kit):
+    out, manifest = kit
+    assert (out / "peers" / "purejaxrl" / "purejaxrl" / "ppo.py").exists()
+    assert not (out / "peers" / "purejaxrl" / ".git").exists()
+    assert manifest["wheels"] == ["six-1.17.0-py2.py3-none-any.whl"]
+    assert json.loads((out / "manifest.json").read_text())["peers"] == {"purejaxrl": "peers/purejaxrl"}
+    with pytest.raises(SystemExit, match="--peers: purejaxrl=/no/such: no such folder"):
+        accelerator_kit.parse_peers("purejaxrl=/no/such")
+    with pytest.raises(SystemExit, match="is not NAME=PATH"):
+        accelerator_kit.parse_peers("purejaxrl")
+
+
+def test_the_kit_is_ignored_by_git():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, ".gitignore")) as f:
+        assert ".accelerator/" in f.read().split()
+
+
+def test_the_device_commands_measure_the_gpu_rows_beside_the_peer_with_mixed_precision(kit):
+    out, _ = kit
+    cmds = accelerator_run.commands(str(out), "/o", dry_run=False)
+    assert cmds["install"][-1] == "six" and "--no-index" in cmds["install"]
+    table = cmds["gpu_table"]
+    assert table[table.index("--platform") + 1] == "gpu"
+    assert table[table.index("--purejaxrl") + 1] == str(out / "peers" / "purejaxrl")
+    assert "bfloat16=precision=bfloat16" in table and "256 seeds" in table and "16384" in table
+    assert "hopper-mjx:2048:20:1310720" in cmds["brax"]
+    assert "--tiny" not in cmds["minatar"] and cmds["minatar"][-1] == "/o/minatar"
+
+
+def test_dry_run_installs_nothing_and_stops_the_suite_at_the_budget(kit, tmp_path):
+    """The install step (``pip install --dry-run`` of the kit's wheels) and the MinAtar suite
+    (``reproduce minatar --tiny``) run for real; the suite is stopped when the budget ends."""
+    kit_dir, _ = kit
+    out = tmp_path / "out"
+    summary = accelerator_run.main(["--kit", str(kit_dir), "--out", str(out), "--dry-run", "--budget", "12",
+                                    "--steps", "install,minatar"])
+    install, minatar = summary["steps"]
+    assert install["step"] == "install" and "--dry-run" in install["command"] and "rc" in install
+    assert minatar["step"] == "minatar" and "--tiny" in minatar["command"]
+    assert minatar["timed_out"] and minatar["seconds"] < 30
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["kit"]["peers"] == {"purejaxrl": "peers/purejaxrl"}
+    assert "minatar.log" in saved["outputs"] and "install.log" in saved["outputs"]
+    with pytest.raises(SystemExit):
+        accelerator_run.main(["--kit", str(kit_dir), "--out", str(out), "--steps", "gpu"])
+
+
+@pytest.mark.skipif(not os.environ.get("PUREJAXPPO_SLOW_TESTS"), reason="minutes of compilation: PUREJAXPPO_SLOW_TESTS=1")
+def test_full_dry_run_every_step(kit, tmp_path):
+    kit_dir, _ = kit
+    out = tmp_path / "out"
+    summary = accelerator_run.main(["--kit", str(kit_dir), "--out", str(out), "--dry-run", "--budget", "900",
+                                    "--steps", "gpu_table,brax,startup,minatar"])
+    rows = {r["step"]: r for r in summary["steps"]}
+    for step in ("gpu_table", "brax", "startup"):
+        assert rows[step]["rc"] == 0 and not rows[step]["timed_out"], (out / f"{step}.log").read_text()[-3000:]
+    assert json.loads((out / "brax.json").read_text())["rows"][0]["summary"]["sps_ratio"] > 0
+    assert json.loads((out / "gpu_table.json").read_text())
+    assert rows["minatar"]["rc"] == 0, (out / "minatar.log").read_text()[-3000:]
