@@ -92,8 +92,8 @@ def micro():
     return spec, task, model, sft_params, rms
 
 
-@pytest.mark.parametrize("name", ["grpo", "rloo"])
-def test_group_trainer_vmaps_over_betas_and_ensemble_objectives(micro, name):
+def test_group_trainer_vmaps_over_betas_and_ensemble_objectives(micro, name="grpo"):
+    # (RLOO, the other bundle, trains in the study: tests/test_rlhf.py)
     spec, task, model, sft_params, rms = micro
     settings = group.GroupSettings(iterations=2, prompts=4, group=4, epochs=2, minibatches=2)
     train = group.make_train(model, group.ALGORITHMS[name], settings, spec, ppo.Frozen(sft_params, rms, task), sft_params)
@@ -117,3 +117,43 @@ def test_bad_group_settings_are_one_line_errors(micro):
         with pytest.raises(ConfigError) as e:
             group.make_train(model, group.GRPO, group.GroupSettings(**bad), spec, frozen, sft_params)
         assert str(e.value) == message
+
+
+# ---- comparisons: matched KL, Gao et al.'s forms, intervals over task seeds -----------------------------
+def test_gold_at_matched_kl_hand_worked():
+    from purejaxppo.rlhf import compare
+
+    kl, gold = [0.0, 0.5, 2.0, 4.0, 3.0], [0.0, 0.4, 1.0, 0.6, 0.2]
+    assert compare.gold_at_kl(kl, gold, 1.0) == pytest.approx(0.4 + (0.5 / 1.5) * 0.6)  # between 0.5 and 2
+    assert compare.gold_at_kl(kl, gold, 3.0) == pytest.approx(0.8)  # the first crossing, on the way up
+    assert compare.gold_at_kl(kl, gold, 10.0) is None
+    assert compare.best_at_kl([(kl, gold), ([0.0, 2.0], [0.0, 2.0])], 1.0) == pytest.approx(1.0)
+    o = compare.overoptimisation(kl, gold)
+    assert (o["peak"], o["peak_kl"], o["drop"]) == (1.0, 2.0, pytest.approx(0.8))
+
+
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_gao_fit_recovers_its_own_curve(form):
+    from purejaxppo.rlhf import compare
+
+    kl = np.linspace(0.0, 9.0, 30)
+    d = np.sqrt(kl)
+    second = d**2 if form == "bon" else d * np.log(np.where(d > 0, d, 1.0))
+    gold = 0.1 + d * 0.8 - 0.3 * second  # alpha 0.8, beta 0.3, the reference's gold 0.1
+    fit = compare.gao_fit(kl, gold, 0.1, form)
+    assert fit["alpha"] == pytest.approx(0.8, abs=1e-9) and fit["beta"] == pytest.approx(0.3, abs=1e-9)
+    assert fit["r2"] == pytest.approx(1.0) and fit["max_residual"] < 1e-9 and fit["points"] == 29
+    noisy = compare.gao_fit(kl, gold + np.random.default_rng(0).normal(0, 0.05, kl.shape), 0.1, form)
+    assert 0.5 < noisy["r2"] < 1.0
+
+
+def test_seed_intervals_and_the_trap():
+    from purejaxppo.rlhf import seeds
+
+    mean, low, high = seeds.mean_interval([1.0, 2.0, 3.0, 4.0, None])
+    assert mean == pytest.approx(2.5) and 1.0 <= low < 2.5 < high <= 4.0
+    assert seeds.mean_interval([None]) is None and seeds.mean_interval([0.7]) == (0.7, 0.7, 0.7)
+    front = {"kl": [0.0, 1.0, 5.0, 9.0], "gold": [0.0, 1.0, 1.3, 1.1]}
+    t = seeds.trap({"ppo": {"frontier": front}})
+    assert t["exists"] and t["drop"] == pytest.approx(0.2) and t["peak_kl"] == 5.0
+    assert not seeds.trap({"ppo": {"frontier": {**front, "gold": [0.0, 1.0, 1.3, 1.25]}}})["exists"]

@@ -104,8 +104,6 @@ def check_settings(s: DemoSettings) -> None:
     ppo_mod.check_settings(s.ppo)
     group_mod.check_settings(s.group)
     check_integer("ensemble_members", s.ensemble_members, 2)
-    if s.group.iterations % s.eval_every:
-        raise ConfigError(f"group.iterations={s.group.iterations} is not a multiple of eval_every={s.eval_every}")
     if not s.ensemble_penalty >= 0:
         raise ConfigError(f"ensemble_penalty={s.ensemble_penalty} must be a number >= 0")
     for name, value, least in (("sft.steps", s.sft.steps, 2), ("reward.epochs", s.reward.epochs, 1),
@@ -113,6 +111,8 @@ def check_settings(s: DemoSettings) -> None:
         check_integer(name, value, least)
     if s.ppo.iterations % s.eval_every:
         raise ConfigError(f"iterations={s.ppo.iterations} is not a multiple of eval_every={s.eval_every}")
+    if s.group.iterations % s.eval_every:
+        raise ConfigError(f"group.iterations={s.group.iterations} is not a multiple of eval_every={s.eval_every}")
     if s.pairs < s.reward.batch or s.pairs < s.dpo.batch:
         raise ConfigError(f"pairs={s.pairs} is fewer than one minibatch ({max(s.reward.batch, s.dpo.batch)})")
     if any(b <= 0 for b in s.dpo_betas) or any(n < 1 for n in s.best_of):
