@@ -6,9 +6,11 @@ writes ``.accelerator/`` (the default ``--out``):
 
 * ``wheels/``: Python 3.12 manylinux wheels (``pip download --python-version 3.12 --only-binary=:all:
   --platform manylinux2014_x86_64``) of the packages a device with JAX and CUDA lacks: gymnax,
-  gymnasium, Brax, MuJoCo and MJX, Rejax and distrax, with the dependencies pip resolves for them,
-  less JAX itself, its CUDA plugins and NVIDIA libraries, NumPy and SciPy (the device has its own,
-  built for its CUDA). Pure-Python wheels work on any Python;
+  gymnasium, Brax, MuJoCo and MJX, with the dependencies pip resolves for them, less JAX itself, its
+  CUDA plugins and NVIDIA libraries, NumPy and SciPy (the device has its own, built for its CUDA),
+  less what the runner never uses (MuJoCo's viewer, OpenGL), and, while the kit is over 60 MiB (a
+  device call carries 64 MiB), less purejaxppo's own heavier dependencies (``DROP_FIRST``, listed in
+  the manifest). Pure-Python wheels work on any Python;
 * ``peers/NAME/``: a copy of each peer checkout given with ``--peers NAME=PATH`` (its files, not its
   ``.git``), for the runner to import from;
 * ``manifest.json``: what is in the kit, its size, and the command and date that built it.
@@ -32,13 +34,18 @@ import subprocess
 import sys
 import time
 
-PACKAGES = ("gymnax==1.0.1", "gymnasium", "brax==0.14.2", "mujoco==4.0.0", "mujoco-mjx==3.17.0", "rejax==0.1.3",
-            "distrax==0.1.9", "six", "flatbuffers")
+PACKAGES = ("gymnax==1.0.1", "gymnasium", "brax==0.14.2", "mujoco==4.0.0", "mujoco-mjx==3.17.0", "six", "flatbuffers")
 # the device's own: JAX built for its CUDA, and the libraries that come with it
 DEVICE_HAS = ("jax", "jaxlib", "jax_cuda", "jax_plugins", "nvidia_", "numpy", "scipy", "ml_dtypes", "opt_einsum")
+# never used by the runner's steps: MuJoCo's viewer and OpenGL bindings, an event loop of Brax's web viewer
+UNUSED = ("mujoco_studio", "glfw", "pyopengl", "uvloop")
+# left out, in this order, while the kit is over MAX_BYTES: purejaxppo's own dependencies (a device that ran
+# purejaxppo before has them; the runner's install log says what is missing)
+DROP_FIRST = ("tensorstore", "pandas", "matplotlib", "fonttools", "pillow", "kiwisolver", "contourpy", "seaborn")
 PLATFORM = ("--python-version", "3.12", "--only-binary=:all:", "--platform", "manylinux2014_x86_64",
             "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64")
 CARRY_LIMIT = 64 * 2**20  # what a device call can carry along
+MAX_BYTES = 60 * 2**20  # the kit's target size, under CARRY_LIMIT with the peers
 
 
 def parse_peers(text: str) -> dict[str, str]:
@@ -54,19 +61,32 @@ def parse_peers(text: str) -> dict[str, str]:
     return peers
 
 
-def download_wheels(dest: str, packages: tuple[str, ...] = PACKAGES) -> list[str]:
-    """The wheels of ``packages`` and their dependencies for Python 3.12 on x86-64 Linux, less the
-    device's own (``DEVICE_HAS``); returns the kept file names."""
+def download_wheels(dest: str, packages: tuple[str, ...] = PACKAGES) -> None:
+    """The wheels of ``packages`` and their dependencies for Python 3.12 on x86-64 Linux."""
     os.makedirs(dest, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", dest, *PLATFORM, *packages], check=True)
-    kept = []
-    for path in sorted(glob.glob(os.path.join(dest, "*.whl"))):
-        name = os.path.basename(path).split("-")[0].lower()
-        if any(name == d or name.startswith(d) for d in DEVICE_HAS):
+
+
+def wheel_name(path: str) -> str:
+    return os.path.basename(path).split("-")[0].lower()
+
+
+def prune(dest: str, max_bytes: int = MAX_BYTES) -> list[str]:
+    """Remove the device's own wheels (``DEVICE_HAS``) and unused ones (``UNUSED``), then ``DROP_FIRST``
+    in order while the folder is over ``max_bytes``; returns the names left out by size."""
+    for path in glob.glob(os.path.join(dest, "*.whl")):
+        name = wheel_name(path)
+        if any(name == d or name.startswith(d) for d in DEVICE_HAS) or name in UNUSED:
             os.remove(path)
-        else:
-            kept.append(os.path.basename(path))
-    return kept
+    dropped = []
+    for name in DROP_FIRST:
+        if folder_bytes(dest) <= max_bytes:
+            break
+        for path in glob.glob(os.path.join(dest, "*.whl")):
+            if wheel_name(path) == name:
+                os.remove(path)
+                dropped.append(name)
+    return dropped
 
 
 def folder_bytes(path: str) -> int:
@@ -82,6 +102,7 @@ def build(out: str, peers: dict[str, str], wheels: bool = True, wheels_from: str
             shutil.copy2(path, wheel_dir)
     elif wheels:
         download_wheels(wheel_dir)
+    dropped = prune(wheel_dir) if os.path.isdir(wheel_dir) else []
     for name, path in peers.items():
         target = os.path.join(out, "peers", name)
         shutil.rmtree(target, ignore_errors=True)
@@ -91,6 +112,7 @@ def build(out: str, peers: dict[str, str], wheels: bool = True, wheels_from: str
         "command": "python experiments/accelerator_kit.py build " + " ".join(sys.argv[2:]),
         "wheels": sorted(os.path.basename(p) for p in glob.glob(os.path.join(wheel_dir, "*.whl"))),
         "peers": {name: os.path.join("peers", name) for name in peers},
+        "left_out_for_size": dropped,
         "bytes": folder_bytes(out),
     }
     with open(os.path.join(out, "manifest.json"), "w") as f:

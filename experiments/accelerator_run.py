@@ -7,8 +7,8 @@ kit built by ``experiments/accelerator_kit.py`` carried along::
 
 Steps, each a fresh process with its own time limit, all within ``--budget`` seconds (default 570):
 
-1. ``install``: the kit's wheels (``pip install --no-index --find-links KIT/wheels``), the packages
-   the device lacks only;
+1. ``install``: the kit's wheels of the distributions the device lacks (``pip install --no-index
+   --no-deps``; installed ones are left as they are);
 2. ``gpu_table``: ``experiments/benchmark_speed.py --platform gpu`` on the five rows of the GPU
    table beside PureJaxRL (the kit's ``peers/purejaxrl``), with mixed precision
    (``precision=bfloat16``) as a variant on the 256-seed and 16384-environment rows;
@@ -39,23 +39,30 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 STEPS = ("install", "gpu_table", "brax", "startup", "minatar")
 LIMITS = {"install": 60, "gpu_table": 240, "brax": 150, "startup": 60}  # seconds; minatar: what is left
-TOP_LEVEL = ("gymnax", "gymnasium", "brax", "mujoco", "mujoco_mjx", "rejax", "distrax", "six", "flatbuffers")
 GPU_ROWS = ("CartPole-v1, 2048 envs", "Breakout-MinAtar, 1024", "CartPole-v1, 256 seeds", "CartPole-v1, 64 envs",
             "CartPole-v1, 16384")
 
 
 def kit_wheels(kit: str) -> list[str]:
-    """The top-level packages (``TOP_LEVEL``) the kit has wheels of."""
-    names = {os.path.basename(p).split("-")[0].lower() for p in glob.glob(os.path.join(kit, "wheels", "*.whl"))}
-    return [n for n in TOP_LEVEL if n in names]
+    """The kit's wheels of distributions not installed here: installed ones are kept as they are (the
+    device's own Flax or Optax is never replaced by the kit's)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for path in sorted(glob.glob(os.path.join(kit, "wheels", "*.whl"))):
+        try:
+            version(os.path.basename(path).split("-")[0])
+        except PackageNotFoundError:
+            missing.append(path)
+    return missing
 
 
 def commands(kit: str, out: str, dry_run: bool) -> dict[str, list[str]]:
     """Each step's command line (at tiny sizes with ``dry_run``)."""
     py = sys.executable
     packages = kit_wheels(kit)
-    install = [py, "-m", "pip", "install", "--no-index", "--find-links", os.path.join(kit, "wheels"),
-               *(["--dry-run"] if dry_run else []), *packages] if packages else []
+    install = [py, "-m", "pip", "install", "--no-index", "--no-deps", *(["--dry-run"] if dry_run else []),
+               *packages] if packages else []
     purejaxrl = os.path.join(kit, "peers", "purejaxrl")
     peer = ["--purejaxrl", purejaxrl] if os.path.isfile(os.path.join(purejaxrl, "purejaxrl", "ppo.py")) else []
     bf16 = ["--variant", "bfloat16=precision=bfloat16"]

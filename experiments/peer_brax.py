@@ -9,7 +9,9 @@ per update, so both bootstrap GAE at the same place), minibatches, epochs and ne
 setting is the task's Brax preset (``purejaxppo/core/presets.py``, translated from Brax's training
 notebook), given to Brax's trainer under its own names (the table is ``brax_kwargs``). Brax's
 ``batch_size`` is ``ENVS / minibatches`` unrolls, so one of its training steps is one of our updates.
-Brax's trainer bootstraps time-limit truncations (``bootstrap_on_timeout=True``), as purejaxppo does.
+One difference stays: purejaxppo bootstraps time-limit truncations from the final observation; Brax's
+trainer can only where the environment reports ``info["time_out"]``, which its own Brax tasks
+(hopper, ant) do not, so it runs with its default (``bootstrap_on_timeout=False``).
 
 Per seed the two run one after the other (ours, Brax, ours, Brax ...) in this process, and each
 reports env steps/s two ways, the same for both:
@@ -97,7 +99,7 @@ def brax_kwargs(config) -> dict:
                 num_minibatches=config.num_minibatches, num_updates_per_batch=config.update_epochs,
                 normalize_observations=config.normalize_obs, reward_scaling=config.reward_scale,
                 clipping_epsilon=config.clip_eps, gae_lambda=config.gae_lambda, vf_loss_coefficient=config.vf_coef,
-                normalize_advantage=config.norm_adv, bootstrap_on_timeout=config.bootstrap_truncation,
+                normalize_advantage=config.norm_adv,
                 max_grad_norm=None, network_factory=factory, seed=config.seed)
 
 

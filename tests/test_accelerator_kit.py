@@ -16,6 +16,20 @@ import accelerator_kit  # noqa: E402
 import accelerator_run  # noqa: E402
 
 
+def _wheel(path):
+    """A minimal valid wheel of an empty distribution (pip can install it, offline)."""
+    import zipfile
+
+    name, version = path.name.split("-")[:2]
+    info = f"{name}-{version}.dist-info"
+    files = {f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for f, text in files.items():
+            z.writestr(f, text)
+
+
 @pytest.fixture
 def kit(tmp_path):
     peer = tmp_path / "purejaxrl-checkout"
@@ -25,7 +39,9 @@ def kit(tmp_path):
     (peer / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    (wheels / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"not a real wheel")
+    (wheels / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"not a real wheel")  # installed here: kept as is
+    (wheels / "nvidia_cublas-13.0-py3-none-manylinux2014_x86_64.whl").write_bytes(b"the device has its own")
+    _wheel(wheels / "notinstalled_pkg-1.0-py3-none-any.whl")
     out = tmp_path / "kit"
     manifest = accelerator_kit.main(["build", "--out", str(out), "--peers", f"purejaxrl={peer}",
                                      "--wheels-from", str(wheels)])
@@ -36,7 +52,8 @@ def test_build_copies_the_peers_without_git_and_lists_the_wheels(kit):
     out, manifest = kit
     assert (out / "peers" / "purejaxrl" / "purejaxrl" / "ppo.py").exists()
     assert not (out / "peers" / "purejaxrl" / ".git").exists()
-    assert manifest["wheels"] == ["six-1.17.0-py2.py3-none-any.whl"]
+    assert manifest["wheels"] == ["notinstalled_pkg-1.0-py3-none-any.whl", "six-1.17.0-py2.py3-none-any.whl"]
+    assert manifest["left_out_for_size"] == []  # the device's own NVIDIA wheel is left out, not by size
     assert json.loads((out / "manifest.json").read_text())["peers"] == {"purejaxrl": "peers/purejaxrl"}
     with pytest.raises(SystemExit, match="--peers: purejaxrl=/no/such: no such folder"):
         accelerator_kit.parse_peers("purejaxrl=/no/such")
@@ -53,7 +70,9 @@ def test_the_kit_is_ignored_by_git():
 def test_the_device_commands_measure_the_gpu_rows_beside_the_peer_with_mixed_precision(kit):
     out, _ = kit
     cmds = accelerator_run.commands(str(out), "/o", dry_run=False)
-    assert cmds["install"][-1] == "six" and "--no-index" in cmds["install"]
+    # only what is not installed here; six is
+    assert [os.path.basename(c) for c in cmds["install"] if c.endswith(".whl")] == ["notinstalled_pkg-1.0-py3-none-any.whl"]
+    assert "--no-index" in cmds["install"] and "--dry-run" not in cmds["install"]
     table = cmds["gpu_table"]
     assert table[table.index("--platform") + 1] == "gpu"
     assert table[table.index("--purejaxrl") + 1] == str(out / "peers" / "purejaxrl")
@@ -70,7 +89,9 @@ def test_dry_run_installs_nothing_and_stops_the_suite_at_the_budget(kit, tmp_pat
     summary = accelerator_run.main(["--kit", str(kit_dir), "--out", str(out), "--dry-run", "--budget", "12",
                                     "--steps", "install,minatar"])
     install, minatar = summary["steps"]
-    assert install["step"] == "install" and "--dry-run" in install["command"] and "rc" in install
+    assert install["step"] == "install" and "--dry-run" in install["command"]
+    assert install["rc"] == 0, (out / "install.log").read_text()
+    assert "notinstalled_pkg" in (out / "install.log").read_text()
     assert minatar["step"] == "minatar" and "--tiny" in minatar["command"]
     assert minatar["timed_out"] and minatar["seconds"] < 30
     saved = json.loads((out / "summary.json").read_text())
