@@ -190,8 +190,8 @@ def test_sweep_cli_writes_results(tmp_path):
                    "--num-samples", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "final return" in proc.stdout and "95% CI" in proc.stdout
-    assert sorted(os.listdir(out)) == [".purejaxppo.lock", "config.json", "curves.png", "metrics.npz", "results.csv",
-                                       "summary.csv"]
+    assert sorted(os.listdir(out)) == [".purejaxppo.lock", "agents", "checkpoints", "config.json", "curves.png",
+                                       "metrics.npz", "results.csv", "summary.csv"]
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 2 * 2  # 2 grid values x 2 samples x 2 seeds

@@ -121,8 +121,15 @@ def save_tree(path: str, tree: Any) -> None:
 
     if os.path.exists(path):
         shutil.rmtree(path)
-    with ocp.StandardCheckpointer() as ckpt:
+    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only(ocp)) as ckpt:
         ckpt.save(path, tree)
+
+
+def _this_process_only(ocp):
+    """Orbax's options for a checkpoint that this process writes or reads alone (a sweep's agents,
+    gathered on process 0 of several): no barrier waits for processes that take no part."""
+    i = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=i, active_processes={i} if jax.process_count() > 1 else None)
 
 
 def restore_tree(path: str, like: Any) -> Any:
@@ -135,7 +142,7 @@ def restore_tree(path: str, like: Any) -> Any:
             return jax.ShapeDtypeStruct(x.shape, x.dtype)
         return jax.ShapeDtypeStruct((), jnp.asarray(x).dtype)  # JAX's type of a Python number
 
-    with ocp.StandardCheckpointer() as ckpt:
+    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only(ocp)) as ckpt:
         return ckpt.restore(path, jax.tree_util.tree_map(shape_of, like))
 
 

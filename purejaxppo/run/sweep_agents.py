@@ -30,7 +30,8 @@ LEARNED = ("params", "opt_state", "obs_rms", "ret_rms", "kl")
 
 def save_agents(out: str, states: Any, hparams: HParams) -> None:
     """Write the population (``states`` RunnerState ``[A, ...]``, ``hparams [A]``) to ``out/agents``."""
-    tree = {"states": to_savable(jax.device_get(states)), "hparams": jax.device_get(hparams)}
+    # NumPy arrays: Orbax refuses a process-local jax.Array when there are several processes
+    tree = jax.tree_util.tree_map(np.asarray, {"states": to_savable(states), "hparams": hparams})
     save_tree(os.path.join(out, layout.SWEEP_AGENTS), tree)
 
 

@@ -97,7 +97,8 @@ def run_plan(trainer: Trainer, plan: SweepPlan, mesh: Mesh | None = None, chunk_
     returns = shaped["charts/episodic_return"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an agent with no finished episode has no AUC
-        auc = np.nanmean(returns, axis=-1)
+        # in float64: a float32 sum's rounding would depend on how the chunks' outputs were joined
+        auc = np.nanmean(np.asarray(returns, np.float64), axis=-1)
     # a PBT member that diverged was replaced by a copy of a better one: only its last update tells
     diverged = diverged_agents(shaped if record is None else {k: v[..., -1:] for k, v in shaped.items()})
     finals = np.where(diverged, np.nan, np.asarray(final_return(shaped), np.float64))
