@@ -144,3 +144,44 @@ def test_an_interrupted_sweep_resumes_to_the_same_numbers(swept, tmp_path, monke
     longer = _npz(out / "metrics.npz")
     assert longer["charts__episodic_return"].shape[-1] == 14
     np.testing.assert_array_equal(longer["losses__value_loss"][..., :12], whole["losses__value_loss"])
+
+
+def test_sweep_curve_bands_are_the_range_seen():
+    """The sweep plot's band is min-max over seeds: never past what an environment gives (CartPole's 500)."""
+    from purejaxppo.run.results import curve_band
+
+    returns = np.array([[10.0, 500.0, np.nan], [30.0, 200.0, 8.0], [20.0, 500.0, np.nan]])
+    mean, low, high = curve_band(returns)
+    np.testing.assert_allclose(mean, [20.0, 400.0, 8.0])
+    np.testing.assert_array_equal(low, [10.0, 200.0, 8.0])
+    np.testing.assert_array_equal(high, [30.0, 500.0, 8.0])
+    assert high.max() <= 500.0  # mean + 1.96 std / sqrt(3) would give 561 at the second update
+
+
+def test_an_interrupted_pbt_sweep_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    """The same for a PBT population: the checkpoint carries PBT's state (key, hyperparameters,
+    fitness), so selection and exploration continue as if it never stopped."""
+    flags = ("--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "1",
+             "--update-epochs", "1", "--total-timesteps", str(4 * 16 * 8), "--pbt", "--pbt-interval", "2",
+             "--sample", "lr=log-uniform:1e-4:1e-2", "--num-samples", "4")
+    whole, out = tmp_path / "whole", tmp_path / "stopped"
+    assert run_main("sweep", *flags, "--out", whole).returncode == 0
+    original = sweeps._Saving.__call__
+
+    def signal_at_update_4(self, progress):
+        if progress.done >= 4:
+            self.stop.signum = signal.SIGTERM
+        original(self, progress)
+
+    monkeypatch.setattr(sweeps._Saving, "__call__", signal_at_update_4)
+    done = run_main("sweep", *flags, "--out", out)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    monkeypatch.setattr(sweeps._Saving, "__call__", original)
+    assert run_main("sweep", "--resume", "--out", out).returncode == 0
+    m1, m2 = _npz(whole / "metrics.npz"), _npz(out / "metrics.npz")
+    for k in m1:
+        np.testing.assert_array_equal(m1[k], m2[k], err_msg=k)
+    for name in ("lineage.csv", "results.csv"):
+        assert (whole / name).read_text() == (out / name).read_text(), name
+    a, b = _npz(whole / "pbt.npz"), _npz(out / "pbt.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

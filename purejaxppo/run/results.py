@@ -132,24 +132,28 @@ def _fmt(v: Any) -> Any:
 
 
 
+def curve_band(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, low, high)`` over seeds of returns ``[S, U]``: the band is the range of what the
+    seeds returned (minimum to maximum at each update, NaN-aware), so it never leaves the values
+    an environment can give (a mean +- a multiple of the spread can, e.g. above CartPole's 500)."""
+    assert returns.ndim == 2, returns.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an update where no seed ended an episode
+        return np.nanmean(returns, axis=0), np.nanmin(returns, axis=0), np.nanmax(returns, axis=0)
+
+
 def _plot_curves(path: str, env_steps: np.ndarray, result: Any, env: str) -> None:
     returns = result.metrics["charts/episodic_return"]  # [G, S, U]
     fig, ax = _figure((7, 4.5))
     for g, setting in enumerate(result.settings):
-        r = returns[g]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(r, axis=0)
-            if result.seeds > 1:
-                # pointwise 95% interval of the mean over seeds (normal approximation)
-                half = 1.96 * np.nanstd(r, axis=0) / np.sqrt(np.sum(~np.isnan(r), axis=0).clip(1))
+        mean, low, high = curve_band(returns[g])
         label = ", ".join(f"{k}={v:.3g}" for k, v in setting.items()) or "default"
         line = ax.plot(env_steps, mean, lw=1.4, label=label)[0]
         if result.seeds > 1:
-            ax.fill_between(env_steps, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
+            ax.fill_between(env_steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("env steps")
     ax.set_ylabel("episodic return")
-    bands = "; bands: 95% interval of the mean (normal approx.)" if result.seeds > 1 else ""
+    bands = "; bands: min-max over seeds" if result.seeds > 1 else ""
     ax.set_title(f"{env}: mean over {result.seeds} seed(s){bands}", fontsize=9)
     if len(result.settings) <= 12:
         ax.legend(fontsize=7)
