@@ -69,6 +69,26 @@ def test_train_writes_all_results(trained_run):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_says_what_compiles_and_how_long_it_took_last_time(tmp_path, monkeypatch):
+    import re
+
+    from purejaxppo.run import compile_times
+
+    monkeypatch.setattr(compile_times, "_path", lambda: str(tmp_path / compile_times.FILE))  # this test's record
+    first = run_cli("train", *TINY, "--seed", "3", "--lr", "1e-3", "--out", str(tmp_path / "a"))
+    lines = first.stdout.splitlines()
+    at = lines.index("compiling the training program ...")  # no record yet
+    assert lines[at + 1].startswith("compiled in")  # said before the compile, not after
+    seconds = float(re.search(r"compiled in ([0-9.]+) s", lines[at + 1]).group(1))
+    again = run_cli("train", *TINY, "--seed", "4", "--lr", "1e-3", "--out", str(tmp_path / "b"))
+    assert again.returncode == 0, again.stderr
+    # the same program (the seed does not change it): the line names the last launch's seconds
+    assert f"compiling the training program (the last launch of these settings compiled in {seconds:.1f} s)" \
+        in again.stdout
+    other = run_cli("train", *TINY, "--num-envs", "8", "--out", str(tmp_path / "c"))
+    assert "compiling the training program ...\n" in other.stdout  # other shapes: no earlier record
+
+
 def test_refuses_to_overwrite_a_run(trained_run):
     _, out = trained_run
     before = (out / "metrics.csv").read_bytes()

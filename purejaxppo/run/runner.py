@@ -25,7 +25,7 @@ from purejaxppo.core.metrics import final_return, first_non_finite
 from purejaxppo.core.state import finite_state
 from purejaxppo.core.train import Trainer
 from purejaxppo.errors import CheckpointError, ConfigError, Diverged, Interrupted, ResumeRefused, RunError
-from purejaxppo.run import layout, results
+from purejaxppo.run import compile_times, layout, results
 from purejaxppo.run.checkpoints import DAMAGED, FROM_ZERO, Checkpointer
 from purejaxppo.run.compiled import auto_chunk, build_trainer, init_shapes, make_chunk, make_programs, placed
 from purejaxppo.run.options import RunOptions
@@ -306,8 +306,11 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, options: RunOptions, 
         seeded = {"init_from": [os.fspath(init_from[0]), int(init_from[1])]} if init_from else {}
         layout.write_run_settings(out_dir, dict(options.to_dict(), preset=preset_name, **seeded))
         layout.write_config(out_dir, trainer.config)
-    compiled = _compile_chunk(trainer, start, programs, log)
+    entry = compile_times.program_id(f"chunk{start.chunk}", trainer.config)
+    compiling = compile_times.compiling_line("the training program", entry)
+    compiled = _compile_chunk(trainer, start, programs, log, compiling)
     compile_seconds = time.perf_counter() - t0
+    compile_times.remember(entry, compile_seconds)
     log(f"compiled in {compile_seconds:.1f} s{programs.loaded_note()}")
     loop, step, state = _train_chunks(trainer, out_dir, checkpointer, options, start, compiled, progress, stop,
                                       programs, log)
@@ -361,13 +364,15 @@ def _start(trainer, checkpointer, log, options: RunOptions, resume: bool, progra
     return _Start(step, state, history, seconds_before, chunk, resume)
 
 
-def _compile_chunk(trainer, start: _Start, programs: Programs, log: Log) -> dict[int, Callable]:
-    """``{K: compiled chunk of K updates}`` for the run's chunk size, after the line saying what trains."""
+def _compile_chunk(trainer, start: _Start, programs: Programs, log: Log, compiling: str) -> dict[int, Callable]:
+    """``{K: compiled chunk of K updates}`` for the run's chunk size, after the line saying what trains
+    and the ``compiling`` line."""
     config, chunk = trainer.config, start.chunk
     split = f", environments split over {trainer.mesh.devices.size} devices" if trainer.mesh is not None else ""
     log(f"training {config.env}: {config.num_updates} updates x {config.batch_size} env steps "
         f"({config.num_envs} envs x {config.num_steps} steps) on {jax.default_backend()}{split}, "
         f"{chunk} update{'s' if chunk > 1 else ''} per chunk")
+    log(compiling)
     hparams = HParams.from_config(config)
     return {chunk: programs.compile(f"chunk{chunk}", make_chunk(trainer, chunk), (start.state, hparams), (0,))}
 
