@@ -72,6 +72,15 @@ def test_other_suites_run_tiny(tmp_path, suite, task, capsys):
     assert "results in" in capsys.readouterr().out
 
 
+def test_a_panel_without_a_finished_episode_says_so():
+    from purejaxppo.run.reproduce import empty_curve_note
+
+    steps = np.array([1024, 2048])
+    note = empty_curve_note(np.full((3, 2), np.nan), steps)
+    assert "no episode ended" in note and "2,048 env steps" in note
+    assert empty_curve_note(np.array([[np.nan, 1.0], [np.nan, np.nan]]), steps) is None  # one point is drawn
+
+
 def test_verdicts_by_hand():
     t = Task("X", 10.0)
     assert verdict(t, 10.0, 9.0, 11.0) == "met"

@@ -394,6 +394,15 @@ def summary_markdown(suite: Suite, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def empty_curve_note(curves: np.ndarray, steps: np.ndarray) -> str | None:
+    """Why a task's panel shows no curve (``curves [seeds, points]`` all NaN: no episode ended within
+    the budget, as at ``--tiny``), or None when it has points to draw."""
+    if np.isfinite(curves).any():
+        return None
+    last = int(steps[-1]) if len(steps) else 0
+    return f"no episode ended\nwithin {last:,} env steps\n(a --tiny budget is too small to learn)"
+
+
 def _plots(out: str, results: list[TaskResult], suite: Suite) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -414,6 +423,10 @@ def _plots(out: str, results: list[TaskResult], suite: Suite) -> None:
         ax.plot(r.curve_steps, mean, marker="o" if len(mean) < 10 else None)
         ax.fill_between(r.curve_steps, lo, hi, alpha=0.25)
         ax.axhline(r.task.published, color="gray", linestyle="--", label=f"published {r.task.published:g}")
+        note = empty_curve_note(r.curves, r.curve_steps)
+        if note is not None:  # say why the panel has no curve instead of leaving it blank
+            ax.text(0.5, 0.72, note, transform=ax.transAxes, ha="center", va="center", fontsize=8)
+            ax.set_xlim(0, max(1, int(r.curve_steps[-1]) if len(r.curve_steps) else 1))
         ax.set_title(r.task.env, fontsize=9)
         ax.set_xlabel("env steps")
         ax.legend(fontsize=7)
