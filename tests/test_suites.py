@@ -327,6 +327,16 @@ def test_playground_time_limit_is_a_truncation():
     assert (terminated, truncated, steps) == (False, True, 3)
 
 
+def test_playground_preset_is_mujoco_playgrounds_own_brax_ppo_config():
+    from purejaxppo.core.presets import preset
+
+    c = preset("playground/CartpoleBalance")
+    # dm_control_suite_params.brax_ppo_config: 2048 envs, batch 1024 x 32 minibatches of 30-step unrolls
+    assert (c.num_envs, c.num_steps, c.num_minibatches, c.update_epochs) == (2048, 480, 32, 16)
+    assert (c.gamma, c.lr, c.ent_coef, c.reward_scale, c.normalize_obs) == (0.995, 1e-3, 1e-2, 10.0, True)
+    assert c.total_timesteps == 60_000_000 and c.critic_hidden == (256,) * 5 and c.activation == "silu"
+
+
 # ---- your own environment: --env package.module:factory ---------------------------------------------
 
 

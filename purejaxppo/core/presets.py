@@ -144,6 +144,14 @@ BRAX_PRESETS: dict[str, dict[str, Any]] = {
 for _task, _row in BRAX_PRESETS.items():
     PRESETS[BRAX_PREFIX + _task] = dict(_row, env=BRAX_PREFIX + _task)
 
+# MuJoCo Playground (``playground/<task>``): its own Brax PPO settings for the DeepMind Control tasks
+# (google-deepmind/mujoco_playground, mujoco_playground/config/dm_control_suite_params.py, brax_ppo_config):
+# 2048 envs, batch 1024 x 32 minibatches of 30-step unrolls, 16 epochs, discount 0.995, lr 1e-3, entropy
+# 1e-2, reward scaling 10, observation normalisation, 60M steps; Brax's PPO defaults for the rest, as above.
+PRESETS["playground/CartpoleBalance"] = dict(
+    _brax_row(2048, 1024, 30, total_timesteps=60_000_000, reward_scale=10.0, update_epochs=16, gamma=0.995,
+              lr=1e-3, ent_coef=1e-2), env="playground/CartpoleBalance")
+
 
 # Craftax (``craftax/<task>``): Craftax_Baselines' PPO (ppo.py) and PPO-RNN (ppo_rnn.py) settings: separate
 # actor and critic MLPs of 3 x 512 tanh units, lr annealed, Adam eps 1e-5, gradient norm 1.0, entropy 0.01, and
