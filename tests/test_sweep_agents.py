@@ -22,10 +22,15 @@ FLAGS = ("--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--num-
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     """One CLI sweep (2 settings x 2 seeds, 12 updates), uninterrupted."""
-    out = tmp_path_factory.mktemp("sweep") / "whole"
-    done = run_main("sweep", *FLAGS, "--out", out)
+    base = tmp_path_factory.mktemp("sweep")
+    cwd = os.getcwd()
+    os.chdir(base)
+    try:
+        done = run_main("sweep", *FLAGS, "--out", "whole")  # a relative --out, as typed (Orbax wants absolute paths)
+    finally:
+        os.chdir(cwd)
     assert done.returncode == 0, done.stderr
-    return out
+    return base / "whole"
 
 
 def _npz(path):
@@ -66,8 +71,9 @@ def test_sweep_folder_keeps_the_population(swept):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(saved)[2])
 
 
-def test_eval_and_load_policy_of_one_agent(swept):
-    done = run_main("eval", "--run", swept, "--agent", "1", "--episodes", "3", "--deterministic")
+def test_eval_and_load_policy_of_one_agent(swept, monkeypatch):
+    monkeypatch.chdir(swept.parent)
+    done = run_main("eval", "--run", "whole", "--agent", "1", "--episodes", "3", "--deterministic")
     assert done.returncode == 0, done.stderr
     record = json.loads((swept / "evals" / "agent1.json").read_text())
     assert record["agent"] == 1 and record["update"] == 12 and len(record["returns"]) == 3

@@ -119,6 +119,7 @@ def save_tree(path: str, tree: Any) -> None:
     (the RLHF study's stage products; a training run's checkpoints are a :class:`Checkpointer`'s)."""
     import orbax.checkpoint as ocp
 
+    path = os.path.abspath(path)  # Orbax refuses a relative path (a relative --out)
     if os.path.exists(path):
         shutil.rmtree(path)
     with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only(ocp)) as ckpt:
@@ -143,7 +144,7 @@ def restore_tree(path: str, like: Any) -> Any:
         return jax.ShapeDtypeStruct((), jnp.asarray(x).dtype)  # JAX's type of a Python number
 
     with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only(ocp)) as ckpt:
-        return ckpt.restore(path, jax.tree_util.tree_map(shape_of, like))
+        return ckpt.restore(os.path.abspath(path), jax.tree_util.tree_map(shape_of, like))
 
 
 def _failure(e: BaseException) -> str:
