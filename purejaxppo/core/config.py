@@ -77,6 +77,8 @@ class PPOConfig:
     """Value loss coefficient (traced)."""
     max_grad_norm: float = 0.5
     """Global-norm gradient clipping threshold (traced)."""
+    clip_per_network: bool = False
+    """Clip the critic's gradient and the actor's each to max_grad_norm (as Rejax's two optimisers do) instead of their joint norm, so a large value gradient does not shrink the policy's step; parts both use (a shared torso, the GRU) count as the actor's."""
     norm_adv: bool = True
     """Normalise advantages within each minibatch."""
 
@@ -340,8 +342,8 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "actor_hidden": _widths,
     "critic_hidden": _widths,
     "log_std_init": _number(lambda v: True, "a number"),
-    **{n: _flag for n in ("anneal_lr", "clip_vloss", "norm_adv", "bootstrap_truncation", "shared_torso",
-                          "clip_actions", "state_dependent_std", "normalize_obs", "normalize_reward")},
+    **{n: _flag for n in ("anneal_lr", "clip_vloss", "norm_adv", "clip_per_network", "bootstrap_truncation",
+                          "shared_torso", "clip_actions", "state_dependent_std", "normalize_obs", "normalize_reward")},
 }
 
 

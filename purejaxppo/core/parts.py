@@ -29,6 +29,7 @@ class Parts(NamedTuple):
     loss: Callable  # apply_fn -> loss(params, minibatch, hparams, kl_coef) -> (loss, LossInfo)
     layout: Layout  # how the program is laid out on this backend, resolved into functions
     tuning: Tuning  # the layout's choices, as given
+    optimizer: Callable  # hparams -> the optax transformation (the gradient clip chosen by the config)
 
     @property
     def num_local_envs(self) -> int:

@@ -139,16 +139,46 @@ def update_obs_stats(parts: Parts, state: RunnerState, raw_obs: jax.Array) -> Ru
 
 # --- the optimiser -----------------------------------------------------------------------------
 
-def make_optimizer(hparams: HParams) -> optax.GradientTransformation:
-    """Global-norm gradient clipping, then Adam's scaling.
+def make_optimizer(hparams: HParams, clip_per_network: bool = False) -> optax.GradientTransformation:
+    """Gradient clipping (the joint global norm, or each network's: :func:`clip_by_network_norm`),
+    then Adam's scaling.
 
     The learning rate is applied outside optax so that it can be traced and annealed
     without living in the optimiser state.
     """
-    return optax.chain(
-        optax.clip_by_global_norm(hparams.max_grad_norm),
-        optax.scale_by_adam(eps=hparams.adam_eps),
-    )
+    clip = clip_by_network_norm if clip_per_network else optax.clip_by_global_norm
+    return optax.chain(clip(hparams.max_grad_norm), optax.scale_by_adam(eps=hparams.adam_eps))
+
+
+CRITIC_MODULES = ("critic_torso", "value_head")  # the critic's own modules in the actor-critics' parameters
+
+
+def critic_leaves(tree: Any) -> Any:
+    """A tree of bools like the actor-critic's parameters ``tree``: True on the critic's own leaves
+    (under a module of :data:`CRITIC_MODULES`), False on the rest (the actor's and shared parts)."""
+    def is_critic(path, _):
+        return any(getattr(k, "key", None) in CRITIC_MODULES for k in path)
+
+    return jax.tree_util.tree_map_with_path(is_critic, tree)
+
+
+def clip_by_network_norm(max_norm: jax.Array) -> optax.GradientTransformation:
+    """Clip the critic's gradient ``g_c`` and the rest ``g_a`` (the actor's, shared parts
+    included) each to global norm ``max_norm``: ``g * min(1, max_norm / ||g||)`` per part, as
+    two optimisers clipping apart do (optax's ``clip_by_global_norm`` applied to each)."""
+
+    def scale(updates, mask):
+        norm = optax.tree.norm(jax.tree.map(lambda u, m: jnp.where(m, u, 0.0), updates, mask))
+        return jnp.where(norm < max_norm, 1.0, max_norm / norm)  # optax's formula
+
+    def update(updates, state, params=None):
+        del params
+        critic = critic_leaves(updates)
+        actor = jax.tree.map(lambda m: not m, critic)
+        s_critic, s_actor = scale(updates, critic), scale(updates, actor)
+        return jax.tree.map(lambda u, m: u * jnp.where(m, s_critic, s_actor).astype(u.dtype), updates, critic), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def learning_rate(config: PPOConfig, hparams: HParams, update_step: jax.Array) -> jax.Array:

@@ -82,7 +82,8 @@ def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | No
                                  clip_vloss=config.clip_vloss)
 
     act = kind.make_act(config, network, dist, comm)
-    return Parts(config, env, kind, network, dist, comm, act, vstep, env.action_masks, loss, layout, tuning)
+    optimizer = functools.partial(stages.make_optimizer, clip_per_network=config.clip_per_network)
+    return Parts(config, env, kind, network, dist, comm, act, vstep, env.action_masks, loss, layout, tuning, optimizer)
 
 
 class Stages(NamedTuple):
@@ -120,7 +121,7 @@ def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
     memory = parts.policy.init_memory(config, (n,))
     return RunnerState(
         params=params,
-        opt_state=stages.make_optimizer(hparams).init(params),
+        opt_state=parts.optimizer(hparams).init(params),
         env_state=env_state,
         obs=obs,
         key=key,
@@ -143,7 +144,7 @@ def update_state(parts: Parts, run: Stages, state: RunnerState, hparams: HParams
     state, rollout, episodes = run.collect(state, rollout_key)  # N actors x T steps with pi_old
     state, batch = run.make_batch(state, rollout, hparams)  # advantages A_1..A_T (GAE), targets
     lr = stages.learning_rate(parts.config, hparams, state.update_step)
-    opt = stages.Optimiser(stages.make_optimizer(hparams), lr, state.kl.coef, hparams)
+    opt = stages.Optimiser(parts.optimizer(hparams), lr, state.kl.coef, hparams)
     params, opt_state, info, epochs = run.optimise(opt, batch, state.params, state.opt_state, epoch_key)
     kl, post_update_kl = run.adapt_kl(state.kl, params, batch, hparams)
     state = state.replace(params=params, opt_state=opt_state, key=key, kl=kl, update_step=state.update_step + 1)
