@@ -76,12 +76,12 @@ class Row:
         self.num_envs, self.unroll, self.steps = int(envs), int(unroll), int(steps)
         self.spec = spec
 
-    def config(self, seed: int, minibatches: int, epochs: int):
+    def config(self, seed: int, minibatches: int, epochs: int, reset_ratio: int = 1):
         from purejaxppo import preset
 
         return preset(f"brax/{self.task}").replace(
             env=f"brax/{self.task}-{self.backend}", seed=seed, num_envs=self.num_envs, num_steps=self.unroll,
-            num_minibatches=minibatches, update_epochs=epochs, total_timesteps=self.steps)
+            num_minibatches=minibatches, update_epochs=epochs, total_timesteps=self.steps, reset_ratio=reset_ratio)
 
 
 def brax_kwargs(config) -> dict:
@@ -186,6 +186,8 @@ def main() -> None:
     p.add_argument("--minibatches", type=int, default=8)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--eval-envs", type=int, default=128)
+    p.add_argument("--reset-ratio", type=int, default=1,
+                   help="purejaxppo's optimistic resets (reset_ratio; Brax's trainer has its own cached reset)")
     p.add_argument("--label", default="", help="a note kept with the rows (e.g. why this subset)")
     p.add_argument("--json", help="write the record here (rewritten after every run; rows of other specs kept)")
     args = p.parse_args()
@@ -193,12 +195,14 @@ def main() -> None:
               "cpus": os.cpu_count(), "versions": versions(), "stand_ins": STAND_INS,
               "loadavg_start": os.getloadavg(), "command": "python experiments/peer_brax.py " + " ".join(
                   f"--row {r}" for r in args.row) + f" --seeds {' '.join(map(str, args.seeds))} --minibatches "
-              f"{args.minibatches} --epochs {args.epochs} --eval-envs {args.eval_envs}", "label": args.label,
+              f"{args.minibatches} --epochs {args.epochs} --eval-envs {args.eval_envs}"
+              + (f" --reset-ratio {args.reset_ratio}" if args.reset_ratio > 1 else ""), "label": args.label,
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "rows": []}
+    keys = [spec + (f" reset_ratio={args.reset_ratio}" if args.reset_ratio > 1 else "") for spec in args.row]
     old_rows = []
     if args.json and os.path.exists(args.json):
         with open(args.json) as f:
-            old_rows = [r for r in json.load(f).get("rows", []) if r["row"] not in args.row]
+            old_rows = [r for r in json.load(f).get("rows", []) if r["row"] not in keys]
 
     def save():
         if args.json:
@@ -206,20 +210,21 @@ def main() -> None:
             with open(args.json, "w") as f:
                 json.dump(dict(record, rows=old_rows + record["rows"]), f, indent=1)
 
-    for spec in args.row:
+    for spec, key in zip(args.row, keys):
         row = Row(spec)
         judges = make_judges(row, args.eval_envs)
-        out = {"row": spec, "task": row.task, "backend": row.backend, "num_envs": row.num_envs,
+        out = {"row": key, "reset_ratio": args.reset_ratio, "task": row.task, "backend": row.backend,
+               "num_envs": row.num_envs,
                "unroll": row.unroll, "minibatches": args.minibatches, "epochs": args.epochs,
                "command": record["command"], "date": record["date"], "label": args.label, "runs": []}
         record["rows"].append(out)
         for seed in args.seeds:
-            config = row.config(seed, args.minibatches, args.epochs)
+            config = row.config(seed, args.minibatches, args.epochs, args.reset_ratio)
             for name, run in (("purejaxppo", run_ours), ("brax", run_brax)):
                 result, payload = run(config)
                 result.update(trainer=name, seed=seed, eval_return=judges[name](payload))
                 out["runs"].append(result)
-                print(json.dumps({"row": spec, **result}), flush=True)
+                print(json.dumps({"row": key, **result}), flush=True)
                 save()
         summary = {}
         for name in ("purejaxppo", "brax"):
@@ -230,7 +235,7 @@ def main() -> None:
         summary["launch_ratio"] = summary["purejaxppo"]["launch_sps"] / summary["brax"]["launch_sps"]
         out["summary"] = summary
         save()
-        print(f"{spec}: purejaxppo {summary['purejaxppo']['sps']:,.0f} vs Brax {summary['brax']['sps']:,.0f} env "
+        print(f"{key}: purejaxppo {summary['purejaxppo']['sps']:,.0f} vs Brax {summary['brax']['sps']:,.0f} env "
               f"steps/s ({summary['sps_ratio']:.2f}x; with compilation {summary['launch_ratio']:.2f}x); eval return "
               f"{summary['purejaxppo']['eval_returns']} vs {summary['brax']['eval_returns']}", flush=True)
 

@@ -106,7 +106,7 @@ def _time(train, keys):
     return compile_s, best, out
 
 
-def child(trainer: str, name: str) -> dict:
+def child(trainer: str, name: str, clip_per_network: bool = False) -> dict:
     import jax
     import numpy as np
 
@@ -125,7 +125,8 @@ def child(trainer: str, name: str) -> dict:
         config = PPOConfig(env=env_name, num_envs=envs, num_steps=steps, num_minibatches=mbs, update_epochs=epochs,
                            lr=lr, anneal_lr=False, total_timesteps=total, actor_hidden=(64, 64),
                            critic_hidden=(64, 64), activation="tanh", clip_eps=0.2, clip_vloss=True, vf_clip_eps=0.2,
-                           ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95)
+                           ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
+                           clip_per_network=clip_per_network)
         t = make_trainer(config)
         train = (lambda k: t.train(k)[0]) if seeds == 1 else jax.vmap(lambda k: t.train(k)[0])
         compile_s, run_s, state = _time(train, call_keys)
@@ -134,7 +135,7 @@ def child(trainer: str, name: str) -> dict:
         acts = [(lambda s: lambda obs, k: act(PolicyParams(s.params, s.obs_rms), obs, k))(s) for s in states]
         env_steps = config.num_updates * config.batch_size * seeds
         env, env_params = legacy_make(env_name)
-        version = {"purejaxppo": "checkout"}
+        version = {"purejaxppo": "checkout", "clip_per_network": clip_per_network}
     else:
         import jax.numpy as jnp
         from rejax import PPO
@@ -162,12 +163,13 @@ def child(trainer: str, name: str) -> dict:
             **version}
 
 
-def run_child(python: str, trainer: str, name: str) -> dict:
+def run_child(python: str, trainer: str, name: str, clip_per_network: bool = False) -> dict:
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
     here = os.path.dirname(os.path.abspath(__file__))
     if trainer == "purejaxppo":
         env["PYTHONPATH"] = os.path.dirname(here) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([python, os.path.abspath(__file__), "--child", trainer, "--workload", name],
+    extra = ["--clip-per-network"] if clip_per_network and trainer == "purejaxppo" else []
+    proc = subprocess.run([python, os.path.abspath(__file__), "--child", trainer, "--workload", name, *extra],
                           capture_output=True, text=True, env=env, cwd="/" if trainer == "rejax" else None)
     if proc.returncode != 0:
         raise RuntimeError(f"{trainer} on {name} failed:\n{proc.stderr[-3000:]}")
@@ -181,11 +183,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeat", type=int, default=2, help="interleaved rounds; each row keeps its best round")
     p.add_argument("--tiny", action="store_true", help="tiny workloads (a check that both sides run)")
     p.add_argument("--json")
+    p.add_argument("--clip-per-network", action="store_true",
+                   help="purejaxppo clips the actor's and the critic's gradients apart, as Rejax does")
     p.add_argument("--child", choices=("purejaxppo", "rejax"), help=argparse.SUPPRESS)
     p.add_argument("--workload", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.workload)), flush=True)
+        print(json.dumps(child(args.child, args.workload, args.clip_per_network)), flush=True)
         return {}
     if not args.rejax_python:
         p.error("--rejax-python: the Python of an environment where rejax is installed")
@@ -193,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "loadavg_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "command": "python experiments/peer_rejax.py --rejax-python PATH " + " ".join(
-                  f"--only '{n}'" for n in (args.only or [])) + f" --repeat {args.repeat}" + (" --tiny" if args.tiny else ""),
+                  f"--only '{n}'" for n in (args.only or [])) + f" --repeat {args.repeat}" + (" --tiny" if args.tiny else "")
+              + (" --clip-per-network" if args.clip_per_network else ""),
               "note": "each workload in a fresh process per trainer, interleaved; a loaded 2-core machine",
               "runs": [], "rows": []}
 
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.repeat):
         for name in names:
             for trainer, python in (("purejaxppo", sys.executable), ("rejax", args.rejax_python)):
-                r = run_child(python, trainer, name)
+                r = run_child(python, trainer, name, args.clip_per_network)
                 record["runs"].append(r)
                 print(json.dumps(r), flush=True)
                 save()
