@@ -87,7 +87,7 @@ def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int, floors: 
     jax.block_until_ready(state)
 
     def opt_for(s):
-        return Optimiser(make_optimizer(hp), learning_rate(config, hp, s.update_step), s.kl.coef, hp)
+        return Optimiser(make_optimizer(hp, config.clip_per_network), learning_rate(config, hp, s.update_step), s.kl.coef, hp)
 
     collect_j = per_seed(lambda s: collect(parts, s, s.key))
     _, traj, _ = collect_j(state)

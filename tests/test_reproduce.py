@@ -77,7 +77,8 @@ def test_a_panel_without_a_finished_episode_says_so():
 
     steps = np.array([1024, 2048])
     note = empty_curve_note(np.full((3, 2), np.nan), steps)
-    assert "no episode ended" in note and "2,048 env steps" in note
+    assert "no episode ended" in note and "2,048 env steps" in note and "--tiny" not in note
+    assert "a --tiny budget is too small to learn" in empty_curve_note(np.full((3, 2), np.nan), steps, tiny=True)
     assert empty_curve_note(np.array([[np.nan, 1.0], [np.nan, np.nan]]), steps) is None  # one point is drawn
 
 

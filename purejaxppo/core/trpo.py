@@ -35,7 +35,7 @@ from purejaxppo.core.distributions import Categorical, DiagGaussian, TanhGaussia
 if TYPE_CHECKING:
     from purejaxppo.core.parts import Parts
 
-CRITIC_MODULES = ("critic_torso", "value_head")
+CRITIC_MODULES = stages.CRITIC_MODULES
 
 
 # --- exact KL per distribution ------------------------------------------------------------------

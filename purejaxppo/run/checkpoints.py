@@ -114,26 +114,29 @@ def checksum(tree: Any) -> str:
     return h.hexdigest()
 
 
-def save_tree(path: str, tree: Any) -> None:
+def save_tree(path: str, tree: Any, this_process_only: bool = False) -> None:
     """Save a pytree of arrays as one Orbax checkpoint in the folder ``path``, replacing one there
-    (the RLHF study's stage products; a training run's checkpoints are a :class:`Checkpointer`'s)."""
+    (the RLHF study's stage products, a sweep's agents; a training run's checkpoints are a
+    :class:`Checkpointer`'s). ``this_process_only``: written by this process alone, with no barrier
+    for the others (a sweep's agents, gathered on process 0 of several)."""
     import orbax.checkpoint as ocp
 
     path = os.path.abspath(path)  # Orbax refuses a relative path (a relative --out)
     if os.path.exists(path):
         shutil.rmtree(path)
-    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only(ocp)) as ckpt:
+    options = _this_process_only(ocp) if this_process_only else ocp.options.MultiprocessingOptions()
+    with ocp.StandardCheckpointer(multiprocessing_options=options) as ckpt:
         ckpt.save(path, tree)
 
 
 def _this_process_only(ocp):
-    """Orbax's options for a checkpoint that this process writes or reads alone (a sweep's agents,
-    gathered on process 0 of several): no barrier waits for processes that take no part."""
+    """Orbax's options for a checkpoint that this process writes or reads alone: no barrier waits
+    for processes that take no part."""
     i = jax.process_index()
     return ocp.options.MultiprocessingOptions(primary_host=i, active_processes={i} if jax.process_count() > 1 else None)
 
 
-def restore_tree(path: str, like: Any) -> Any:
+def restore_tree(path: str, like: Any, this_process_only: bool = False) -> Any:
     """The tree :func:`save_tree` saved in ``path``, restored into the structure, shapes and dtypes
     of ``like`` (whose leaves may be arrays or Python numbers)."""
     import orbax.checkpoint as ocp
@@ -143,7 +146,8 @@ def restore_tree(path: str, like: Any) -> Any:
             return jax.ShapeDtypeStruct(x.shape, x.dtype)
         return jax.ShapeDtypeStruct((), jnp.asarray(x).dtype)  # JAX's type of a Python number
 
-    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only(ocp)) as ckpt:
+    options = _this_process_only(ocp) if this_process_only else ocp.options.MultiprocessingOptions()
+    with ocp.StandardCheckpointer(multiprocessing_options=options) as ckpt:
         return ckpt.restore(os.path.abspath(path), jax.tree_util.tree_map(shape_of, like))
 
 

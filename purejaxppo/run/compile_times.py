@@ -4,10 +4,10 @@ A Brax run can compile for a minute with nothing to show. Before compiling, the 
 prints what it compiles and, when these settings were compiled before, how long that took:
 ``compiling the training program (the last launch of these settings compiled in 55.2 s)``. The
 seconds are kept in ``compile_times.json`` in the compilation cache's folder
-(:mod:`purejaxppo.run.cache`), one entry per program name, backend and configuration (the
-configuration without ``total_timesteps`` and ``seed``, which do not change the program); with the
-cache off, nothing is kept and the line says only what compiles. A file that cannot be read or
-written is ignored: the record only informs.
+(:mod:`purejaxppo.run.cache`), one entry per program (its name, which holds the chunk size), backend,
+program layout and configuration (without ``total_timesteps`` and ``seed``, which do not change a
+chunk's program); with the cache off, nothing is kept and the line says only what compiles. A file
+that cannot be read or written is ignored: the record only informs.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ def _path() -> str | None:
     return os.path.join(folder, FILE) if folder else None
 
 
-def program_id(name: str, config: Any) -> str:
-    """The entry of program ``name`` for ``config`` (a PPOConfig) on this backend."""
+def program_id(name: str, config: Any, tuning: Any = None) -> str:
+    """The entry of program ``name`` for ``config`` (a PPOConfig) with the layout ``tuning`` on this backend."""
     settings = {k: v for k, v in config.to_dict().items() if k not in ("total_timesteps", "seed")}
-    text = json.dumps([name, jax.default_backend(), jax.device_count(), settings], sort_keys=True, default=str)
+    text = json.dumps([name, jax.default_backend(), jax.device_count(), repr(tuning), settings], sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

@@ -349,7 +349,7 @@ def _write(out: str, suite: Suite, results: list[TaskResult], summary: dict) -> 
         json.dump(summary, f, indent=2, default=float)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(summary_markdown(suite, summary))
-    _plots(out, results, suite)
+    _plots(out, results, suite, bool(summary.get("tiny")))
 
 
 def summary_markdown(suite: Suite, summary: dict) -> str:
@@ -394,16 +394,17 @@ def summary_markdown(suite: Suite, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def empty_curve_note(curves: np.ndarray, steps: np.ndarray) -> str | None:
+def empty_curve_note(curves: np.ndarray, steps: np.ndarray, tiny: bool = False) -> str | None:
     """Why a task's panel shows no curve (``curves [seeds, points]`` all NaN: no episode ended within
     the budget, as at ``--tiny``), or None when it has points to draw."""
     if np.isfinite(curves).any():
         return None
     last = int(steps[-1]) if len(steps) else 0
-    return f"no episode ended\nwithin {last:,} env steps\n(a --tiny budget is too small to learn)"
+    why = "\n(a --tiny budget is too small to learn)" if tiny else ""
+    return f"no episode ended\nwithin {last:,} env steps{why}"
 
 
-def _plots(out: str, results: list[TaskResult], suite: Suite) -> None:
+def _plots(out: str, results: list[TaskResult], suite: Suite, tiny: bool = False) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -423,7 +424,7 @@ def _plots(out: str, results: list[TaskResult], suite: Suite) -> None:
         ax.plot(r.curve_steps, mean, marker="o" if len(mean) < 10 else None)
         ax.fill_between(r.curve_steps, lo, hi, alpha=0.25)
         ax.axhline(r.task.published, color="gray", linestyle="--", label=f"published {r.task.published:g}")
-        note = empty_curve_note(r.curves, r.curve_steps)
+        note = empty_curve_note(r.curves, r.curve_steps, tiny)
         if note is not None:  # say why the panel has no curve instead of leaving it blank
             ax.text(0.5, 0.72, note, transform=ax.transAxes, ha="center", va="center", fontsize=8)
             ax.set_xlim(0, max(1, int(r.curve_steps[-1]) if len(r.curve_steps) else 1))

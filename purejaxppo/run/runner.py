@@ -306,7 +306,7 @@ def _run(trainer, out_dir, preset_name, log, checkpointer, options: RunOptions, 
         seeded = {"init_from": [os.fspath(init_from[0]), int(init_from[1])]} if init_from else {}
         layout.write_run_settings(out_dir, dict(options.to_dict(), preset=preset_name, **seeded))
         layout.write_config(out_dir, trainer.config)
-    entry = compile_times.program_id(f"chunk{start.chunk}", trainer.config)
+    entry = compile_times.program_id(f"chunk{start.chunk}", trainer.config, trainer.tuning)
     compiling = compile_times.compiling_line("the training program", entry)
     compiled = _compile_chunk(trainer, start, programs, log, compiling)
     compile_seconds = time.perf_counter() - t0

@@ -32,7 +32,7 @@ def save_agents(out: str, states: Any, hparams: HParams) -> None:
     """Write the population (``states`` RunnerState ``[A, ...]``, ``hparams [A]``) to ``out/agents``."""
     # NumPy arrays: Orbax refuses a process-local jax.Array when there are several processes
     tree = jax.tree_util.tree_map(np.asarray, {"states": to_savable(states), "hparams": hparams})
-    save_tree(os.path.join(out, layout.SWEEP_AGENTS), tree)
+    save_tree(os.path.join(out, layout.SWEEP_AGENTS), tree, this_process_only=True)
 
 
 def agent_config(config: PPOConfig, hparams: HParams) -> PPOConfig:
