@@ -216,7 +216,8 @@ def main() -> None:
         out = {"row": key, "reset_ratio": args.reset_ratio, "task": row.task, "backend": row.backend,
                "num_envs": row.num_envs,
                "unroll": row.unroll, "minibatches": args.minibatches, "epochs": args.epochs,
-               "command": record["command"], "date": record["date"], "label": args.label, "runs": []}
+               "command": record["command"], "date": record["date"], "label": args.label,
+               "loadavg_start": os.getloadavg(), "runs": []}
         record["rows"].append(out)
         for seed in args.seeds:
             config = row.config(seed, args.minibatches, args.epochs, args.reset_ratio)
@@ -234,6 +235,7 @@ def main() -> None:
         summary["sps_ratio"] = summary["purejaxppo"]["sps"] / summary["brax"]["sps"]
         summary["launch_ratio"] = summary["purejaxppo"]["launch_sps"] / summary["brax"]["launch_sps"]
         out["summary"] = summary
+        out["loadavg_end"] = os.getloadavg()
         save()
         print(f"{key}: purejaxppo {summary['purejaxppo']['sps']:,.0f} vs Brax {summary['brax']['sps']:,.0f} env "
               f"steps/s ({summary['sps_ratio']:.2f}x; with compilation {summary['launch_ratio']:.2f}x); eval return "

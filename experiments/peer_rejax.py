@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeat", type=int, default=2, help="interleaved rounds; each row keeps its best round")
     p.add_argument("--tiny", action="store_true", help="tiny workloads (a check that both sides run)")
     p.add_argument("--json")
+    p.add_argument("--label", default="", help="a note kept with the record (e.g. what else the machine ran)")
     p.add_argument("--clip-per-network", action="store_true",
                    help="purejaxppo clips the actor's and the critic's gradients apart, as Rejax does")
     p.add_argument("--child", choices=("purejaxppo", "rejax"), help=argparse.SUPPRESS)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
               "command": "python experiments/peer_rejax.py --rejax-python PATH " + " ".join(
                   f"--only '{n}'" for n in (args.only or [])) + f" --repeat {args.repeat}" + (" --tiny" if args.tiny else "")
               + (" --clip-per-network" if args.clip_per_network else ""),
-              "note": "each workload in a fresh process per trainer, interleaved; a loaded 2-core machine",
+              "note": "each workload in a fresh process per trainer, interleaved" + (f"; {args.label}" if args.label else ""),
               "runs": [], "rows": []}
 
     def save():
