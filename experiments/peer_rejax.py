@@ -198,9 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "loadavg_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "command": "python experiments/peer_rejax.py --rejax-python PATH " + " ".join(
-                  f"--only '{n}'" for n in (args.only or [])) + f" --repeat {args.repeat}" + (" --tiny" if args.tiny else "")
-              + (" --clip-per-network" if args.clip_per_network else ""),
-              "note": "each workload in a fresh process per trainer, interleaved" + (f"; {args.label}" if args.label else ""),
+                  f"--only '{n}'" for n in (args.only or [])) + f" --repeat {args.repeat}"
+              + (" --tiny" if args.tiny else "") + (" --clip-per-network" if args.clip_per_network else ""),
+              "note": "each workload in a fresh process per trainer, interleaved"
+              + (f"; {args.label}" if args.label else ""),
               "runs": [], "rows": []}
 
     def save():
