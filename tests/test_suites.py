@@ -327,6 +327,15 @@ def test_playground_time_limit_is_a_truncation():
     assert (terminated, truncated, steps) == (False, True, 3)
 
 
+def test_playground_cartpole_balance_is_learned():
+    pytest.importorskip("mujoco_playground")
+    # 1M steps at 64 x 64, lr 1e-3, gamma 0.995, observations and rewards normalised: 8 s of training here
+    # (the command in docs/environments.md); each step's reward is at most 1, 1000 steps an episode
+    first, last = learn("playground/CartpoleBalance", 1_000_000, num_envs=64, num_minibatches=8, lr=1e-3,
+                        gamma=0.995, normalize_obs=True, normalize_reward=True)
+    assert last > 950 and first < 500, (first, last)
+
+
 def test_playground_preset_is_mujoco_playgrounds_own_brax_ppo_config():
     from purejaxppo.core.presets import preset
 
