@@ -408,6 +408,7 @@ def _plots(out: str, results: list[TaskResult], suite: Suite, tiny: bool = False
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from purejaxppo.run.results import curve_band
     from purejaxppo.scale.stats import performance_profile
 
     n = len(results)
@@ -415,12 +416,7 @@ def _plots(out: str, results: list[TaskResult], suite: Suite, tiny: bool = False
     FigureCanvasAgg(fig)
     for i, r in enumerate(results):
         ax = fig.add_subplot(1, n, i + 1)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean, lo, hi = (np.nanmean(r.curves, 0), np.nanmin(r.curves, 0), np.nanmax(r.curves, 0))
+        mean, lo, hi = curve_band(r.curves)
         ax.plot(r.curve_steps, mean, marker="o" if len(mean) < 10 else None)
         ax.fill_between(r.curve_steps, lo, hi, alpha=0.25)
         ax.axhline(r.task.published, color="gray", linestyle="--", label=f"published {r.task.published:g}")
