@@ -16,10 +16,13 @@ trainer can only where the environment reports ``info["time_out"]``, which its o
 Per seed the two run one after the other (ours, Brax, ours, Brax ...) in this process, and each
 reports env steps/s two ways, the same for both:
 
-* ``sps``: compiled training only. purejaxppo: the whole run after ``jit(...).lower().compile()``.
-  Brax: its third and fourth training epochs (``num_evals=5`` gives four epochs of a quarter of the
-  steps each), timed by Brax itself (``training/walltime``). On JAX 0.10 its first two epochs both
-  compile the training epoch (the second call traces it again), so both are left out here;
+* ``sps``: compiled training, over the third and fourth quarters of the run for both. Brax: its
+  third and fourth training epochs (``num_evals=5`` gives four epochs of a quarter of the steps
+  each), timed by Brax itself (``training/walltime``); on JAX 0.10 its first two epochs both
+  compile the training epoch (the second call traces it again), so both are left out.
+  purejaxppo: the same quarters, from one compiled program of a quarter of the updates, called
+  four times (``sps_all``: all four). The same quarters matter: a physics step's cost changes
+  as the policy learns (MJX's solver iterates until it converges);
 * ``launch_sps``: steps over the wall time of the whole trainer call, compilation included.
 
 The final policies of both are scored by the same judge: Brax's ``acting.Evaluator`` (``--eval-envs``
@@ -34,6 +37,7 @@ Brax 0.14.2's trainer calls ``jax.device_put_replicated`` (and its ``pmap`` help
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -103,19 +107,33 @@ def brax_kwargs(config) -> dict:
                 max_grad_norm=None, network_factory=factory, seed=config.seed)
 
 
-def run_ours(config) -> tuple[dict, object]:
+def run_ours(config, precision: str | None = None) -> tuple[dict, object]:
+    """purejaxppo's run in four calls of one compiled program of a quarter of the updates each (as
+    Brax's trainer runs four epochs); ``precision`` replaces the layout's (``core/tuning.py``)."""
+    from purejaxppo.core.config import HParams
     from purejaxppo.core.train import make_trainer
+    from purejaxppo.core.tuning import tuning_for
 
+    assert config.num_updates % 4 == 0, f"{config.num_updates} updates: a multiple of 4 is needed"
     t0 = time.perf_counter()
-    trainer = make_trainer(config)
-    train = jax.jit(trainer.train).lower(jax.random.key(config.seed)).compile()
+    tuning = tuning_for(jax.default_backend())
+    trainer = make_trainer(config, tuning=tuning if precision is None else dataclasses.replace(tuning, precision=precision))
+    hp = HParams.from_config(config)
+    init = jax.jit(trainer.init).lower(jax.random.key(config.seed), hp).compile()
+    state = init(jax.random.key(config.seed), hp)
+    quarter = jax.jit(lambda s: jax.lax.scan(lambda s, _: trainer.update(s, hp), s, None,
+                                             length=config.num_updates // 4)[0]).lower(state).compile()
     t1 = time.perf_counter()
-    state, metrics = train(jax.random.key(config.seed))
-    jax.block_until_ready(state)
+    quarters = []
+    for _ in range(4):
+        q0 = time.perf_counter()
+        state = jax.block_until_ready(quarter(state))
+        quarters.append(time.perf_counter() - q0)
     t2 = time.perf_counter()
     steps = config.num_updates * config.batch_size
-    return {"env_steps": steps, "sps": steps / (t2 - t1), "launch_sps": steps / (t2 - t0),
-            "compile_s": t1 - t0, "train_s": t2 - t1}, (trainer, state)
+    return {"env_steps": steps, "sps": steps / 2 / (quarters[2] + quarters[3]), "sps_all": steps / sum(quarters),
+            "launch_sps": steps / (t2 - t0), "compile_s": t1 - t0, "quarter_s": [round(q, 3) for q in quarters],
+            "train_s": t2 - t1}, (trainer, state)
 
 
 def run_brax(config) -> tuple[dict, object]:
@@ -151,17 +169,18 @@ def make_judges(row: Row, eval_envs: int, key: int = 1234):
 
     judges = {}
 
-    def ours(payload):  # payload: (trainer, final state)
+    def ours(payload):  # payload: (trainer, final state); one judge per network (precision)
         trainer, state = payload
-        if "ours" not in judges:
+        name = ("ours", trainer.network.dot_general, trainer.network.dtype)
+        if name not in judges:
             act = policy_act(trainer, deterministic=True)
 
             def policy_fn(p):
                 return lambda obs, key: (act(p, obs, key), {})
 
-            judges["ours"] = acting.Evaluator(env(), policy_fn, eval_envs, 1000, 1, jax.random.PRNGKey(key))
+            judges[name] = acting.Evaluator(env(), policy_fn, eval_envs, 1000, 1, jax.random.PRNGKey(key))
         p = PolicyParams(state.params, state.obs_rms)
-        return float(judges["ours"].run_evaluation(p, {})["eval/episode_reward"])
+        return float(judges[name].run_evaluation(p, {})["eval/episode_reward"])
 
     def brax(payload):  # payload: (make_policy, params)
         make_policy, params = payload
@@ -170,7 +189,7 @@ def make_judges(row: Row, eval_envs: int, key: int = 1234):
                                               1000, 1, jax.random.PRNGKey(key))
         return float(judges["brax"].run_evaluation(params, {})["eval/episode_reward"])
 
-    return {"purejaxppo": ours, "brax": brax}
+    return {"purejaxppo": ours, "brax": brax, "purejaxppo-precision": ours}
 
 
 def versions() -> dict:
@@ -188,6 +207,8 @@ def main() -> None:
     p.add_argument("--eval-envs", type=int, default=128)
     p.add_argument("--reset-ratio", type=int, default=1,
                    help="purejaxppo's optimistic resets (reset_ratio; Brax's trainer has its own cached reset)")
+    p.add_argument("--precision", help="also run purejaxppo with this precision layout beside the other two "
+                   "(core/tuning.py: bfloat16, bfloat16_products), as trainer purejaxppo-precision")
     p.add_argument("--label", default="", help="a note kept with the rows (e.g. why this subset)")
     p.add_argument("--json", help="write the record here (rewritten after every run; rows of other specs kept)")
     args = p.parse_args()
@@ -196,9 +217,14 @@ def main() -> None:
               "loadavg_start": os.getloadavg(), "command": "python experiments/peer_brax.py " + " ".join(
                   f"--row {r}" for r in args.row) + f" --seeds {' '.join(map(str, args.seeds))} --minibatches "
               f"{args.minibatches} --epochs {args.epochs} --eval-envs {args.eval_envs}"
-              + (f" --reset-ratio {args.reset_ratio}" if args.reset_ratio > 1 else ""), "label": args.label,
+              + (f" --reset-ratio {args.reset_ratio}" if args.reset_ratio > 1 else "")
+              + (f" --precision {args.precision}" if args.precision else ""), "label": args.label,
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "rows": []}
-    keys = [spec + (f" reset_ratio={args.reset_ratio}" if args.reset_ratio > 1 else "") for spec in args.row]
+    keys = [spec + (f" reset_ratio={args.reset_ratio}" if args.reset_ratio > 1 else "")
+            + (f" precision={args.precision}" if args.precision else "") for spec in args.row]
+    trainers = [("purejaxppo", run_ours), ("brax", run_brax)]
+    if args.precision:
+        trainers.append(("purejaxppo-precision", functools.partial(run_ours, precision=args.precision)))
     old_rows = []
     if args.json and os.path.exists(args.json):
         with open(args.json) as f:
@@ -213,7 +239,8 @@ def main() -> None:
     for spec, key in zip(args.row, keys):
         row = Row(spec)
         judges = make_judges(row, args.eval_envs)
-        out = {"row": key, "reset_ratio": args.reset_ratio, "task": row.task, "backend": row.backend,
+        out = {"row": key, "reset_ratio": args.reset_ratio, "precision": args.precision, "task": row.task,
+               "backend": row.backend,
                "num_envs": row.num_envs,
                "unroll": row.unroll, "minibatches": args.minibatches, "epochs": args.epochs,
                "command": record["command"], "date": record["date"], "label": args.label,
@@ -221,19 +248,26 @@ def main() -> None:
         record["rows"].append(out)
         for seed in args.seeds:
             config = row.config(seed, args.minibatches, args.epochs, args.reset_ratio)
-            for name, run in (("purejaxppo", run_ours), ("brax", run_brax)):
+            for name, run in trainers:
                 result, payload = run(config)
                 result.update(trainer=name, seed=seed, eval_return=judges[name](payload))
                 out["runs"].append(result)
                 print(json.dumps({"row": key, **result}), flush=True)
                 save()
         summary = {}
-        for name in ("purejaxppo", "brax"):
+        for name, _ in trainers:
             runs = [r for r in out["runs"] if r["trainer"] == name]
             summary[name] = {k: float(np.mean([r[k] for r in runs])) for k in ("sps", "launch_sps", "eval_return")}
             summary[name]["eval_returns"] = [round(r["eval_return"], 1) for r in runs]
         summary["sps_ratio"] = summary["purejaxppo"]["sps"] / summary["brax"]["sps"]
         summary["launch_ratio"] = summary["purejaxppo"]["launch_sps"] / summary["brax"]["launch_sps"]
+        if args.precision:
+            ours = summary["purejaxppo-precision"]
+            summary["precision_sps_ratio"] = ours["sps"] / summary["brax"]["sps"]
+            summary["precision_launch_ratio"] = ours["launch_sps"] / summary["brax"]["launch_sps"]
+            print(f"{key}: purejaxppo in {args.precision} {ours['sps']:,.0f} env steps/s "
+                  f"({summary['precision_sps_ratio']:.2f}x Brax; with compilation "
+                  f"{summary['precision_launch_ratio']:.2f}x); eval return {ours['eval_returns']}", flush=True)
         out["summary"] = summary
         out["loadavg_end"] = os.getloadavg()
         save()

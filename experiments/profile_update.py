@@ -57,7 +57,7 @@ def timed(fn, *args, min_seconds: float = 1.0, max_reps: int = 200) -> float:
     return statistics.median(times)
 
 
-def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int, floors: int = 0) -> dict:
+def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int, floors: int = 0, row: str | None = None) -> dict:
     import jax
 
     from purejaxppo import HParams, PPOConfig
@@ -72,7 +72,12 @@ def stage_times(env: str, num_envs: int, seeds: int, warm_updates: int, floors: 
     )
     from purejaxppo.core.train import init_state, make_parts, make_stages, update_state
 
-    config = PPOConfig(env=env, num_envs=num_envs, total_timesteps=num_envs * 128 * 100, **HPARAMS)
+    if row:  # a peer_brax.py row: the task's Brax preset at that row's size (8 minibatches, 4 epochs)
+        from peer_brax import Row
+
+        config = Row(row).config(0, 8, 4)
+    else:
+        config = PPOConfig(env=env, num_envs=num_envs, total_timesteps=num_envs * 128 * 100, **HPARAMS)
     parts = make_parts(config)
     hp = HParams.from_config(config)
 
@@ -152,7 +157,7 @@ def in_program_times(parts, hp, opt_for, state, batch, minibatch, repeats: int) 
         def one(env_state, x):
             k, a = x
             out = parts.vstep(k, env_state, jnp.broadcast_to(a, (parts.num_local_envs,) + a.shape))
-            return out[1], out[2]
+            return out[1], (out[0], out[2])  # observations too: a constant reward alone is dead code
 
         return jax.lax.scan(one, s.env_state, (keys, actions))[1]
 
@@ -174,12 +179,14 @@ def in_program_times(parts, hp, opt_for, state, batch, minibatch, repeats: int) 
 
     stages = {  # each returns (the state the next repeat starts from, or None for the same; outputs)
         "update": lambda s: update_state(parts, make_stages(parts), s, hp),
-        "collect": lambda s: (None, collect(parts, s, s.key)[1].reward),
+        "collect": lambda s: (None, (lambda t: (t.obs, t.reward))(collect(parts, s, s.key)[1])),
         "collect + make_batch": lambda s: (None, make_batch(parts, s, collect(parts, s, s.key)[1], hp)[1]),
         "optimise": lambda s: (None, optimise(parts, opt_for(s), batch, s.params, s.opt_state, s.key)[0]),
         "floor: environment steps": lambda s: (None, env_steps(s)),
         "floor: gradient steps": gradient_floor,
     }
+    if config.env.startswith("brax/"):  # the same steps through Brax's own training wrappers (its trainer's)
+        stages["floor: Brax-wrapped environment steps"] = brax_wrapped_steps(config, batch.action.shape[1:])
 
     def repeated(body):
         def run(s):
@@ -194,6 +201,30 @@ def in_program_times(parts, hp, opt_for, state, batch, minibatch, repeats: int) 
         return jax.jit(run)
 
     return {name: timed(repeated(body), state) / repeats for name, body in stages.items()}
+
+
+def brax_wrapped_steps(config, action_shape):
+    """The floor's environment steps as Brax's PPO trainer takes them: its task under
+    ``brax.envs.training.wrap`` (an episode limit of 1000, vmapped, and ``AutoResetWrapper``, which
+    puts an ended environment back to the first state it was reset to: no fresh reset per step)."""
+    import jax
+    import jax.numpy as jnp
+    from brax import envs
+
+    task, backend = config.env.split("/", 1)[1].rsplit("-", 1)
+    env = envs.training.wrap(envs.get_environment(task, backend=backend), episode_length=1000)
+    first = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), config.num_envs))
+
+    def body(s):  # zero actions, as the other floor takes, made from this repeat's key (nothing to hoist)
+        actions = 0.0 * jax.random.uniform(s.key, (config.num_steps, config.num_envs) + action_shape)
+
+        def one(state, a):
+            state = env.step(state, a)
+            return state, (state.obs, state.reward)
+
+        return None, jax.lax.scan(one, first, actions)[1]
+
+    return body
 
 
 def trace_summary(trace_dir: str, top: int) -> dict[str, list[dict]]:
@@ -249,6 +280,7 @@ def main() -> None:
     parser.add_argument("--platform", choices=["cpu", "gpu", "tpu"], default="cpu")
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--row", help="instead of --env/--num-envs: a Brax row of peer_brax.py, TASK-BACKEND:ENVS:UNROLL:STEPS")
     parser.add_argument("--seeds", type=int, default=1, help="vmap every stage over this many seeds")
     parser.add_argument("--warm-updates", type=int, default=5, help="updates run before timing (default 5)")
     parser.add_argument("--trace", metavar="DIR", help="also record a profiler trace here and list its top operations")
@@ -266,10 +298,10 @@ def main() -> None:
         raise SystemExit(f"--platform {args.platform}: JAX runs on {jax.default_backend()} here")
     if args.floors and args.seeds > 1:
         raise SystemExit("--floors: with --seeds 1 only")
-    out = stage_times(args.env, args.num_envs, args.seeds, args.warm_updates, args.floors)
+    out = stage_times(args.env, args.num_envs, args.seeds, args.warm_updates, args.floors, args.row)
     state, update = out.pop("state"), out.pop("update")
     device = jax.devices()[0]
-    label = f"{args.env}, {f'{args.seeds} seeds x ' if args.seeds > 1 else ''}{args.num_envs} envs"
+    label = args.row or f"{args.env}, {f'{args.seeds} seeds x ' if args.seeds > 1 else ''}{args.num_envs} envs"
     print(f"{label} on {getattr(device, 'device_kind', device)} ({jax.default_backend()}), "
           f"tuning {out['tuning']}")
     total = out["seconds"]["update"]

@@ -33,8 +33,12 @@ The same PPO can be written in ways that cost very differently on a CPU and on a
   their gradients, the optimiser's state, the policy's logits (or Gaussian parameters), values,
   losses and advantages stay float32 (:class:`purejaxppo.core.networks.MixedPrecision`). It halves
   the bytes a wide minibatch moves through the network; it changes the numbers (bfloat16 keeps 8
-  bits of mantissa), so it is never a default. The feed-forward actor-critic only; the recurrent
-  policy stays float32.
+  bits of mantissa), so it is never a default. ``"bfloat16_products"`` rounds only the dense
+  layers' operands to bfloat16: each product accumulates and returns float32, the activations
+  and the convolutions stay float32 (:func:`purejaxppo.core.networks.bfloat16_products`); it is
+  the one to take where products dominate on hardware with bfloat16 matrix units (a CPU with
+  Intel AMX, tensor cores), and it ignores ``weight_grad``. The feed-forward actor-critic only;
+  the recurrent policy stays float32.
 
 Every choice gives the same algorithm and the same metrics up to float rounding, except
 ``shuffle``, which draws different (equally uniform) permutations, and ``precision="bfloat16"``,
@@ -66,7 +70,7 @@ class Tuning:
     minibatch_unroll: int = 1
     episode_stats: str = "step"  # step | env
     weight_grad: str = "dot"  # dot | transposed
-    precision: str = "float32"  # float32 | bfloat16 (mixed: bfloat16 activations, float32 parameters)
+    precision: str = "float32"  # float32 | bfloat16 (mixed: bfloat16 activations, float32 parameters) | bfloat16_products
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -85,7 +89,7 @@ _CHOICES = {
     "gather": ("epoch", "minibatch"),
     "episode_stats": ("step", "env"),
     "weight_grad": ("dot", "transposed"),
-    "precision": ("float32", "bfloat16"),
+    "precision": ("float32", "bfloat16", "bfloat16_products"),
 }
 _INTS = ("rollout_unroll", "gae_unroll", "minibatch_unroll")
 
