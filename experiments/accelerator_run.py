@@ -65,7 +65,7 @@ def commands(kit: str, out: str, dry_run: bool) -> dict[str, list[str]]:
                *packages] if packages else []
     purejaxrl = os.path.join(kit, "peers", "purejaxrl")
     peer = ["--purejaxrl", purejaxrl] if os.path.isfile(os.path.join(purejaxrl, "purejaxrl", "ppo.py")) else []
-    bf16 = ["--variant", "bfloat16=precision=bfloat16"]
+    bf16 = ["--variant", "bfloat16=precision=bfloat16", "--variant", "bfloat16 products=precision=bfloat16_products"]
     if dry_run:
         table = [py, f"{HERE}/benchmark_speed.py", "--platform", "cpu", "--quick", "--only", "CartPole-v1, 4 envs",
                  *bf16, "--variants-only-on", "4 envs", *peer]

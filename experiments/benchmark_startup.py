@@ -159,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'final return':>12s}")
     for name, rs in records.items():
         med = {k: statistics.median(r[k] for r in rs) for k in ("wall", "rest", "compile", "train")}
-        finals = [r["final_return"] for r in rs]
+        finals = [r["final_return"] for r in rs if r["final_return"] is not None]  # None: no episode ended
+        final = f"{min(finals):12.1f}" if finals else f"{'none ended':>12s}"
         print(f"{name:34s} {med['wall']:15.2f}s {med['rest']:15.2f}s {med['compile']:7.2f}s {med['train']:6.2f}s "
-              f"{min(finals):12.1f}")
+              f"{final}")
     now = statistics.median(r["wall"] for r in records["now"])
     for name in list(VARIANTS)[1:]:
         ratio = statistics.median(r["wall"] for r in records[name]) / now

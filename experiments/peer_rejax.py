@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
               "command": "python experiments/peer_rejax.py --rejax-python PATH " + " ".join(
                   f"--only '{n}'" for n in (args.only or [])) + f" --repeat {args.repeat}"
               + (" --tiny" if args.tiny else "") + (" --clip-per-network" if args.clip_per_network else ""),
+              # purejaxppo's child builds its program with the layout this variable sets (core/tuning.py)
+              "PUREJAXPPO_TUNING": os.environ.get("PUREJAXPPO_TUNING", ""),
               "note": "each workload in a fresh process per trainer, interleaved"
               + (f"; {args.label}" if args.label else ""),
               "runs": [], "rows": []}

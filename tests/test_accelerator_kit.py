@@ -77,6 +77,7 @@ def test_the_device_commands_measure_the_gpu_rows_beside_the_peer_with_mixed_pre
     assert table[table.index("--platform") + 1] == "gpu"
     assert table[table.index("--purejaxrl") + 1] == str(out / "peers" / "purejaxrl")
     assert "bfloat16=precision=bfloat16" in table and "256 seeds" in table and "16384" in table
+    assert "bfloat16 products=precision=bfloat16_products" in table
     assert "hopper-mjx:2048:20:1310720" in cmds["brax"]
     assert "--tiny" not in cmds["minatar"] and cmds["minatar"][-1] == "/o/minatar"
 
