@@ -14,8 +14,10 @@ import pytest
 
 from purejaxppo import HParams, PPOConfig, make_train
 from purejaxppo.core.distributions import Categorical, FactoredCategorical, mask_logits
-from purejaxppo.core.networks import ConvTorso
+from purejaxppo.core.layout import make_layout
+from purejaxppo.core.networks import CONVS, ConvTorso, shifted_conv
 from purejaxppo.core.train import init_state, make_parts, make_trainer
+from purejaxppo.core.tuning import DEFAULTS
 from purejaxppo.envs import make_env
 from purejaxppo.envs.vector import make_vector_step
 from purejaxppo.errors import ConfigError
@@ -99,11 +101,12 @@ def test_a_rollout_never_takes_a_masked_action_and_records_the_masked_log_prob(m
     assert np.allclose(np.asarray(traj.log_prob), np.log(0.25), atol=0.3)  # near uniform over 2 x 2 allowed
 
 
-def test_conv_torso_against_a_numpy_loop():
-    torso = ConvTorso((5, 4, 2), channels=(3,))
+@pytest.mark.parametrize("conv", ["lax", "shifted"])
+def test_conv_torso_against_a_numpy_loop(conv):
+    torso = ConvTorso((5, 4, 2), channels=(3,), conv=CONVS[conv])
     x = jax.random.normal(jax.random.key(0), (2, 40))
     params = torso.init(jax.random.key(1), x)
-    kernel = np.asarray(params["params"]["Conv_0"]["kernel"])  # [3, 3, 2, 3]
+    kernel = np.asarray(params["params"]["Conv_0"]["kernel"])  # [3, 3, 2, 3]: the same tree for either layout
     bias = np.asarray(params["params"]["Conv_0"]["bias"])
     image = np.pad(np.asarray(x).reshape(2, 5, 4, 2), ((0, 0), (1, 1), (1, 1), (0, 0)))
     expected = np.zeros((2, 5, 4, 3), np.float32)
@@ -112,6 +115,27 @@ def test_conv_torso_against_a_numpy_loop():
     got = np.asarray(torso.apply(params, x))
     np.testing.assert_allclose(got, np.maximum(expected, 0).reshape(2, -1), rtol=1e-5, atol=1e-5)
     assert torso.apply(params, x[None]).shape == (1, 2, 60)  # any leading axes
+
+
+def test_shifted_convolution_has_the_gradients_of_jax_s_own():
+    """The ``conv="shifted"`` layout (CPU's default): values and gradients of a two-layer torso as
+    with ``lax.conv_general_dilated``, to float rounding; anything but a SAME stride-1 odd square
+    kernel is refused."""
+    x = jax.random.normal(jax.random.key(0), (6, 7 * 5 * 3))
+    lax_torso, shifted = ConvTorso((7, 5, 3), (4, 2)), ConvTorso((7, 5, 3), (4, 2), conv=shifted_conv)
+    params = lax_torso.init(jax.random.key(1), x)
+
+    def loss(torso):
+        return lambda p, x: jnp.sum(jnp.sin(torso.apply(p, x)))
+
+    want = jax.grad(loss(lax_torso), argnums=(0, 1))(params, x)
+    got = jax.grad(loss(shifted), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(shifted.apply(params, x), lax_torso.apply(params, x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="only a SAME, stride-1"):
+        shifted_conv(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), (2, 2), "SAME")
+    assert make_layout(DEFAULTS["cpu"]).conv is shifted_conv and make_layout(DEFAULTS["gpu"]).conv is None
 
 
 def test_cnn_torso_builds_the_whole_program_on_minatar_and_bad_settings_are_one_line():

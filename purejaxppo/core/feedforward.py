@@ -174,7 +174,7 @@ def stepper(act):
 KIND = PolicyKind(
     name="mlp",
     stateful=False,
-    make_network=lambda config, env, layout: make_network(config, env, layout.dot_general),
+    make_network=lambda config, env, layout: make_network(config, env, layout.dot_general, layout.conv),
     init_params=init_params,
     make_act=make_act,
     init_memory=init_memory,

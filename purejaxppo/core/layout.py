@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.core.networks import dense_layers
+from purejaxppo.core.networks import CONVS, dense_layers
 from purejaxppo.core.shuffle import feistel_permutation, permutation
 from purejaxppo.core.tuning import Tuning
 
@@ -50,6 +50,7 @@ class Layout(NamedTuple):
     truncation: Truncation
     episode_sums: EpisodeSums
     dot_general: Any  # the dense layers' dot_general (None: JAX's own), in a MixedPrecision for bfloat16
+    conv: Any  # the convolution layers' conv_general_dilated (None: JAX's own)
     rollout_unroll: int
     gae_unroll: int
     minibatch_unroll: int
@@ -174,6 +175,7 @@ def make_layout(tuning: Tuning, bootstrap_truncation: bool = True) -> Layout:
         truncation=TRUNCATIONS[tuning.truncation] if bootstrap_truncation else NO_BOOTSTRAP,
         episode_sums=EPISODE_SUMS[tuning.episode_stats],
         dot_general=dense_layers(tuning.weight_grad, tuning.precision),
+        conv=CONVS[tuning.conv],
         rollout_unroll=tuning.rollout_unroll,
         gae_unroll=tuning.gae_unroll,
         minibatch_unroll=tuning.minibatch_unroll,

@@ -192,6 +192,30 @@ class MLP(nn.Module):
         return x
 
 
+def shifted_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+                 feature_group_count=1, precision=None):
+    """A SAME, stride-1 convolution of ``lhs [N, H, W, C]`` with ``rhs [k, k, C, F]`` (k odd) as one
+    matrix product: the k x k shifted copies of the zero-padded input joined along the channels
+    (``[N, H, W, k k C]``), times the kernel flattened to ``[k k C, F]``; the ``conv="shifted"``
+    layout's convolution (:mod:`purejaxppo.core.tuning`), given to flax's ``nn.Conv`` in place of
+    ``lax.conv_general_dilated``. The same sums in another order. Its gradients are slices, pads
+    and products: XLA's CPU backend runs a convolution's gradient inside a loop (a PPO epoch's
+    minibatch scan) some 30 times slower than this (docs/speed.md)."""
+    k = rhs.shape[0]
+    if (lhs.ndim != 4 or rhs.ndim != 4 or rhs.shape[1] != k or k % 2 == 0 or tuple(window_strides) != (1, 1)
+            or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation)) or feature_group_count != 1
+            or padding not in ("SAME", [(k // 2, k // 2)] * 2, ((k // 2, k // 2),) * 2)):
+        raise ValueError("shifted_conv: only a SAME, stride-1, odd square kernel over [N, H, W, C] inputs")
+    n, h, w, _ = lhs.shape
+    half = k // 2
+    padded = jnp.pad(lhs, ((0, 0), (half, half), (half, half), (0, 0)))
+    patches = jnp.concatenate([padded[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)], axis=-1)
+    return jnp.dot(patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+
+
+CONVS = {"lax": None, "shifted": shifted_conv}  # the conv layout choice -> nn.Conv's conv_general_dilated
+
+
 class ConvTorso(nn.Module):
     """3x3 convolutions (stride 1, SAME padding, relu) over an image-like observation, flattened:
     ``[..., H * W * C] -> [..., H * W * channels[-1]]``. The observation arrives flat (as every
@@ -200,6 +224,7 @@ class ConvTorso(nn.Module):
     image_shape: tuple[int, ...]
     channels: Sequence[int] = (16, 32)
     dtype: Any = None  # computation dtype (None: float32)
+    conv: Any = None  # the layout's convolution (:data:`CONVS`); None: lax.conv_general_dilated
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -208,7 +233,7 @@ class ConvTorso(nn.Module):
         x = x.reshape((-1, *self.image_shape))
         for c in self.channels:
             x = nn.relu(nn.Conv(c, (3, 3), padding="SAME", kernel_init=orthogonal(math.sqrt(2)),
-                                bias_init=constant(0.0), dtype=self.dtype)(x))
+                                bias_init=constant(0.0), dtype=self.dtype, conv_general_dilated=self.conv)(x))
         return x.reshape((*batch, -1))
 
 
@@ -268,10 +293,11 @@ class ActorCritic(nn.Module):
     dtype: Any = None  # the layers' computation dtype (None: float32); outputs are float32 either way
     image_shape: tuple[int, ...] = ()  # with conv_channels: the observation as an image [H, W, C]
     conv_channels: tuple[int, ...] = ()  # channels of the convolutions before the MLPs (none: an MLP alone)
+    conv: Any = None  # the layout's convolution (CONVS); None: lax.conv_general_dilated
 
     def setup(self):
         def conv():
-            return ConvTorso(self.image_shape, self.conv_channels, self.dtype) if self.conv_channels else None
+            return ConvTorso(self.image_shape, self.conv_channels, self.dtype, self.conv) if self.conv_channels else None
 
         dot, dtype = self.dot_general, self.dtype
         self.actor_torso = torso(self.actor_hidden, self.activation, dot, conv(), dtype)
@@ -303,10 +329,10 @@ class ActorCritic(nn.Module):
         return self.policy(obs), self.value(obs)
 
 
-def make_network(config, env, dot_general: Any = None) -> ActorCritic:
+def make_network(config, env, dot_general: Any = None, conv: Any = None) -> ActorCritic:
     """The actor-critic for ``config`` and the adapted environment ``env``; ``dot_general`` is the
     program layout's dense layers (:mod:`purejaxppo.core.layout`): their product, or a
-    :class:`MixedPrecision` holding it."""
+    :class:`MixedPrecision` holding it; ``conv`` its convolution (None: JAX's own)."""
     dot_general, dtype = split_dense(dot_general)
     continuous = env.action_kind == "continuous"
     return ActorCritic(
@@ -320,12 +346,12 @@ def make_network(config, env, dot_general: Any = None) -> ActorCritic:
         state_dependent_std=config.state_dependent_std,
         dot_general=dot_general,
         dtype=dtype,
-        **conv_settings(config, env),
+        **conv_settings(config, env, conv),
     )
 
 
-def conv_settings(config, env) -> dict[str, Any]:
+def conv_settings(config, env, conv: Any = None) -> dict[str, Any]:
     """The network's convolution fields: none for the mlp torso."""
     if config.torso != "cnn":
         return {}
-    return {"image_shape": image_shape(env.obs_shape), "conv_channels": tuple(config.conv_channels)}
+    return {"image_shape": image_shape(env.obs_shape), "conv_channels": tuple(config.conv_channels), "conv": conv}

@@ -79,11 +79,12 @@ class RecurrentActorCritic(nn.Module):
     state_dependent_std: bool = False
     image_shape: tuple[int, ...] = ()  # with conv_channels: the observation as an image [H, W, C]
     conv_channels: tuple[int, ...] = ()  # convolutions before the embedding (none: the embedding alone)
+    conv: Any = None  # the layout's convolution (networks.CONVS); None: lax.conv_general_dilated
 
     def setup(self):
         embed = nn.Dense(self.hidden_size, kernel_init=orthogonal(math.sqrt(2)), bias_init=constant(0.0))
         if self.conv_channels:
-            embed = nn.Sequential([ConvTorso(self.image_shape, self.conv_channels), embed])
+            embed = nn.Sequential([ConvTorso(self.image_shape, self.conv_channels, conv=self.conv), embed])
         self.embed = embed
         self.cell = nn.GRUCell(features=self.hidden_size)
         self.actor_torso = MLP(tuple(self.actor_hidden), self.activation)
@@ -114,7 +115,8 @@ class RecurrentActorCritic(nn.Module):
 
 
 def make_recurrent_network(config: PPOConfig, env: Any, layout: Any = None) -> RecurrentActorCritic:
-    """The recurrent actor-critic for ``config`` and ``env`` (JAX's own weight gradient, whatever the layout)."""
+    """The recurrent actor-critic for ``config`` and ``env`` (JAX's own weight gradient and float32,
+    whatever the layout; the layout's convolution)."""
     continuous = env.action_kind == "continuous"
     return RecurrentActorCritic(
         action_dim=env.action_dim if continuous else env.num_actions,
@@ -125,7 +127,7 @@ def make_recurrent_network(config: PPOConfig, env: Any, layout: Any = None) -> R
         activation=config.activation,
         log_std_init=config.log_std_init,
         state_dependent_std=config.state_dependent_std,
-        **conv_settings(config, env),
+        **conv_settings(config, env, None if layout is None else layout.conv),
     )
 
 
