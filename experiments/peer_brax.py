@@ -212,6 +212,14 @@ def main() -> None:
     p.add_argument("--label", default="", help="a note kept with the rows (e.g. why this subset)")
     p.add_argument("--json", help="write the record here (rewritten after every run; rows of other specs kept)")
     args = p.parse_args()
+    if args.precision:  # before any run: a bad name is one line now, not after minutes of training
+        from purejaxppo.core.tuning import Tuning
+        from purejaxppo.errors import ConfigError
+
+        try:
+            Tuning(precision=args.precision)
+        except ConfigError as e:
+            p.error(f"--precision: {e}")
     record = {"device": str(jax.devices()[0]), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "versions": versions(), "stand_ins": STAND_INS,
               "loadavg_start": os.getloadavg(), "command": "python experiments/peer_brax.py " + " ".join(
