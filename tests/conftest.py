@@ -33,13 +33,16 @@ def cartpole_run(tmp_path_factory):
     return out
 
 
-# The test files that take longest run first (ordered by their seconds on 2 CPU cores, from --durations):
-# the two workers take whole files, and a long file started last would leave the other worker idle
+# The test files that take longest run first (ordered by their seconds on 2 CPU cores, from --durations,
+# 2026-12-07): the two workers take whole files, and a long file started last would leave the other worker idle
 # at the end of the session. Files not listed follow, in their usual order.
-LONGEST_FIRST = ("test_brax.py", "test_recurrent.py", "test_rlhf.py", "test_sweep.py", "test_runs.py",
-                 "test_rlhf_pieces.py", "test_faults.py", "test_probes.py", "test_train.py", "test_notebook.py",
-                 "test_devices.py", "test_programs.py", "test_reproduce.py", "test_eval_run.py", "test_tuning.py",
-                 "test_reference.py", "test_shuffle.py", "test_parallel.py", "test_vmap_init.py", "test_cli.py")
+LONGEST_FIRST = ("test_rlhf.py", "test_suites.py", "test_sweep.py", "test_brax.py", "test_recurrent.py",
+                 "test_sweep_agents.py", "test_devices.py", "test_rlhf_pieces.py", "test_runs.py", "test_probes.py",
+                 "test_faults.py", "test_docs.py", "test_trpo.py", "test_programs.py", "test_train.py",
+                 "test_eval_run.py", "test_notebook.py", "test_action_spaces.py", "test_pbt.py", "test_ppo_paper.py",
+                 "test_tuning.py", "test_reproduce.py", "test_precision.py", "test_grad_clip.py", "test_shuffle.py",
+                 "test_rlhf_group.py", "test_reference.py", "test_cli.py", "test_parallel.py", "test_vmap_init.py",
+                 "test_accelerator_kit.py", "test_folders.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
