@@ -74,10 +74,17 @@ STAND_INS = [n for n, f in (("device_put_replicated", _replicated), ("device_put
 
 
 class Row:
+    """A row ``TASK-BACKEND:ENVS:UNROLL:STEPS``; a malformed one is a one-line ``ValueError``."""
+
     def __init__(self, spec: str):
-        name, envs, unroll, steps = spec.split(":")
-        self.task, self.backend = name.rsplit("-", 1)
-        self.num_envs, self.unroll, self.steps = int(envs), int(unroll), int(steps)
+        parts = spec.split(":")
+        try:
+            name, envs, unroll, steps = parts
+            self.task, self.backend = name.rsplit("-", 1)
+            self.num_envs, self.unroll, self.steps = int(envs), int(unroll), int(steps)
+        except ValueError:
+            raise ValueError(f"--row {spec!r}: accepted: TASK-BACKEND:ENVS:UNROLL:STEPS with whole numbers, "
+                             "e.g. hopper-positional:256:20:102400") from None
         self.spec = spec
 
     def config(self, seed: int, minibatches: int, epochs: int, reset_ratio: int = 1):
@@ -114,20 +121,22 @@ def run_ours(config, precision: str | None = None) -> tuple[dict, object]:
     from purejaxppo.core.train import make_trainer
     from purejaxppo.core.tuning import tuning_for
 
-    assert config.num_updates % 4 == 0, f"{config.num_updates} updates: a multiple of 4 is needed"
+    if config.num_updates % 4:
+        raise ValueError(f"{config.num_updates} updates: a multiple of 4 is needed (four timed quarters)")
     t0 = time.perf_counter()
     tuning = tuning_for(jax.default_backend())
     trainer = make_trainer(config, tuning=tuning if precision is None else dataclasses.replace(tuning, precision=precision))
     hp = HParams.from_config(config)
     init = jax.jit(trainer.init).lower(jax.random.key(config.seed), hp).compile()
     state = init(jax.random.key(config.seed), hp)
+    # the metrics are returned (and waited for) as training keeps them: without them XLA would drop their work
     quarter = jax.jit(lambda s: jax.lax.scan(lambda s, _: trainer.update(s, hp), s, None,
-                                             length=config.num_updates // 4)[0]).lower(state).compile()
+                                             length=config.num_updates // 4)).lower(state).compile()
     t1 = time.perf_counter()
     quarters = []
     for _ in range(4):
         q0 = time.perf_counter()
-        state = jax.block_until_ready(quarter(state))
+        state, _metrics = jax.block_until_ready(quarter(state))
         quarters.append(time.perf_counter() - q0)
     t2 = time.perf_counter()
     steps = config.num_updates * config.batch_size
@@ -220,6 +229,22 @@ def main() -> None:
             Tuning(precision=args.precision)
         except ConfigError as e:
             p.error(f"--precision: {e}")
+    from purejaxppo.core.config import validate
+    from purejaxppo.envs import make_env
+    from purejaxppo.errors import ConfigError
+
+    rows = {}
+    for spec in args.row:  # every row checked before any run: a typo in the last is not found after hours
+        try:
+            rows[spec] = Row(spec)
+            config = rows[spec].config(args.seeds[0], args.minibatches, args.epochs, args.reset_ratio)
+            validate(config)
+            make_env(config.env)  # the task and backend exist
+        except (ValueError, ConfigError) as e:
+            p.error(f"{e}" if str(e).startswith("--row") else f"--row {spec}: {e}")
+        if config.num_updates % 4:
+            p.error(f"--row {spec}: {config.num_updates} updates; accepted: STEPS that make a multiple of 4 updates "
+                    f"of {config.batch_size} env steps (ours is timed over its third and fourth quarters)")
     record = {"device": str(jax.devices()[0]), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "versions": versions(), "stand_ins": STAND_INS,
               "loadavg_start": os.getloadavg(), "command": "python experiments/peer_brax.py " + " ".join(
@@ -245,7 +270,7 @@ def main() -> None:
                 json.dump(dict(record, rows=old_rows + record["rows"]), f, indent=1)
 
     for spec, key in zip(args.row, keys):
-        row = Row(spec)
+        row = rows[spec]
         judges = make_judges(row, args.eval_envs)
         out = {"row": key, "reset_ratio": args.reset_ratio, "precision": args.precision, "task": row.task,
                "backend": row.backend,

@@ -21,7 +21,8 @@ the same epsilon), entropy 0.01, value coefficient 0.5, gradient norm 0.5, gamma
 separate 64 x 64 tanh actor and critic (Rejax flattens MinAtar's 10x10x4 observation; so does
 purejaxppo's mlp torso). Rejax evaluates 128 episodes every 4,096 steps by default; here its
 periodic evaluation is off (``eval_freq`` = the whole run, no initial evaluation, a no-op
-callback). Rejax 0.1.3 unpacks gymnax's old five-value step: it gets gymnax 1.0's environments
+callback), so it computes no metrics; purejaxppo's run returns its metrics (episode returns, losses)
+and they are waited for, as in training. Rejax 0.1.3 unpacks gymnax's old five-value step: it gets gymnax 1.0's environments
 through gymnax's own ``LegacyStepAPIWrapper`` (``legacy_make``), as ``experiments/peer_purejaxrl.py``
 gives PureJaxRL. Both trainers' final policies are scored by the same function in this file
 (``judge``: 128 episodes on the gymnax environment, actions sampled from the policy, as Rejax's
@@ -128,8 +129,9 @@ def child(trainer: str, name: str, clip_per_network: bool = False) -> dict:
                            ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
                            clip_per_network=clip_per_network)
         t = make_trainer(config)
-        train = (lambda k: t.train(k)[0]) if seeds == 1 else jax.vmap(lambda k: t.train(k)[0])
-        compile_s, run_s, state = _time(train, call_keys)
+        # the whole output, metrics included, as a run keeps it (with the state alone XLA would drop the metrics' work)
+        train = t.train if seeds == 1 else jax.vmap(t.train)
+        compile_s, run_s, (state, _metrics) = _time(train, call_keys)
         act = policy_act(t, deterministic=False)
         states = [state] if seeds == 1 else [jax.tree_util.tree_map(lambda x: x[i], state) for i in range(seeds)]
         acts = [(lambda s: lambda obs, k: act(PolicyParams(s.params, s.obs_rms), obs, k))(s) for s in states]

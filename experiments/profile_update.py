@@ -206,7 +206,10 @@ def in_program_times(parts, hp, opt_for, state, batch, minibatch, repeats: int) 
 def brax_wrapped_steps(config, action_shape):
     """The floor's environment steps as Brax's PPO trainer takes them: its task under
     ``brax.envs.training.wrap`` (an episode limit of 1000, vmapped, and ``AutoResetWrapper``, which
-    puts an ended environment back to the first state it was reset to: no fresh reset per step)."""
+    puts an ended environment back to the first state it was reset to: no fresh reset per step).
+    Every repeat steps from freshly reset states, where the other floor steps on from the state
+    training reached (docs/speed.md says so beside the figures; ``physics_cost.py`` compares both
+    steppers from the same states)."""
     import jax
     import jax.numpy as jnp
     from brax import envs
@@ -298,6 +301,13 @@ def main() -> None:
         raise SystemExit(f"--platform {args.platform}: JAX runs on {jax.default_backend()} here")
     if args.floors and args.seeds > 1:
         raise SystemExit("--floors: with --seeds 1 only")
+    if args.row:
+        from peer_brax import Row
+
+        try:
+            Row(args.row)
+        except ValueError as e:
+            parser.error(str(e))
     out = stage_times(args.env, args.num_envs, args.seeds, args.warm_updates, args.floors, args.row)
     state, update = out.pop("state"), out.pop("update")
     device = jax.devices()[0]

@@ -8,6 +8,7 @@ on a probe whose best allowed action is known and whose forbidden one pays more.
 import itertools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -119,8 +120,7 @@ def test_conv_torso_against_a_numpy_loop(conv):
 
 def test_shifted_convolution_has_the_gradients_of_jax_s_own():
     """The ``conv="shifted"`` layout (CPU's default): values and gradients of a two-layer torso as
-    with ``lax.conv_general_dilated``, to float rounding; anything but a SAME stride-1 odd square
-    kernel is refused."""
+    with ``lax.conv_general_dilated``, to float rounding."""
     x = jax.random.normal(jax.random.key(0), (6, 7 * 5 * 3))
     lax_torso, shifted = ConvTorso((7, 5, 3), (4, 2)), ConvTorso((7, 5, 3), (4, 2), conv=shifted_conv)
     params = lax_torso.init(jax.random.key(1), x)
@@ -133,9 +133,41 @@ def test_shifted_convolution_has_the_gradients_of_jax_s_own():
     for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(shifted.apply(params, x), lax_torso.apply(params, x), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="only a SAME, stride-1"):
-        shifted_conv(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), (2, 2), "SAME")
     assert make_layout(DEFAULTS["cpu"]).conv is shifted_conv and make_layout(DEFAULTS["gpu"]).conv is None
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_shifted_convolution_of_other_kernel_sizes_and_what_it_refuses(k):
+    """Called as ``lax.conv_general_dilated`` is (channels last): 1 x 1 and 5 x 5 kernels give JAX's
+    values and gradients; any other layout, stride, padding, dilation or grouping is refused in one line."""
+    x, w = jax.random.normal(jax.random.key(2), (2, 6, 5, 3)), jax.random.normal(jax.random.key(3), (k, k, 3, 4))
+    nhwc = ("NHWC", "HWIO", "NHWC")
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (1, 1), "SAME", dimension_numbers=nhwc)))
+
+    for a, b in zip(jax.grad(loss(jax.lax.conv_general_dilated), (0, 1))(x, w), jax.grad(loss(shifted_conv), (0, 1))(x, w)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    for args, kwargs in [(((2, 2), "SAME"), {"dimension_numbers": nhwc}),  # stride 2
+                         (((1, 1), "SAME"), {}),  # no dimension numbers: lax's default is NCHW
+                         (((1, 1), "SAME"), {"dimension_numbers": ("NCHW", "OIHW", "NCHW")}),
+                         (((1, 1), "VALID"), {"dimension_numbers": nhwc}),
+                         (((1, 1), "SAME"), {"dimension_numbers": nhwc, "rhs_dilation": (2, 2)}),
+                         (((1, 1), "SAME"), {"dimension_numbers": nhwc, "preferred_element_type": jnp.float32})]:
+        with pytest.raises(ValueError, match=r"^shifted_conv: only a SAME, stride-1, odd square kernel"):
+            shifted_conv(x, w, *args, **kwargs)
+    with pytest.raises(ValueError, match="only a SAME"):  # an even kernel
+        shifted_conv(x, jnp.zeros((2, 2, 3, 4)), (1, 1), "SAME", dimension_numbers=nhwc)
+
+
+def _primitives(jaxpr) -> set:
+    """The names of the primitives in a jaxpr, sub-jaxprs included."""
+    found = set()
+    for eqn in jaxpr.eqns:
+        found.add(eqn.primitive.name)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found |= _primitives(sub)
+    return found
 
 
 def test_cnn_torso_builds_the_whole_program_on_minatar_and_bad_settings_are_one_line():
@@ -148,6 +180,10 @@ def test_cnn_torso_builds_the_whole_program_on_minatar_and_bad_settings_are_one_
                if "Conv_0" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path)]
     assert kernels and all(shape == (3, 3, 4, 8) for shape in kernels), kernels
     assert metrics["losses/value_loss"].shape == (config.num_updates,)
+    # the CPU's layout reaches the feed-forward and the recurrent policy: no convolution is left in either program
+    for policy in ("mlp", "gru"):
+        jaxpr = jax.make_jaxpr(make_train(config.replace(policy=policy, gru_hidden=8)))(jax.random.key(0))
+        assert "conv_general_dilated" not in _primitives(jaxpr.jaxpr) and "dot_general" in _primitives(jaxpr.jaxpr)
     with pytest.raises(ConfigError, match=r"^torso: got 'cnn', but CartPole-v1's observation has shape \[4\]"):
         make_trainer(PPOConfig(env="CartPole-v1", torso="cnn"))
     with pytest.raises(ConfigError, match=r"^reset_ratio: 3 does not divide num_envs 4"):

@@ -169,15 +169,22 @@ def test_a_bfloat16_cartpole_run_keeps_float32_state_and_learns(bf16_run):
     assert np.nanmean(returns[-5:]) > 50.0, returns
 
 
-def test_the_convolution_torso_computes_in_bfloat16_too():
+@pytest.mark.parametrize("conv", ["lax", "shifted"])
+def test_the_convolution_torso_computes_in_bfloat16_too(conv):
+    """JAX's convolution (accelerators) and the shifted copies' product (the CPU's layout)."""
+    from purejaxppo.core.networks import CONVS
     from purejaxppo.envs import make_env
 
     env, _ = make_env("Breakout-MinAtar")
     config = PPOConfig(env="Breakout-MinAtar", torso="cnn", conv_channels=(4,), actor_hidden=(8,), critic_hidden=(8,))
-    net = make_network(config, env, MixedPrecision())
+    net = make_network(config, env, MixedPrecision(), CONVS[conv])
     obs = jnp.zeros((2, env.obs_dim))
     params = net.init(jax.random.key(0), obs)
     assert _dtypes(params) == {"float32"}
     jaxpr = jax.make_jaxpr(lambda p: net.apply(p, obs))(params)
-    assert _eqn_dtypes(jaxpr.jaxpr, "conv_general_dilated") == {"bfloat16"}
+    if conv == "lax":
+        assert _eqn_dtypes(jaxpr.jaxpr, "conv_general_dilated") == {"bfloat16"}
+    else:  # no convolution left: every product (convolutions' and dense layers') in bfloat16
+        assert _eqn_dtypes(jaxpr.jaxpr, "conv_general_dilated") == set()
+        assert _eqn_dtypes(jaxpr.jaxpr, "dot_general") == {"bfloat16"}
     assert _dtypes(net.apply(params, obs)) == {"float32"}

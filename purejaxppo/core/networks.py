@@ -197,7 +197,7 @@ class MLP(nn.Module):
 
 
 def shifted_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-                 feature_group_count=1, precision=None):
+                 feature_group_count=1, precision=None, preferred_element_type=None):
     """A SAME, stride-1 convolution of ``lhs [N, H, W, C]`` with ``rhs [k, k, C, F]`` (k odd) as one
     matrix product: the k x k shifted copies of the zero-padded input joined along the channels
     (``[N, H, W, k k C]``), times the kernel flattened to ``[k k C, F]``; the ``conv="shifted"``
@@ -208,13 +208,26 @@ def shifted_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
     k = rhs.shape[0]
     if (lhs.ndim != 4 or rhs.ndim != 4 or rhs.shape[1] != k or k % 2 == 0 or tuple(window_strides) != (1, 1)
             or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation)) or feature_group_count != 1
-            or padding not in ("SAME", [(k // 2, k // 2)] * 2, ((k // 2, k // 2),) * 2)):
-        raise ValueError("shifted_conv: only a SAME, stride-1, odd square kernel over [N, H, W, C] inputs")
+            or padding not in ("SAME", [(k // 2, k // 2)] * 2, ((k // 2, k // 2),) * 2)
+            or preferred_element_type is not None or not _channels_last(lhs, rhs, dimension_numbers)):
+        raise ValueError("shifted_conv: only a SAME, stride-1, odd square kernel over [N, H, W, C] inputs and "
+                         "[k, k, C, F] kernels (NHWC, HWIO, NHWC), in the inputs' dtype")
     n, h, w, _ = lhs.shape
     half = k // 2
     padded = jnp.pad(lhs, ((0, 0), (half, half), (half, half), (0, 0)))
     patches = jnp.concatenate([padded[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)], axis=-1)
     return jnp.dot(patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+
+
+def _channels_last(lhs, rhs, dimension_numbers) -> bool:
+    """Whether ``dimension_numbers`` lay the convolution out as flax does: NHWC inputs and outputs,
+    HWIO kernels (``None`` means NCHW, ``lax.conv_general_dilated``'s default)."""
+    if dimension_numbers is None:
+        return False
+    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    if not isinstance(dimension_numbers, jax.lax.ConvDimensionNumbers):
+        dimension_numbers = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, tuple(dimension_numbers))
+    return dimension_numbers == nhwc
 
 
 CONVS = {"lax": None, "shifted": shifted_conv}  # the conv layout choice -> nn.Conv's conv_general_dilated

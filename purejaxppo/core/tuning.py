@@ -39,15 +39,14 @@ The same PPO can be written in ways that cost very differently on a CPU and on a
   the one to take where products dominate on hardware with bfloat16 matrix units (a CPU with
   Intel AMX, tensor cores), and it ignores ``weight_grad``. The feed-forward actor-critic only;
   the recurrent policy stays float32.
-
 * ``conv``: the convolution torso's layers: ``"lax"``, JAX's own convolution; ``"shifted"``, the
   k x k shifted copies of the padded input joined and multiplied by the flattened kernel in one
   product (:func:`purejaxppo.core.networks.shifted_conv`), whose gradient XLA's CPU backend runs
   some 30 times faster inside the minibatch loop.
 
 Every choice gives the same algorithm and the same metrics up to float rounding, except
-``shuffle``, which draws different (equally uniform) permutations, and ``precision="bfloat16"``,
-whose rounding is coarser. The defaults per backend
+``shuffle``, which draws different (equally uniform) permutations, and ``precision``'s
+``"bfloat16"`` and ``"bfloat16_products"``, whose rounding is coarser. The defaults per backend
 are the fastest measured (``experiments/benchmark_speed.py``, docs/speed.md). The
 environment variable ``PUREJAXPPO_TUNING`` overrides them, e.g.
 ``PUREJAXPPO_TUNING="truncation=batched,gae_unroll=16"``; the variable is read when a
