@@ -72,10 +72,20 @@ def test_guide_has_runnable_examples():
 @pytest.mark.parametrize("page", [p.relative_to(DOCS).as_posix() for p in guide_pages() if python_blocks(p)])
 def test_guide_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write runs/... here, never into the repository
+    import gymnax
+
+    import purejaxppo.envs  # noqa: F401  (registers purejaxppo's own environments before the snapshot)
+
+    registry, names = dict(gymnax.registration._registry), list(gymnax.registered_envs)
     namespace = {"__name__": "__docs__"}
-    for i, block in enumerate(python_blocks(DOCS / page)):
-        code = compile(block, f"{page} (python block {i + 1})", "exec")
-        exec(code, namespace)
+    try:
+        for i, block in enumerate(python_blocks(DOCS / page)):
+            code = compile(block, f"{page} (python block {i + 1})", "exec")
+            exec(code, namespace)
+    finally:  # an example's register_env("MyEnv-v0", ...) would stay in gymnax's lists for the later tests
+        gymnax.registration._registry.clear()
+        gymnax.registration._registry.update(registry)
+        gymnax.registered_envs[:] = names
 
 
 README = ROOT / "README.md"
