@@ -77,13 +77,12 @@ class Row:
     """A row ``TASK-BACKEND:ENVS:UNROLL:STEPS``; a malformed one is a one-line ``ValueError``."""
 
     def __init__(self, spec: str):
-        parts = spec.split(":")
         try:
-            name, envs, unroll, steps = parts
+            name, envs, unroll, steps = spec.split(":")
             self.task, self.backend = name.rsplit("-", 1)
             self.num_envs, self.unroll, self.steps = int(envs), int(unroll), int(steps)
         except ValueError:
-            raise ValueError(f"--row {spec!r}: accepted: TASK-BACKEND:ENVS:UNROLL:STEPS with whole numbers, "
+            raise ValueError("accepted: TASK-BACKEND:ENVS:UNROLL:STEPS with whole numbers, "
                              "e.g. hopper-positional:256:20:102400") from None
         self.spec = spec
 
@@ -121,9 +120,7 @@ def run_ours(config, precision: str | None = None) -> tuple[dict, object]:
     from purejaxppo.core.train import make_trainer
     from purejaxppo.core.tuning import tuning_for
 
-    if config.num_updates % 4:
-        raise ValueError(f"{config.num_updates} updates: a multiple of 4 is needed (four timed quarters)")
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # main() has checked that the updates make four quarters
     tuning = tuning_for(jax.default_backend())
     trainer = make_trainer(config, tuning=tuning if precision is None else dataclasses.replace(tuning, precision=precision))
     hp = HParams.from_config(config)
@@ -221,29 +218,28 @@ def main() -> None:
     p.add_argument("--label", default="", help="a note kept with the rows (e.g. why this subset)")
     p.add_argument("--json", help="write the record here (rewritten after every run; rows of other specs kept)")
     args = p.parse_args()
-    if args.precision:  # before any run: a bad name is one line now, not after minutes of training
-        from purejaxppo.core.tuning import Tuning
-        from purejaxppo.errors import ConfigError
+    from purejaxppo.core.config import validate
+    from purejaxppo.core.tuning import Tuning
+    from purejaxppo.envs import make_env
+    from purejaxppo.errors import ConfigError
 
+    # everything checked before any run: a bad name, or a typo in the last row, is one line now, not after hours
+    if args.precision:
         try:
             Tuning(precision=args.precision)
         except ConfigError as e:
             p.error(f"--precision: {e}")
-    from purejaxppo.core.config import validate
-    from purejaxppo.envs import make_env
-    from purejaxppo.errors import ConfigError
-
     rows = {}
-    for spec in args.row:  # every row checked before any run: a typo in the last is not found after hours
+    for spec in args.row:
         try:
             rows[spec] = Row(spec)
             config = rows[spec].config(args.seeds[0], args.minibatches, args.epochs, args.reset_ratio)
             validate(config)
             make_env(config.env)  # the task and backend exist
         except (ValueError, ConfigError) as e:
-            p.error(f"{e}" if str(e).startswith("--row") else f"--row {spec}: {e}")
+            p.error(f"--row {spec!r}: {e}")
         if config.num_updates % 4:
-            p.error(f"--row {spec}: {config.num_updates} updates; accepted: STEPS that make a multiple of 4 updates "
+            p.error(f"--row {spec!r}: {config.num_updates} updates; accepted: STEPS that make a multiple of 4 updates "
                     f"of {config.batch_size} env steps (ours is timed over its third and fourth quarters)")
     record = {"device": str(jax.devices()[0]), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "versions": versions(), "stand_ins": STAND_INS,

@@ -307,7 +307,7 @@ def main() -> None:
         try:
             Row(args.row)
         except ValueError as e:
-            parser.error(str(e))
+            parser.error(f"--row {args.row!r}: {e}")
     out = stage_times(args.env, args.num_envs, args.seeds, args.warm_updates, args.floors, args.row)
     state, update = out.pop("state"), out.pop("update")
     device = jax.devices()[0]

@@ -114,3 +114,22 @@ def test_full_dry_run_every_step(kit, tmp_path):
     assert json.loads((out / "brax.json").read_text())["rows"][0]["summary"]["sps_ratio"] > 0
     assert json.loads((out / "gpu_table.json").read_text())
     assert rows["minatar"]["rc"] == 0, (out / "minatar.log").read_text()[-3000:]
+
+
+@pytest.mark.parametrize("row, expected", [
+    ("hopper:256:20:102400", "'hopper:256:20:102400': accepted: TASK-BACKEND:ENVS:UNROLL:STEPS"),
+    ("hopper-positional:256:20", "accepted: TASK-BACKEND:ENVS:UNROLL:STEPS"),
+    ("hopper-positronal:256:20:102400", "unknown Brax task 'hopper-positronal'"),
+    ("hopper-positional:256:20:100000", "19 updates; accepted: STEPS that make a multiple of 4 updates"),
+])
+def test_peer_brax_refuses_a_bad_row_in_one_line_before_any_run(row, expected):
+    """Every --row is checked up front: a bad second row is found before the first row's minutes of training."""
+    import subprocess
+
+    script = os.path.join(os.path.dirname(__file__), "..", "experiments", "peer_brax.py")
+    done = subprocess.run([sys.executable, script, "--row", "inverted_pendulum-positional:8:4:128", "--row", row],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"peer_brax.py: error: --row '{row}': ") and expected in last, last
+    assert "Traceback" not in done.stderr and done.stdout == ""  # no run started
