@@ -27,19 +27,29 @@ import time
 
 LARGE = 0.3  # seconds: a compilation at least this long is a program, not an array operation
 EVENT = "/jax/core/compile/backend_compile_duration"
+SAVED = "/jax/compilation_cache/compile_time_saved_sec"  # a program loaded from the persistent cache
 
 # ---- the plugin (loaded by pytest in each worker as ``-p time_tests``) --------------------------------------
 _current: list[str | None] = [None]
 _compile: dict = collections.defaultdict(lambda: [0.0, 0, 0.0, 0])  # large s, large n, small s, small n
 _seconds: dict = collections.defaultdict(float)
+_programs: dict = collections.defaultdict(list)  # test -> [[function name, seconds], ...] of its large compilations
+_saved: dict = collections.defaultdict(lambda: [0.0, 0])  # test -> compile seconds saved by cache hits, hits
 
 
-def _listen(event, duration, **_):
-    if event == EVENT and _current[0] is not None:
+def _listen(event, duration, fun_name=None, **_):
+    if _current[0] is None:
+        return
+    if event == SAVED:
+        row = _saved[_current[0]]
+        row[0] += duration
+        row[1] += 1
+    if event == EVENT:
         row = _compile[_current[0]]
         if duration >= LARGE:
             row[0] += duration
             row[1] += 1
+            _programs[_current[0]].append([str(fun_name), round(duration, 3)])
         else:
             row[2] += duration
             row[3] += 1
@@ -67,12 +77,14 @@ def pytest_unconfigure(config):
     if folder:
         name = worker or "main"
         with open(os.path.join(folder, f"{name}.json"), "w") as f:
-            json.dump({"compile": dict(_compile), "seconds": dict(_seconds)}, f)
+            json.dump({"compile": dict(_compile), "seconds": dict(_seconds), "programs": dict(_programs),
+                       "saved": dict(_saved)}, f)
 
 
 # ---- the command -----------------------------------------------------------------------------------------
 def merge(folder: str) -> dict:
-    """Per test: seconds, large-compile seconds and count, small-compile seconds and count."""
+    """Per test: seconds, large-compile seconds and count, small-compile seconds and count, the large
+    programs' names and seconds, and the seconds and count of programs the persistent cache supplied."""
     tests: dict = {}
     for path in glob.glob(os.path.join(folder, "*.json")):
         with open(path) as f:
@@ -80,15 +92,17 @@ def merge(folder: str) -> dict:
         for nodeid, seconds in part["seconds"].items():
             if seconds > 0 or nodeid in part["compile"]:
                 large_s, large_n, small_s, small_n = part["compile"].get(nodeid, [0.0, 0, 0.0, 0])
+                saved_s, hits = part.get("saved", {}).get(nodeid, [0.0, 0])
                 tests[nodeid] = {"seconds": seconds, "large_compile_s": large_s, "large_compiles": large_n,
-                                 "small_compile_s": small_s, "small_compiles": small_n}
+                                 "small_compile_s": small_s, "small_compiles": small_n, "cache_saved_s": saved_s,
+                                 "cache_hits": hits, "programs": part.get("programs", {}).get(nodeid, [])}
     return tests
 
 
 def by_file(tests: dict) -> dict:
     files: dict = collections.defaultdict(lambda: collections.Counter())
     for nodeid, row in tests.items():
-        files[nodeid.split("::")[0]].update(row)
+        files[nodeid.split("::")[0]].update({k: v for k, v in row.items() if k != "programs"})
     return {name: dict(c) for name, c in files.items()}
 
 
@@ -130,7 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nwall {wall:.0f} s (pytest exit {done.returncode}); tests' seconds summed over workers {total:.0f} s, of which "
           f"compiling {large + small:.0f} s ({(large + small) / total:.0%}): {large:.0f} s in "
           f"{sum(r['large_compiles'] for r in tests.values())} programs of {LARGE} s or more, {small:.0f} s in "
-          f"{sum(r['small_compiles'] for r in tests.values())} smaller compilations")
+          f"{sum(r['small_compiles'] for r in tests.values())} smaller compilations; the persistent cache supplied "
+          f"{sum(r['cache_hits'] for r in tests.values())} programs, saving "
+          f"{sum(r['cache_saved_s'] for r in tests.values()):.0f} s")
     record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d"), "command": "python experiments/time_tests.py " + " ".join(argv),
               "pytest_exit": done.returncode, "wall_s": wall, "tests_s": total, "large_compile_s": large,
