@@ -49,17 +49,12 @@ def child(workload: str) -> dict:
     import jax
     import numpy as np
 
-    from purejaxppo import make_train
+    from purejaxppo import PPOConfig, make_train
     from purejaxppo.core.presets import preset, preset_name_for
 
     env, changes = WORKLOADS[workload]
     name = preset_name_for(env)
-    config = (preset(name) if name else None)
-    if config is None:
-        from purejaxppo import PPOConfig
-
-        config = PPOConfig(env=env)
-    config = config.replace(**changes)
+    config = (preset(name) if name else PPOConfig(env=env)).replace(**changes)
     train = jax.jit(make_train(config))
     start = time.perf_counter()
     compiled = train.lower(jax.random.key(0)).compile()
@@ -77,9 +72,9 @@ def child(workload: str) -> dict:
 
 
 def run_child(workload: str, knob: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_DEFAULT_PRNG_IMPL")}
-    env.update(KNOBS[knob], JAX_PLATFORMS="cpu", PUREJAXPPO_COMPILATION_CACHE="off")
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    unset = ("XLA_FLAGS", "JAX_DEFAULT_PRNG_IMPL", "JAX_COMPILATION_CACHE_DIR")
+    env = dict({k: v for k, v in os.environ.items() if k not in unset}, **KNOBS[knob], JAX_PLATFORMS="cpu",
+               PUREJAXPPO_COMPILATION_CACHE="off")
     done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", workload], env=env,
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:  # recorded as failed, with the error's line

@@ -44,7 +44,7 @@ def _listen(event, duration, fun_name=None, **_):
         row = _saved[_current[0]]
         row[0] += duration
         row[1] += 1
-    if event == EVENT:
+    elif event == EVENT:
         row = _compile[_current[0]]
         if duration >= LARGE:
             row[0] += duration
