@@ -5,6 +5,7 @@ Pure pieces against NumPy (enumeration of every joint action, a loop convolution
 on a probe whose best allowed action is known and whose forbidden one pays more.
 """
 
+import dataclasses
 import itertools
 
 import jax
@@ -219,3 +220,83 @@ def test_optimistic_resets_hand_a_few_resets_to_the_environments_that_ended():
     ended = np.flatnonzero(done)
     for j, i in enumerate(ended):
         np.testing.assert_allclose(np.asarray(s_obs)[i], np.asarray(resets)[j % (n // ratio)], atol=1e-6)
+
+
+def _rollout(env, vstep, n: int, steps: int):
+    """``key -> every output of steps vector steps`` of n environments under uniform random actions."""
+
+    def run(key):
+        _, states = jax.vmap(env.reset)(jax.random.split(key, n))
+
+        def body(states, k):
+            keys = jax.random.split(k, n)
+            actions = jax.vmap(env.env.action_space(env.params).sample)(keys)
+            obs, states, reward, terminated, truncated, final = vstep(keys, states, actions)
+            return states, (obs, reward, terminated, truncated, final, states)
+
+        return jax.lax.scan(body, states, jax.random.split(jax.random.fold_in(key, 1), steps))[1]
+
+    return run
+
+
+@pytest.mark.parametrize("name, n", [("Breakout-MinAtar", 8), ("Probe-Constant", 6)])
+def test_resets_of_the_ended_environments_only_are_gymnaxs_own(name, n):
+    """``resets="ended"`` computes reset states only where an episode ended, from the keys gymnax's
+    step would use: the same observations, rewards, flags and states as ``"all"``, bit for bit (on
+    these environments no float rounding differs), with several episodes ending at one step (several
+    passes: Probe-Constant ends every episode at every step), and under vmap as in separate runs."""
+    env, _ = make_env(name)
+    every = _rollout(env, make_vector_step(env, "clip", 1, "all"), n, 150)
+    ended = _rollout(env, make_vector_step(env, "clip", 1, "ended"), n, 150)
+    keys = jax.random.split(jax.random.key(3), 3)
+    want, got = jax.jit(jax.vmap(every))(keys), jax.jit(jax.vmap(ended))(keys)
+    done = np.asarray(want[2] | want[3])
+    assert done.sum(axis=-1).max() >= 2 and done.sum() >= 30  # several at one step; many in all
+    if name == "Probe-Constant":
+        assert done.all()  # every environment at every step: a pass per environment
+    else:
+        assert len({int(c) for c in done.sum(axis=(1, 2))}) == 3  # the members end different numbers of episodes
+    for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    alone = jax.jit(ended)(keys[1])  # a member of the sweep is the run alone
+    for a, b in zip(jax.tree_util.tree_leaves(alone), jax.tree_util.tree_leaves(got)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[1])
+
+
+def test_resets_of_the_ended_environments_train_cartpole_as_all_resets_do():
+    """Trained with either resets layout, CartPole gives the same episodes' returns; the network's
+    numbers agree to float rounding (the two programs fuse CartPole's physics differently)."""
+    config = PPOConfig(env="CartPole-v1", num_envs=8, num_steps=32, total_timesteps=8 * 32 * 6, num_minibatches=2,
+                       update_epochs=1)
+    runs = {}
+    for resets in ("all", "ended"):
+        tuning = dataclasses.replace(DEFAULTS["cpu"], resets=resets)
+        runs[resets] = jax.jit(make_train(config, tuning=tuning))(jax.random.key(0))[1]
+    assert runs["all"].keys() == runs["ended"].keys()
+    for name in runs["all"]:
+        np.testing.assert_allclose(np.asarray(runs["all"][name]), np.asarray(runs["ended"][name]), rtol=1e-3,
+                                   atol=1e-5, err_msg=name)
+
+
+def test_the_default_resets_layout_is_the_environments_own_choice():
+    """``resets="env"`` (every backend's default) resets only the ended environments where the
+    environment class says its reset is costly, a user's own class included, and every
+    environment elsewhere; the suites whose reset builds a world or solves a model say so."""
+    from gymnax.environments.classic_control import CartPole
+
+    from purejaxppo.envs import EnvAdapter
+
+    class CostlyCartPole(CartPole):
+        costly_reset = True
+
+    costly_cartpole = CostlyCartPole()
+    assert DEFAULTS["cpu"].resets == DEFAULTS["gpu"].resets == "env"
+    for env, costly in ((make_env("CartPole-v1")[0], False),
+                        (EnvAdapter("CostlyCartPole", costly_cartpole, costly_cartpole.default_params), True)):
+        assert env.costly_reset is costly
+        n = 4
+        _, states = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), n))
+        args = (jax.random.split(jax.random.key(1), n), states, jnp.zeros(n, jnp.int32))
+        loops = {r: "while" in str(jax.make_jaxpr(make_vector_step(env, "clip", 1, r))(*args))
+                 for r in ("env", "all", "ended")}
+        assert loops == {"env": costly, "all": False, "ended": True}  # the passes are a while loop

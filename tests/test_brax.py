@@ -148,6 +148,8 @@ def test_names_backends_and_presets():
     assert preset("brax/humanoid").num_steps == 160 and preset("brax/reacher").num_steps == 200
     env, _ = make_env("brax/reacher-spring")
     assert env.env.action_repeat == 4 and env.action_kind == "continuous"
+    # only MJX's reset (a solve of the starting state) is costly: only the ended environments reset there
+    assert not env.costly_reset and make_env("brax/reacher-mjx")[0].costly_reset
     assert "brax/ant-mjx" in brax_envs.names()
     # the command line's --brax-backend names the environment's backend, after the preset
     args = build_parser().parse_args(["train", "--env", "brax/inverted_pendulum", "--brax-backend", "spring"])

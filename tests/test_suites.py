@@ -298,6 +298,7 @@ def craftax():
 def test_craftax_time_limit_is_a_truncation(craftax):
     adapter, small, stepper = craftax
     assert small.suite.max_timesteps == 4 and adapter.params.suite.max_timesteps == 10_000
+    assert adapter.costly_reset  # a reset generates a world: only the ended environments reset
     terminated, truncated, steps, _ = stepper.until_end(jax.random.key(0), small, action=0)  # 0: no-op
     assert (terminated, truncated, steps) == (False, True, 4)
 
@@ -320,6 +321,7 @@ def test_playground_time_limit_is_a_truncation():
     pytest.importorskip("mujoco_playground")
     adapter, params = make_env("playground/CartpoleBalance")
     assert adapter.action_kind == "continuous" and adapter.obs_shape == (5,) and params.max_steps_in_episode == 1000
+    assert adapter.costly_reset  # a reset solves the model's starting state: only the ended environments reset
     own = lambda key, s, a, p: adapter.env.playground.step(s.inner, a).obs  # noqa: E731
     # zero forces; CartpoleBalance has no end of its own (the pole may fall and rise again): only the time limit
     terminated, truncated, steps, _ = Stepper(adapter, own, 5).until_end(

@@ -37,7 +37,8 @@ def test_cpu_layout_is_the_recorded_one_but_the_shuffle_and_weight_grad_and_gpu_
     assert DEFAULTS["cpu"] == Tuning(shuffle="feistel", weight_grad="transposed", conv="shifted")
     assert all(getattr(GPU, f.name) != getattr(Tuning(), f.name)
                for f in dataclasses.fields(Tuning) if f.name not in ("minibatch_unroll", "weight_grad", "precision",
-                                                                     "conv"))
+                                                                     "conv", "resets"))
+    assert GPU.resets == "env"  # the environment's own choice on every backend
 
 
 @pytest.mark.parametrize("continuous", [False, True])

@@ -75,7 +75,7 @@ def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | No
     kind = POLICY_KINDS[config.policy]
     network = kind.make_network(config, env, layout)
     dist = distribution(env.action_kind, squash=config.action_dist == "tanh", nvec=env.action_nvec)
-    vstep = make_vector_step(env, action_mapping(config), config.reset_ratio)
+    vstep = make_vector_step(env, action_mapping(config), config.reset_ratio, tuning.resets)
 
     def loss(apply_fn):
         return functools.partial(losses.ppo_loss, apply_fn, dist, kl_penalty=config.kl_penalty != "off",

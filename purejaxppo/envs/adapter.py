@@ -113,6 +113,9 @@ class EnvAdapter:
         action_nvec: the choices of each factor (multi-discrete only).
         action_dim: length of the action vector (continuous; multi-discrete: the number of factors).
         has_action_mask: whether the environment rules actions out by state (:meth:`action_mask`).
+        costly_reset: whether a reset costs far more than a step (the environment class's own
+            ``costly_reset``, default False): the vector step then resets only the environments
+            whose episode ended (the ``resets`` layout, :mod:`purejaxppo.core.tuning`).
         action_low, action_high: bounds of continuous actions (numpy arrays).
     """
 
@@ -125,6 +128,7 @@ class EnvAdapter:
         self.obs_dim = int(math.prod(self.obs_shape))
         space = env.action_space(params)
         self.has_action_mask = hasattr(env, "action_mask")
+        self.costly_reset = bool(getattr(env, "costly_reset", False))
         self.action_nvec: tuple[int, ...] = ()
         if isinstance(space, MultiDiscrete):
             self.action_kind = "multi_discrete"

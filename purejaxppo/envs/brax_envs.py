@@ -126,6 +126,8 @@ class BraxEnv(environment.Environment):
         super().__init__()
         envs = import_brax()
         self.task, self.backend = task, backend
+        # MJX's reset solves the model's starting state: far more than a step (purejaxppo.envs.vector)
+        self.costly_reset = backend == "mjx"
         with warnings.catch_warnings():
             # Brax's loader warns, at every environment it builds, that Brax's own physics is no longer
             # maintained (its MJX backend is MuJoCo's, which is): a notice, not about this run.

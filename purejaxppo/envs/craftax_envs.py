@@ -25,6 +25,7 @@ class CraftaxEnv(SuiteEnv):
     """A Craftax task (the library's no-auto-reset environment) as a gymnax environment."""
 
     prefix = PREFIX
+    costly_reset = True  # a reset generates a world (:mod:`purejaxppo.envs.vector`)
 
     def __init__(self, task: str):
         super().__init__()

@@ -32,6 +32,7 @@ class PlaygroundEnv(SuiteEnv):
     """A MuJoCo Playground DM Control task as a gymnax environment."""
 
     prefix = PREFIX
+    costly_reset = True  # a reset solves the model's starting state (:mod:`purejaxppo.envs.vector`)
 
     def __init__(self, task: str):
         super().__init__()
