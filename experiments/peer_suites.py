@@ -8,7 +8,9 @@ of ``updates`` PPO updates. Ratios are of median steps/s, ours over the peer's, 
 
 * ``--craftax-baselines``: Craftax_Baselines' ``ppo.py`` ``make_train`` (github.com/MichaelTMatthews/
   Craftax_Baselines) on Craftax-Classic-Symbolic-v1, with optimistic resets (16 environments per reset),
-  against ``PPOConfig(**PRESETS["craftax/Craftax-Classic-Symbolic-v1"])`` at the same sizes;
+  against ``PPOConfig(**PRESETS["craftax/Craftax-Classic-Symbolic-v1"])`` at the same sizes, twice: with
+  the same optimistic resets (``ours``) and with every environment's own reset (``ours_own_resets``,
+  ``reset_ratio=1``: gymnax's semantics, computed only for the environments whose episode ended);
 * ``--xland-minigrid``: XLand-MiniGrid's ``training/train_single_task.py`` (``make_states``, ``make_train``;
   github.com/dunnolab/xland-minigrid) on MiniGrid-Empty-8x8, a GRU actor-critic, against purejaxppo's GRU
   policy with the same GRU and head widths, twice: with a convolutional torso of the same channels (``ours``;
@@ -100,11 +102,14 @@ def craftax(checkout: str, s: dict, notes: list[str]):
     peer = jax.jit(ppo.make_train(config))
     preset = PRESETS["craftax/" + s["env"]]
     hidden = (s["width"],) * s["layers"]
-    ours, ours_steps = _ours(**dict(preset, num_envs=s["num_envs"], num_steps=s["num_steps"], total_timesteps=steps,
-                                    num_minibatches=s["num_minibatches"], update_epochs=s["update_epochs"],
-                                    lr=s["lr"], reset_ratio=s["reset_ratio"], actor_hidden=hidden,
-                                    critic_hidden=hidden))
-    return {"peer": peer, "ours": ours}, steps, ours_steps
+    same = dict(preset, num_envs=s["num_envs"], num_steps=s["num_steps"], total_timesteps=steps,
+                num_minibatches=s["num_minibatches"], update_epochs=s["update_epochs"], lr=s["lr"],
+                actor_hidden=hidden, critic_hidden=hidden)
+    ours, ours_steps = _ours(**dict(same, reset_ratio=s["reset_ratio"]))
+    # every environment its own reset (no sharing), computed only for the environments whose episode ended
+    # (Craftax marks its reset costly: the default resets layout, purejaxppo.core.tuning)
+    own_resets, _ = _ours(**dict(same, reset_ratio=1))
+    return {"peer": peer, "ours": ours, "ours_own_resets": own_resets}, steps, ours_steps
 
 
 def xland(checkout: str, s: dict, notes: list[str]):
