@@ -314,6 +314,38 @@ def test_craftax_death_is_a_termination_even_at_the_time_limit(craftax):
         assert (terminated, truncated, steps) == (True, False, 1)
 
 
+def test_craftax_resets_of_the_ended_environments_only_are_every_environments_own(craftax):
+    """Craftax marks its reset costly, so the default vector step generates worlds only for the
+    environments whose episode ended: the same worlds, observations and flags, bit for bit, as
+    generating every environment's and keeping the ended ones' (gymnax's step). A 4-step time limit
+    ends all 8 episodes at once every 4 steps (8 passes of one reset)."""
+    from purejaxppo.envs.vector import make_vector_step
+
+    adapter, small, _ = craftax
+    env = EnvAdapter(adapter.name, adapter.env, small)
+    n, steps = 8, 9
+
+    def rollout(vstep):
+        def run(key):
+            _, states = jax.vmap(env.reset)(jax.random.split(key, n))
+
+            def body(states, k):
+                keys = jax.random.split(k, n)
+                actions = jax.random.randint(k, (n,), 0, adapter.num_actions)
+                obs, states, reward, terminated, truncated, final = vstep(keys, states, actions)
+                return states, (obs, reward, terminated, truncated, final)
+
+            return jax.lax.scan(body, states, jax.random.split(jax.random.fold_in(key, 1), steps))
+        return jax.jit(run)(jax.random.key(0))
+
+    assert env.costly_reset
+    want, got = rollout(make_vector_step(env, "clip", 1, "all")), rollout(make_vector_step(env, "clip", 1))
+    assert np.asarray(want[1][3]).sum() == 2 * n  # every episode ended twice, at steps 4 and 8
+    bits = lambda x: np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)  # noqa: E731
+    for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):  # the state holds a key
+        np.testing.assert_array_equal(bits(a), bits(b))
+
+
 # ---- MuJoCo Playground -----------------------------------------------------------------------------
 
 
