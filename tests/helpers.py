@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+import jax
 import nbformat
 from nbclient import NotebookClient
 
@@ -80,3 +81,21 @@ def run_notebook(name: str, parameters: str, cwd: Path) -> tuple[dict, nbformat.
 def notebook_stdout(nb: nbformat.NotebookNode) -> str:
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
                    if o.output_type == "stream")
+
+
+def random_rollout(env, vstep, n: int, steps: int):
+    """``key -> every output of steps vector steps`` of n environments (an adapted ``env``) under
+    uniform random actions: ``(obs, reward, terminated, truncated, final_obs, states)``, each [steps, n, ...]."""
+
+    def run(key):
+        _, states = jax.vmap(env.reset)(jax.random.split(key, n))
+
+        def body(states, k):
+            keys = jax.random.split(k, n)
+            actions = jax.vmap(env.env.action_space(env.params).sample)(keys)
+            obs, states, reward, terminated, truncated, final = vstep(keys, states, actions)
+            return states, (obs, reward, terminated, truncated, final, states)
+
+        return jax.lax.scan(body, states, jax.random.split(jax.random.fold_in(key, 1), steps))[1]
+
+    return run

@@ -13,6 +13,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_rollout
 
 from purejaxppo import HParams, PPOConfig, make_train
 from purejaxppo.core.distributions import Categorical, FactoredCategorical, mask_logits
@@ -222,23 +223,6 @@ def test_optimistic_resets_hand_a_few_resets_to_the_environments_that_ended():
         np.testing.assert_allclose(np.asarray(s_obs)[i], np.asarray(resets)[j % (n // ratio)], atol=1e-6)
 
 
-def _rollout(env, vstep, n: int, steps: int):
-    """``key -> every output of steps vector steps`` of n environments under uniform random actions."""
-
-    def run(key):
-        _, states = jax.vmap(env.reset)(jax.random.split(key, n))
-
-        def body(states, k):
-            keys = jax.random.split(k, n)
-            actions = jax.vmap(env.env.action_space(env.params).sample)(keys)
-            obs, states, reward, terminated, truncated, final = vstep(keys, states, actions)
-            return states, (obs, reward, terminated, truncated, final, states)
-
-        return jax.lax.scan(body, states, jax.random.split(jax.random.fold_in(key, 1), steps))[1]
-
-    return run
-
-
 @pytest.mark.parametrize("name, n", [("Breakout-MinAtar", 8), ("Probe-Constant", 6)])
 def test_resets_of_the_ended_environments_only_are_gymnaxs_own(name, n):
     """``resets="ended"`` computes reset states only where an episode ended, from the keys gymnax's
@@ -246,8 +230,8 @@ def test_resets_of_the_ended_environments_only_are_gymnaxs_own(name, n):
     these environments no float rounding differs), with several episodes ending at one step (several
     passes: Probe-Constant ends every episode at every step), and under vmap as in separate runs."""
     env, _ = make_env(name)
-    every = _rollout(env, make_vector_step(env, "clip", 1, "all"), n, 150)
-    ended = _rollout(env, make_vector_step(env, "clip", 1, "ended"), n, 150)
+    every = random_rollout(env, make_vector_step(env, "clip", 1, "all"), n, 150)
+    ended = random_rollout(env, make_vector_step(env, "clip", 1, "ended"), n, 150)
     keys = jax.random.split(jax.random.key(3), 3)
     want, got = jax.jit(jax.vmap(every))(keys), jax.jit(jax.vmap(ended))(keys)
     done = np.asarray(want[2] | want[3])

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import run_main
+from helpers import random_rollout, run_main
 
 from purejaxppo import PPOConfig, make_train
 from purejaxppo.envs import EnvAdapter, describe_envs, known_envs, make_env, register_env
@@ -324,23 +324,10 @@ def test_craftax_resets_of_the_ended_environments_only_are_every_environments_ow
     adapter, small, _ = craftax
     env = EnvAdapter(adapter.name, adapter.env, small)
     n, steps = 8, 9
-
-    def rollout(vstep):
-        def run(key):
-            _, states = jax.vmap(env.reset)(jax.random.split(key, n))
-
-            def body(states, k):
-                keys = jax.random.split(k, n)
-                actions = jax.random.randint(k, (n,), 0, adapter.num_actions)
-                obs, states, reward, terminated, truncated, final = vstep(keys, states, actions)
-                return states, (obs, reward, terminated, truncated, final)
-
-            return jax.lax.scan(body, states, jax.random.split(jax.random.fold_in(key, 1), steps))
-        return jax.jit(run)(jax.random.key(0))
-
     assert env.costly_reset
-    want, got = rollout(make_vector_step(env, "clip", 1, "all")), rollout(make_vector_step(env, "clip", 1))
-    assert np.asarray(want[1][3]).sum() == 2 * n  # every episode ended twice, at steps 4 and 8
+    want, got = (jax.jit(random_rollout(env, vstep, n, steps))(jax.random.key(0))
+                 for vstep in (make_vector_step(env, "clip", 1, "all"), make_vector_step(env, "clip", 1)))
+    assert np.asarray(want[3]).sum() == 2 * n  # every episode ended twice, at steps 4 and 8
     bits = lambda x: np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)  # noqa: E731
     for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):  # the state holds a key
         np.testing.assert_array_equal(bits(a), bits(b))

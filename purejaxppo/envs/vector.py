@@ -99,10 +99,6 @@ def ended_resets(env: Any, how: str) -> Callable:
     """
     step_without_reset = _step_without_reset(env, how)
 
-    def reset(key):
-        obs, state = env.reset_unflattened(key)
-        return env.flat(obs), state
-
     def vstep(keys, states, actions):
         obs, stepped, reward, terminated, truncated, reset_keys = jax.vmap(step_without_reset)(keys, states, actions)
         n = keys.shape[0]
@@ -114,7 +110,7 @@ def ended_resets(env: Any, how: str) -> Callable:
             start, next_obs, next_states = carry
             wanted = start + 1 + jnp.arange(width, dtype=jnp.int32)  # the (start+1)-th ... ended environments
             picked = jnp.searchsorted(running, wanted, side="left", method="scan_unrolled").astype(jnp.int32)
-            fresh_obs, fresh = jax.vmap(reset)(reset_keys[jnp.minimum(picked, n - 1)])
+            fresh_obs, fresh = jax.vmap(env.reset)(reset_keys[jnp.minimum(picked, n - 1)])
             put = functools.partial(_put, picked)  # rows past the last ended environment are dropped
             return start + width, put(next_obs, fresh_obs), jax.tree_util.tree_map(put, next_states, fresh)
 
