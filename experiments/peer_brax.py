@@ -1,9 +1,16 @@
-"""Brax's own PPO trainer (``brax.training.agents.ppo.train``) side by side with purejaxppo on Brax tasks.
+"""Brax's own PPO trainer (``brax.training.agents.ppo.train``) side by side with purejaxppo on Brax tasks
+and MuJoCo Playground's DM Control tasks.
 
     python experiments/peer_brax.py --row hopper-positional:256:20:409600 --seeds 0 1 2 \\
         --json results/speed/cpu_xeon_peer_brax.json
+    python experiments/peer_brax.py --row playground/CartpoleBalance:256:30:983040 --epochs 16 \\
+        --json results/speed/cpu_xeon_peer_playground.json
 
-A row is ``TASK-BACKEND:ENVS:UNROLL:STEPS``. Both trainers get the same task and physics backend, the
+A row is ``TASK-BACKEND:ENVS:UNROLL:STEPS`` (a Brax task) or ``playground/TASK:ENVS:UNROLL:STEPS``
+(Playground, MJX's JAX implementation; the task needs a ``playground/`` preset). Playground's users
+train with Brax's trainer through Playground's own wrapper (``wrapper.wrap_for_brax_training``: the
+task's episode length and action repeat, and an automatic reset to each environment's cached first
+state), and so does this script. Both trainers get the same task and physics backend, the
 same number of environments, unroll length (purejaxppo's ``num_steps``: one unroll per environment
 per update, so both bootstrap GAE at the same place), minibatches, epochs and networks: every other
 setting is the task's Brax preset (``purejaxppo/core/presets.py``, translated from Brax's training
@@ -73,29 +80,62 @@ STAND_INS = [n for n, f in (("device_put_replicated", _replicated), ("device_put
              if getattr(jax, n) is f]
 
 
+PLAYGROUND = "playground/"
+
+
 class Row:
-    """A row ``TASK-BACKEND:ENVS:UNROLL:STEPS``; a malformed one is a one-line ``ValueError``."""
+    """A row ``TASK-BACKEND:ENVS:UNROLL:STEPS`` (a Brax task) or ``playground/TASK:ENVS:UNROLL:STEPS``
+    (a MuJoCo Playground DM Control task, its JAX implementation); a malformed one is a one-line
+    ``ValueError``."""
 
     def __init__(self, spec: str):
         try:
             name, envs, unroll, steps = spec.split(":")
-            self.task, self.backend = name.rsplit("-", 1)
+            if name.startswith(PLAYGROUND):
+                self.task, self.backend = name[len(PLAYGROUND):], "jax"
+                self.env = self.preset = name
+            else:
+                self.task, self.backend = name.rsplit("-", 1)
+                self.env, self.preset = f"brax/{self.task}-{self.backend}", f"brax/{self.task}"
             self.num_envs, self.unroll, self.steps = int(envs), int(unroll), int(steps)
         except ValueError:
-            raise ValueError("accepted: TASK-BACKEND:ENVS:UNROLL:STEPS with whole numbers, "
-                             "e.g. hopper-positional:256:20:102400") from None
+            raise ValueError("accepted: TASK-BACKEND:ENVS:UNROLL:STEPS or playground/TASK:ENVS:UNROLL:STEPS with whole "
+                             "numbers, e.g. hopper-positional:256:20:102400") from None
         self.spec = spec
+        self.playground = name.startswith(PLAYGROUND)
 
     def config(self, seed: int, minibatches: int, epochs: int, reset_ratio: int = 1):
         from purejaxppo import preset
 
-        return preset(f"brax/{self.task}").replace(
-            env=f"brax/{self.task}-{self.backend}", seed=seed, num_envs=self.num_envs, num_steps=self.unroll,
+        return preset(self.preset).replace(
+            env=self.env, seed=seed, num_envs=self.num_envs, num_steps=self.unroll,
             num_minibatches=minibatches, update_epochs=epochs, total_timesteps=self.steps, reset_ratio=reset_ratio)
 
+    def brax_env(self):
+        """The environment Brax's trainer gets, and the wrapper it trains it in (None: Brax's own):
+        for Playground, its own training path (``wrapper.wrap_for_brax_training``: the episode
+        limit, and an auto-reset to each environment's cached first state)."""
+        if self.playground:
+            from mujoco_playground import dm_control_suite, wrapper
 
-def brax_kwargs(config) -> dict:
-    """Brax's trainer settings for a purejaxppo config of a Brax task (the same run, Brax's names)."""
+            return dm_control_suite.load(self.task, config_overrides={"impl": "jax"}), wrapper.wrap_for_brax_training
+        from brax import envs
+
+        return envs.get_environment(self.task, backend=self.backend), None
+
+    def episode(self) -> tuple[int, int]:
+        """(physics steps per episode, physics steps per action), as Brax's wrappers take them."""
+        if self.playground:
+            from mujoco_playground import dm_control_suite
+
+            config = dm_control_suite.get_default_config(self.task)
+            return int(config.episode_length), int(config.action_repeat)
+        return 1000, 1
+
+
+def brax_kwargs(config, episode_length: int = 1000, action_repeat: int = 1) -> dict:
+    """Brax's trainer settings for a purejaxppo config of a Brax or Playground task (the same run,
+    Brax's names; Brax counts physics steps, ``action_repeat`` of them per action)."""
     from brax.training.agents.ppo import networks as ppo_networks
 
     assert config.num_envs % config.num_minibatches == 0
@@ -103,8 +143,8 @@ def brax_kwargs(config) -> dict:
     factory = functools.partial(ppo_networks.make_ppo_networks,
                                 policy_hidden_layer_sizes=tuple(config.actor_hidden),
                                 value_hidden_layer_sizes=tuple(config.critic_hidden), activation=jax.nn.silu)
-    return dict(num_timesteps=config.total_timesteps, num_envs=config.num_envs, episode_length=1000,
-                action_repeat=1, learning_rate=config.lr, entropy_cost=config.ent_coef, discounting=config.gamma,
+    return dict(num_timesteps=config.total_timesteps * action_repeat, num_envs=config.num_envs,
+                episode_length=episode_length, action_repeat=action_repeat, learning_rate=config.lr, entropy_cost=config.ent_coef, discounting=config.gamma,
                 unroll_length=config.num_steps, batch_size=config.num_envs // config.num_minibatches,
                 num_minibatches=config.num_minibatches, num_updates_per_batch=config.update_epochs,
                 normalize_observations=config.normalize_obs, reward_scaling=config.reward_scale,
@@ -113,7 +153,7 @@ def brax_kwargs(config) -> dict:
                 max_grad_norm=None, network_factory=factory, seed=config.seed)
 
 
-def run_ours(config, precision: str | None = None) -> tuple[dict, object]:
+def run_ours(config, row: Row | None = None, precision: str | None = None) -> tuple[dict, object]:
     """purejaxppo's run in four calls of one compiled program of a quarter of the updates each (as
     Brax's trainer runs four epochs); ``precision`` replaces the layout's (``core/tuning.py``)."""
     from purejaxppo.core.config import HParams
@@ -142,21 +182,23 @@ def run_ours(config, precision: str | None = None) -> tuple[dict, object]:
             "train_s": t2 - t1}, (trainer, state)
 
 
-def run_brax(config) -> tuple[dict, object]:
-    from brax import envs
+def run_brax(config, row: Row) -> tuple[dict, object]:
     from brax.training.agents.ppo import train as ppo
 
-    kwargs = brax_kwargs(config)
+    episode_length, repeat = row.episode()
+    kwargs = brax_kwargs(config, episode_length, repeat)
+    environment, wrap = row.brax_env()
+    if wrap is not None:
+        kwargs["wrap_env_fn"] = wrap
     epochs = []
     t0 = time.perf_counter()
-    make_policy, params, _ = ppo.train(envs.get_environment(config.env.split("/")[1].rsplit("-", 1)[0],
-                                                            backend=config.env.rsplit("-", 1)[1]),
-                                       num_evals=5, run_evals=False, progress_fn=lambda s, m: epochs.append(
-                                           (s, float(m["training/sps"]), float(m["training/walltime"]))),
+    make_policy, params, _ = ppo.train(environment, num_evals=5, run_evals=False,
+                                       progress_fn=lambda s, m: epochs.append(
+                                           (s // repeat, float(m["training/sps"]), float(m["training/walltime"]))),
                                        **kwargs)
     jax.block_until_ready(params)
     t1 = time.perf_counter()
-    steps = epochs[-1][0]
+    steps = epochs[-1][0]  # actions, as ours counts them
     (s1, _, w1), (s2, _, w2) = epochs[1], epochs[-1]
     return {"env_steps": steps, "sps": (s2 - s1) / (w2 - w1), "launch_sps": steps / (t1 - t0),
             "epoch_s": [round(b[2] - a, 3) for a, b in zip([0.0] + [e[2] for e in epochs], epochs)],
@@ -165,13 +207,17 @@ def run_brax(config) -> tuple[dict, object]:
 
 def make_judges(row: Row, eval_envs: int, key: int = 1234):
     """The same Brax ``Evaluator`` (deterministic actions) for both trainers' final policies."""
-    from brax import envs
     from brax.training import acting
 
     from purejaxppo.run.policy import PolicyParams, policy_act
 
+    episode_length, repeat = row.episode()
+
     def env():
-        return envs.training.wrap(envs.get_environment(row.task, backend=row.backend), episode_length=1000)
+        from brax import envs
+
+        environment, wrap = row.brax_env()
+        return (wrap or envs.training.wrap)(environment, episode_length=episode_length, action_repeat=repeat)
 
     judges = {}
 
@@ -184,7 +230,8 @@ def make_judges(row: Row, eval_envs: int, key: int = 1234):
             def policy_fn(p):
                 return lambda obs, key: (act(p, obs, key), {})
 
-            judges[name] = acting.Evaluator(env(), policy_fn, eval_envs, 1000, 1, jax.random.PRNGKey(key))
+            judges[name] = acting.Evaluator(env(), policy_fn, eval_envs, episode_length, repeat,
+                                            jax.random.PRNGKey(key))
         p = PolicyParams(state.params, state.obs_rms)
         return float(judges[name].run_evaluation(p, {})["eval/episode_reward"])
 
@@ -192,7 +239,7 @@ def make_judges(row: Row, eval_envs: int, key: int = 1234):
         make_policy, params = payload
         if "brax" not in judges:
             judges["brax"] = acting.Evaluator(env(), functools.partial(make_policy, deterministic=True), eval_envs,
-                                              1000, 1, jax.random.PRNGKey(key))
+                                              episode_length, repeat, jax.random.PRNGKey(key))
         return float(judges["brax"].run_evaluation(params, {})["eval/episode_reward"])
 
     return {"purejaxppo": ours, "brax": brax, "purejaxppo-precision": ours}
@@ -206,7 +253,7 @@ def versions() -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--row", action="append", required=True, help="TASK-BACKEND:ENVS:UNROLL:STEPS (repeatable)")
+    p.add_argument("--row", action="append", required=True, help="TASK-BACKEND:ENVS:UNROLL:STEPS or playground/TASK:ENVS:UNROLL:STEPS (repeatable)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--minibatches", type=int, default=8)
     p.add_argument("--epochs", type=int, default=4)
@@ -278,7 +325,7 @@ def main() -> None:
         for seed in args.seeds:
             config = row.config(seed, args.minibatches, args.epochs, args.reset_ratio)
             for name, run in trainers:
-                result, payload = run(config)
+                result, payload = run(config, row)
                 result.update(trainer=name, seed=seed, eval_return=judges[name](payload))
                 out["runs"].append(result)
                 print(json.dumps({"row": key, **result}), flush=True)
