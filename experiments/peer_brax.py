@@ -7,7 +7,8 @@ and MuJoCo Playground's DM Control tasks.
         --json results/speed/cpu_xeon_peer_playground.json
 
 A row is ``TASK-BACKEND:ENVS:UNROLL:STEPS`` (a Brax task) or ``playground/TASK:ENVS:UNROLL:STEPS``
-(Playground, MJX's JAX implementation; the task needs a ``playground/`` preset). Playground's users
+(Playground, MJX's JAX implementation, with Playground's own settings for the task as the base).
+Playground's users
 train with Brax's trainer through Playground's own wrapper (``wrapper.wrap_for_brax_training``: the
 task's episode length and action repeat, and an automatic reset to each environment's cached first
 state), and so does this script. Both trainers get the same task and physics backend, the

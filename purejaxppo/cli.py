@@ -320,12 +320,12 @@ def _reproduce_ppo_paper(args: argparse.Namespace) -> int:
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
-    from purejaxppo.core.presets import PRESETS
+    from purejaxppo.core.presets import preset_names
 
     parser.add_argument(
         "--preset",
         default=None,
-        help=f"start from a tuned preset: {', '.join(PRESETS)}, or 'none' for the plain defaults "
+        help=f"start from a tuned preset: {preset_names()}, or 'none' for the plain defaults "
         "(default: the preset of --env when it has one)",
     )
     parser.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default: {default_out})")

@@ -9,6 +9,13 @@ import difflib
 from typing import Any
 
 BRAX_PREFIX = "brax/"
+PLAYGROUND_PREFIX = "playground/"
+# MuJoCo Playground's DeepMind Control tasks (``playground/<task>``): their environments and their presets
+PLAYGROUND_TASKS = (
+    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance", "CartpoleBalanceSparse", "CartpoleSwingup",
+    "CartpoleSwingupSparse", "CheetahRun", "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim", "HopperHop",
+    "HopperStand", "HumanoidStand", "HumanoidWalk", "HumanoidRun", "PendulumSwingup", "PointMass", "ReacherEasy",
+    "ReacherHard", "SwimmerSwimmer6", "WalkerRun", "WalkerStand", "WalkerWalk")
 
 
 def is_brax(name: str) -> bool:

@@ -121,7 +121,8 @@ def test_full_dry_run_every_step(kit, tmp_path):
     ("hopper-positional:256:20", "accepted: TASK-BACKEND:ENVS:UNROLL:STEPS"),
     ("hopper-positronal:256:20:102400", "unknown Brax task 'hopper-positronal'"),
     ("hopper-positional:256:20:100000", "19 updates; accepted: STEPS that make a multiple of 4 updates"),
-    ("playground/CartpoleSwingup:256:30:983040", "unknown preset 'playground/CartpoleSwingup'"),
+    ("playground/CartpoleSwingUp:256:30:983040",
+     "unknown preset 'playground/CartpoleSwingUp' (did you mean playground/CartpoleSwingup"),
 ])
 def test_peer_brax_refuses_a_bad_row_in_one_line_before_any_run(row, expected):
     """Every --row is checked up front: a bad second row is found before the first row's minutes of training."""

@@ -367,6 +367,35 @@ def test_playground_preset_is_mujoco_playgrounds_own_brax_ppo_config():
     assert c.total_timesteps == 60_000_000 and c.critic_hidden == (256,) * 5 and c.activation == "silu"
 
 
+def test_every_playground_task_has_playgrounds_own_settings_as_its_preset():
+    """Every DM Control task Playground lists is ours, and its preset is what Playground's own
+    ``brax_ppo_config`` gives it (read from the installed package, Brax's names translated: a
+    training step of batch x minibatches unrolls over num_envs environments is one update of
+    batch x minibatches x unroll / num_envs steps per environment)."""
+    pytest.importorskip("mujoco_playground")
+    from mujoco_playground import dm_control_suite
+    from mujoco_playground.config import dm_control_suite_params
+
+    from purejaxppo.core.presets import preset
+    from purejaxppo.envs.playground_envs import TASKS
+
+    assert sorted(TASKS) == sorted(dm_control_suite.ALL_ENVS)
+    changed = set()
+    for task in TASKS:
+        theirs, ours = dm_control_suite_params.brax_ppo_config(task), preset(f"playground/{task}")
+        assert theirs.action_repeat == 1 and theirs.episode_length == 1000, task  # the adapter's own
+        want = dict(num_envs=theirs.num_envs, num_minibatches=theirs.num_minibatches,
+                    num_steps=theirs.batch_size * theirs.num_minibatches * theirs.unroll_length // theirs.num_envs,
+                    update_epochs=theirs.num_updates_per_batch, gamma=theirs.discounting, lr=theirs.learning_rate,
+                    ent_coef=theirs.entropy_cost, reward_scale=theirs.reward_scaling,
+                    normalize_obs=theirs.normalize_observations, total_timesteps=theirs.num_timesteps)
+        assert {k: getattr(ours, k) for k in want} == want, task
+        if (ours.gamma, ours.total_timesteps) != (0.995, 60_000_000):
+            changed.add(task)
+    assert changed == {"AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "FingerSpin", "SwimmerSwimmer6",
+                       "WalkerRun"}
+
+
 # ---- your own environment: --env package.module:factory ---------------------------------------------
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from purejaxppo.core.config import PPOConfig, suggest
 from purejaxppo.errors import ConfigError
-from purejaxppo.naming import BRAX_PREFIX, is_brax
+from purejaxppo.naming import BRAX_PREFIX, PLAYGROUND_PREFIX, PLAYGROUND_TASKS, is_brax
 
 # Tuned settings per environment. Sources: the PPO hyperparameters of CleanRL's
 # classic-control runs and of PureJaxRL / gymnax's published baselines, then
@@ -144,13 +144,23 @@ BRAX_PRESETS: dict[str, dict[str, Any]] = {
 for _task, _row in BRAX_PRESETS.items():
     PRESETS[BRAX_PREFIX + _task] = dict(_row, env=BRAX_PREFIX + _task)
 
-# MuJoCo Playground (``playground/<task>``): its own Brax PPO settings for the DeepMind Control tasks
+# MuJoCo Playground (``playground/<task>``): its own Brax PPO settings for the DM Control tasks
 # (google-deepmind/mujoco_playground, mujoco_playground/config/dm_control_suite_params.py, brax_ppo_config):
 # 2048 envs, batch 1024 x 32 minibatches of 30-step unrolls, 16 epochs, discount 0.995, lr 1e-3, entropy
 # 1e-2, reward scaling 10, observation normalisation, 60M steps; Brax's PPO defaults for the rest, as above.
-PRESETS["playground/CartpoleBalance"] = dict(
-    _brax_row(2048, 1024, 30, total_timesteps=60_000_000, reward_scale=10.0, update_epochs=16, gamma=0.995,
-              lr=1e-3, ent_coef=1e-2), env="playground/CartpoleBalance")
+# Its changes by task: 100M steps for the Acrobot tasks, Swimmer and WalkerRun, discount 0.95 for BallInCup and
+# FingerSpin. (It also names a PendulumSwingUp, with 4 action repeats and 4 epochs, which is no task's name:
+# PendulumSwingup gets the common settings, as from Playground's own function.)
+_PLAYGROUND = _brax_row(2048, 1024, 30, total_timesteps=60_000_000, reward_scale=10.0, update_epochs=16, gamma=0.995,
+                        lr=1e-3, ent_coef=1e-2)
+_PLAYGROUND_CHANGES: dict[str, dict[str, Any]] = {
+    **{task: dict(total_timesteps=100_000_000)
+       for task in ("AcrobotSwingup", "AcrobotSwingupSparse", "SwimmerSwimmer6", "WalkerRun")},
+    **{task: dict(gamma=0.95) for task in ("BallInCup", "FingerSpin")},
+}
+for _task in PLAYGROUND_TASKS:
+    PRESETS[PLAYGROUND_PREFIX + _task] = dict(_PLAYGROUND, **_PLAYGROUND_CHANGES.get(_task, {}),
+                                              env=PLAYGROUND_PREFIX + _task)
 
 
 # Craftax (``craftax/<task>``): Craftax_Baselines' PPO (ppo.py) and PPO-RNN (ppo_rnn.py) settings: separate
@@ -170,6 +180,12 @@ for _task in ("Craftax-Symbolic-v1", "Craftax-Classic-Symbolic-v1"):
     PRESETS[_env + "-1B"] = dict(_CRAFTAX_1B, env=_env)
     PRESETS[_env + "-RNN"] = dict(_CRAFTAX_1M, **_RNN, env=_env)
     PRESETS[_env + "-RNN-1B"] = dict(_CRAFTAX_1B, **_RNN, env=_env)
+
+
+def preset_names() -> str:
+    """Every preset's name for a message, Playground's tasks as one entry."""
+    names = [n for n in PRESETS if not n.startswith(PLAYGROUND_PREFIX)]
+    return ", ".join(names + [f"{PLAYGROUND_PREFIX}<task> for each of its tasks ({', '.join(PLAYGROUND_TASKS)})"])
 
 
 def preset_name_for(env: str) -> str | None:
@@ -196,7 +212,7 @@ def preset(name: str) -> PPOConfig:
             return PPOConfig(**dict(PRESETS[base], env=name))
     if name not in PRESETS:
         raise ConfigError(
-            f"preset: unknown preset {name!r}{suggest(name, PRESETS)}; accepted: {', '.join(PRESETS)}"
+            f"preset: unknown preset {name!r}{suggest(name, PRESETS)}; accepted: {preset_names()}"
         )
     return PPOConfig(**PRESETS[name])
 

@@ -20,12 +20,10 @@ import jax.numpy as jnp
 
 from purejaxppo.envs.suites import SuiteEnv, SuiteParams, box, import_or_explain
 from purejaxppo.errors import ConfigError
+from purejaxppo.naming import PLAYGROUND_PREFIX, PLAYGROUND_TASKS
 
-PREFIX = "playground/"
-TASKS = ("AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance", "CartpoleBalanceSparse",
-         "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun", "FingerSpin", "FingerTurnEasy", "FingerTurnHard",
-         "FishSwim", "HopperHop", "HopperStand", "HumanoidStand", "HumanoidWalk", "HumanoidRun", "PendulumSwingup",
-         "PointMass", "ReacherEasy", "ReacherHard", "SwimmerSwimmer6", "WalkerRun", "WalkerStand", "WalkerWalk")
+PREFIX = PLAYGROUND_PREFIX
+TASKS = PLAYGROUND_TASKS
 
 
 class PlaygroundEnv(SuiteEnv):
