@@ -8,10 +8,9 @@ and MuJoCo Playground's DM Control tasks.
 
 A row is ``TASK-BACKEND:ENVS:UNROLL:STEPS`` (a Brax task) or ``playground/TASK:ENVS:UNROLL:STEPS``
 (Playground, MJX's JAX implementation, with Playground's own settings for the task as the base).
-Playground's users
-train with Brax's trainer through Playground's own wrapper (``wrapper.wrap_for_brax_training``: the
-task's episode length and action repeat, and an automatic reset to each environment's cached first
-state), and so does this script. Both trainers get the same task and physics backend, the
+Playground's users train with Brax's trainer through Playground's own wrapper
+(``wrapper.wrap_for_brax_training``: the task's episode length and action repeat, and an automatic
+reset to each environment's cached first state), and so does this script. Both trainers get the same task and physics backend, the
 same number of environments, unroll length (purejaxppo's ``num_steps``: one unroll per environment
 per update, so both bootstrap GAE at the same place), minibatches, epochs and networks: every other
 setting is the task's Brax preset (``purejaxppo/core/presets.py``, translated from Brax's training
@@ -81,19 +80,19 @@ STAND_INS = [n for n, f in (("device_put_replicated", _replicated), ("device_put
              if getattr(jax, n) is f]
 
 
-PLAYGROUND = "playground/"
-
-
 class Row:
     """A row ``TASK-BACKEND:ENVS:UNROLL:STEPS`` (a Brax task) or ``playground/TASK:ENVS:UNROLL:STEPS``
     (a MuJoCo Playground DM Control task, its JAX implementation); a malformed one is a one-line
     ``ValueError``."""
 
     def __init__(self, spec: str):
+        from purejaxppo.naming import PLAYGROUND_PREFIX
+
         try:
             name, envs, unroll, steps = spec.split(":")
-            if name.startswith(PLAYGROUND):
-                self.task, self.backend = name[len(PLAYGROUND):], "jax"
+            self.playground = name.startswith(PLAYGROUND_PREFIX)
+            if self.playground:
+                self.task, self.backend = name[len(PLAYGROUND_PREFIX):], "jax"
                 self.env = self.preset = name
             else:
                 self.task, self.backend = name.rsplit("-", 1)
@@ -103,7 +102,6 @@ class Row:
             raise ValueError("accepted: TASK-BACKEND:ENVS:UNROLL:STEPS or playground/TASK:ENVS:UNROLL:STEPS with whole "
                              "numbers, e.g. hopper-positional:256:20:102400") from None
         self.spec = spec
-        self.playground = name.startswith(PLAYGROUND)
 
     def config(self, seed: int, minibatches: int, epochs: int, reset_ratio: int = 1):
         from purejaxppo import preset
@@ -145,7 +143,8 @@ def brax_kwargs(config, episode_length: int = 1000, action_repeat: int = 1) -> d
                                 policy_hidden_layer_sizes=tuple(config.actor_hidden),
                                 value_hidden_layer_sizes=tuple(config.critic_hidden), activation=jax.nn.silu)
     return dict(num_timesteps=config.total_timesteps * action_repeat, num_envs=config.num_envs,
-                episode_length=episode_length, action_repeat=action_repeat, learning_rate=config.lr, entropy_cost=config.ent_coef, discounting=config.gamma,
+                episode_length=episode_length, action_repeat=action_repeat, learning_rate=config.lr,
+                entropy_cost=config.ent_coef, discounting=config.gamma,
                 unroll_length=config.num_steps, batch_size=config.num_envs // config.num_minibatches,
                 num_minibatches=config.num_minibatches, num_updates_per_batch=config.update_epochs,
                 normalize_observations=config.normalize_obs, reward_scaling=config.reward_scale,
@@ -254,7 +253,8 @@ def versions() -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--row", action="append", required=True, help="TASK-BACKEND:ENVS:UNROLL:STEPS or playground/TASK:ENVS:UNROLL:STEPS (repeatable)")
+    p.add_argument("--row", action="append", required=True,
+                   help="TASK-BACKEND:ENVS:UNROLL:STEPS or playground/TASK:ENVS:UNROLL:STEPS (repeatable)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--minibatches", type=int, default=8)
     p.add_argument("--epochs", type=int, default=4)
