@@ -242,7 +242,7 @@ def make_judges(row: Row, eval_envs: int, key: int = 1234):
                                               episode_length, repeat, jax.random.PRNGKey(key))
         return float(judges["brax"].run_evaluation(params, {})["eval/episode_reward"])
 
-    return {"purejaxppo": ours, "brax": brax, "purejaxppo-precision": ours}
+    return {"purejaxppo": ours, "brax": brax, "purejaxppo-precision": ours, "purejaxppo-recompute": ours}
 
 
 def versions() -> dict:
@@ -263,6 +263,9 @@ def main() -> None:
                    help="purejaxppo's optimistic resets (reset_ratio; Brax's trainer has its own cached reset)")
     p.add_argument("--precision", help="also run purejaxppo with this precision layout beside the other two "
                    "(core/tuning.py: bfloat16, bfloat16_products), as trainer purejaxppo-precision")
+    p.add_argument("--recompute-advantages", action="store_true",
+                   help="also run purejaxppo with recompute_advantages (GAE recomputed at every epoch; Brax's loss "
+                   "recomputes it at every minibatch step) beside the others, as trainer purejaxppo-recompute")
     p.add_argument("--label", default="", help="a note kept with the rows (e.g. why this subset)")
     p.add_argument("--json", help="write the record here (rewritten after every run; rows of other specs kept)")
     args = p.parse_args()
@@ -295,13 +298,18 @@ def main() -> None:
                   f"--row {r}" for r in args.row) + f" --seeds {' '.join(map(str, args.seeds))} --minibatches "
               f"{args.minibatches} --epochs {args.epochs} --eval-envs {args.eval_envs}"
               + (f" --reset-ratio {args.reset_ratio}" if args.reset_ratio > 1 else "")
-              + (f" --precision {args.precision}" if args.precision else ""), "label": args.label,
+              + (f" --precision {args.precision}" if args.precision else "")
+              + (" --recompute-advantages" if args.recompute_advantages else ""), "label": args.label,
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "rows": []}
     keys = [spec + (f" reset_ratio={args.reset_ratio}" if args.reset_ratio > 1 else "")
-            + (f" precision={args.precision}" if args.precision else "") for spec in args.row]
+            + (f" precision={args.precision}" if args.precision else "")
+            + (" recompute_advantages" if args.recompute_advantages else "") for spec in args.row]
     trainers = [("purejaxppo", run_ours), ("brax", run_brax)]
     if args.precision:
         trainers.append(("purejaxppo-precision", functools.partial(run_ours, precision=args.precision)))
+    if args.recompute_advantages:
+        trainers.append(("purejaxppo-recompute",
+                         lambda config, row: run_ours(config.replace(recompute_advantages=True), row)))
     old_rows = []
     if args.json and os.path.exists(args.json):
         with open(args.json) as f:
@@ -316,7 +324,8 @@ def main() -> None:
     for spec, key in zip(args.row, keys):
         row = rows[spec]
         judges = make_judges(row, args.eval_envs)
-        out = {"row": key, "reset_ratio": args.reset_ratio, "precision": args.precision, "task": row.task,
+        out = {"row": key, "reset_ratio": args.reset_ratio, "precision": args.precision,
+               "recompute_advantages": args.recompute_advantages, "task": row.task,
                "backend": row.backend,
                "num_envs": row.num_envs,
                "unroll": row.unroll, "minibatches": args.minibatches, "epochs": args.epochs,
@@ -345,6 +354,11 @@ def main() -> None:
             print(f"{key}: purejaxppo in {args.precision} {ours['sps']:,.0f} env steps/s "
                   f"({summary['precision_sps_ratio']:.2f}x Brax; with compilation "
                   f"{summary['precision_launch_ratio']:.2f}x); eval return {ours['eval_returns']}", flush=True)
+        if args.recompute_advantages:
+            ours = summary["purejaxppo-recompute"]
+            summary["recompute_sps_ratio"] = ours["sps"] / summary["brax"]["sps"]
+            print(f"{key}: purejaxppo with recompute_advantages {ours['sps']:,.0f} env steps/s "
+                  f"({summary['recompute_sps_ratio']:.2f}x Brax); eval return {ours['eval_returns']}", flush=True)
         out["summary"] = summary
         out["loadavg_end"] = os.getloadavg()
         save()

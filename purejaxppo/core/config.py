@@ -81,6 +81,8 @@ class PPOConfig:
     """Clip the critic's gradient and the actor's each to max_grad_norm (as Rejax's two optimisers do) instead of their joint norm, so a large value gradient does not shrink the policy's step; parts both use (a shared torso, the GRU) count as the actor's."""
     norm_adv: bool = True
     """Normalise advantages within each minibatch."""
+    recompute_advantages: bool = False
+    """Recompute the advantages and value targets with the critic of the moment at the start of every epoch, instead of once per batch with the critic that collected it (Andrychowicz et al. 2021's recommendation; feed-forward PPO only)."""
 
     kl_penalty: str = "off"
     """KL penalty to the pre-update policy: off, fixed (coefficient kl_coef) or adaptive (PPO paper rule steering to kl_target)."""
@@ -342,8 +344,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "actor_hidden": _widths,
     "critic_hidden": _widths,
     "log_std_init": _number(lambda v: True, "a number"),
-    **{n: _flag for n in ("anneal_lr", "clip_vloss", "norm_adv", "clip_per_network", "bootstrap_truncation",
-                          "shared_torso", "clip_actions", "state_dependent_std", "normalize_obs", "normalize_reward")},
+    **{n: _flag for n in ("anneal_lr", "clip_vloss", "norm_adv", "recompute_advantages", "clip_per_network",
+                          "bootstrap_truncation", "shared_torso", "clip_actions", "state_dependent_std",
+                          "normalize_obs", "normalize_reward")},
 }
 
 
@@ -415,6 +418,10 @@ def validate(config: PPOConfig) -> PPOConfig:
     if c.policy == "gru" and c.shared_torso:
         raise ConfigError("shared_torso: got True, but policy gru already shares its GRU between actor and critic; "
                           "accepted: false with policy gru")
+    if c.recompute_advantages and (c.policy != "mlp" or c.algo != "ppo"):
+        raise ConfigError(f"recompute_advantages: got True with policy {c.policy} and algo {c.algo}; accepted: "
+                          "policy mlp with algo ppo (a recurrent critic or TRPO's critic fit keeps the batch's "
+                          "advantages)")
     if c.algo == "trpo" and c.kl_penalty != "off":
         raise ConfigError(f"kl_penalty: got {c.kl_penalty!r}, but algo trpo keeps each step within max_kl instead of "
                           "a penalty; accepted: off with algo trpo")

@@ -51,6 +51,19 @@ class Transition(NamedTuple):
     mask: jax.Array | None = None  # [N, A] the action mask the action was chosen under (masked environments)
 
 
+class AdvantageInputs(NamedTuple):
+    """What recomputing a batch's advantages with a newer critic needs: this device's environments,
+    time-major, as :func:`make_batch` had them (``recompute_advantages`` only)."""
+
+    obs: jax.Array  # [T, N, obs_dim] normalised as the acting policy saw them
+    last_obs: jax.Array  # [N, obs_dim] s_T (the observation after the rollout), normalised alike
+    final_obs: jax.Array | None  # [T, N, obs_dim] raw observation reached before each truncation (bootstrap only)
+    obs_rms: Any  # the statistics that normalised them
+    reward: jax.Array  # [T, N] the rewards learnt from (scaled)
+    terminated: jax.Array  # [T, N]
+    truncated: jax.Array  # [T, N]
+
+
 class Batch(NamedTuple):
     """A flat training batch ``[B, ...]`` (B = num_envs * num_steps)."""
 
@@ -61,6 +74,7 @@ class Batch(NamedTuple):
     advantage: jax.Array  # [B] GAE
     target: jax.Array  # [B] return targets A + V_old
     mask: jax.Array | None = None  # [B, A] action masks (masked environments only)
+    again: AdvantageInputs | None = None  # kept for recompute_advantages; the epochs see None
 
 
 def critic(parts: Parts, state: RunnerState):
@@ -100,7 +114,7 @@ def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HPar
 
     The batch is normalised with the statistics the rollout used; they are then updated.
     """
-    config, network, comm = parts.config, parts.network, parts.comm
+    config, network = parts.config, parts.network
     state, rewards = scale_rewards(parts, state, traj, hparams)
     obs = observe(config, state.obs_rms, traj.obs)  # [T, N, D]
     values = network.apply(state.params, obs, method=ActorCritic.value)  # [T, N]
@@ -114,12 +128,39 @@ def make_batch(parts: Parts, state: RunnerState, traj: Transition, hparams: HPar
 
     advantages, targets = advantages_and_targets(parts, traj, rewards, values, last_value, final_value, hparams)
 
-    def flat(x):  # [T, N, ...] -> [T * N, ...]; with data parallelism, every device's environments first
-        return comm.gather(x, axis=1).reshape((config.batch_size,) + x.shape[2:])
-
-    batch = Batch(flat(obs), flat(traj.action), flat(traj.log_prob), flat(values), flat(advantages), flat(targets),
-                  None if traj.mask is None else flat(traj.mask))
+    again = None
+    if config.recompute_advantages:
+        again = AdvantageInputs(obs, observe(config, state.obs_rms, state.obs), traj.final_obs, state.obs_rms,
+                                rewards, traj.terminated, traj.truncated)
+    batch = Batch(flat(parts, obs), flat(parts, traj.action), flat(parts, traj.log_prob), flat(parts, values),
+                  flat(parts, advantages), flat(parts, targets), None if traj.mask is None else flat(parts, traj.mask),
+                  again)
     return update_obs_stats(parts, state, traj.obs), batch
+
+
+def flat(parts: Parts, x: jax.Array) -> jax.Array:
+    """``[T, N, ...] -> [T * N, ...]``; with data parallelism, every device's environments first."""
+    return parts.comm.gather(x, axis=1).reshape((parts.config.batch_size,) + x.shape[2:])
+
+
+def recompute_advantages(parts: Parts, params: Any, batch: Batch, hparams: HParams) -> Batch:
+    """``batch`` with its advantages and value targets recomputed by the critic of ``params``: GAE
+    over the same rewards and ends from V(s_t), V(s_T) and, at truncations, V(final observation),
+    each valued now (Andrychowicz et al. 2021, "What Matters In On-Policy Reinforcement Learning?",
+    recommend it at every pass over the data). The old values ``batch.value`` stay: the value
+    clip is measured from the critic that collected the batch."""
+    again = batch.again
+
+    def value(obs):  # normalised observations [..., obs_dim] -> [...]
+        return parts.network.apply(params, obs, method=ActorCritic.value)
+
+    def final_value():
+        return parts.layout.truncation.after_rollout(lambda o: value(observe(parts.config, again.obs_rms, o)),
+                                                     again.truncated, again.final_obs)
+
+    advantages, targets = advantages_and_targets(parts, again, again.reward, value(again.obs), value(again.last_obs),
+                                                 final_value, hparams)
+    return batch._replace(advantage=flat(parts, advantages), target=flat(parts, targets), again=None)
 
 
 def loss_inputs(parts: Parts, mb: Batch):
@@ -139,7 +180,7 @@ def loss_inputs(parts: Parts, mb: Batch):
 
 def new_policy(parts: Parts, params: Any, batch: Batch):
     """The (masked) policy output of ``params`` on this device's rows of ``batch``, and those rows."""
-    mine = jax.tree_util.tree_map(parts.comm.own, batch)
+    mine = jax.tree_util.tree_map(parts.comm.own, batch._replace(again=None))
     return mask_logits(parts.network.apply(params, mine.obs, method=ActorCritic.policy), mine.mask), mine
 
 
@@ -184,4 +225,5 @@ KIND = PolicyKind(
     loss_inputs=loss_inputs,
     new_policy=new_policy,
     run_epoch=run_epoch,
+    recompute_advantages=recompute_advantages,
 )

@@ -30,6 +30,8 @@ class PolicyKind(NamedTuple):
         loss_inputs: ``(parts, minibatch) -> (apply(params, obs) -> (pi, values), this device's share)``.
         new_policy: ``(parts, params, batch) -> (pi on this device's share, that share)``.
         run_epoch: ``(parts, opt, batch, params, opt_state, key) -> (params, opt_state, LossInfo)``.
+        recompute_advantages: ``(parts, params, batch, hparams) -> batch`` with the advantages and
+            targets of ``params``' critic, for ``recompute_advantages`` (None: the kind has none).
     """
 
     name: str
@@ -44,3 +46,4 @@ class PolicyKind(NamedTuple):
     loss_inputs: Callable[..., Any]
     new_policy: Callable[..., Any]
     run_epoch: Callable[..., Any]
+    recompute_advantages: Callable[..., Any] | None = None

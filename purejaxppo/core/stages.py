@@ -7,7 +7,6 @@ its collect / make-batch / epoch stages from these; :mod:`purejaxppo.core.train`
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -245,14 +244,24 @@ def minibatch_step(parts: Parts, opt: Optimiser, carry: MinibatchCarry, mb: Any)
     return MinibatchCarry(params, opt_state), info
 
 
-def optimise(parts: Parts, opt: Optimiser, batch: Any, params: Any, opt_state: Any, key: jax.Array):
+def batch_as_collected(params: Any, batch: Any, hparams: HParams) -> Any:
+    """Every epoch learns from the advantages the batch was made with."""
+    return batch
+
+
+def optimise(parts: Parts, opt: Optimiser, batch: Any, params: Any, opt_state: Any, key: jax.Array,
+             epoch_batch: Callable[[Any, Any, HParams], Any] = batch_as_collected):
     """PPO's policy step: ``update_epochs`` epochs of the policy kind's ``run_epoch``, stopping early
-    once an epoch's mean KL passes ``target_kl`` (if > 0).
+    once an epoch's mean KL passes ``target_kl`` (if > 0). Each epoch learns from
+    ``epoch_batch(params at its start, batch, hparams)``: the batch as collected, or with its
+    advantages recomputed (the policy kind's ``recompute_advantages``).
 
     Returns ``(params, opt_state, LossInfo averaged over the epochs run, epochs run)``.
     """
     target_kl = opt.hparams.target_kl
-    run = functools.partial(parts.policy.run_epoch, parts, opt, batch)
+
+    def run(params, opt_state, key):
+        return parts.policy.run_epoch(parts, opt, epoch_batch(params, batch, opt.hparams), params, opt_state, key)
 
     def skip(params, opt_state, key):
         return params, opt_state, losses.LossInfo(*[jnp.zeros((), jnp.float32)] * len(losses.LossInfo._fields))

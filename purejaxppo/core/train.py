@@ -19,6 +19,7 @@ recompiles and ``jax.vmap`` can sweep them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -71,6 +72,9 @@ def make_parts(config: PPOConfig, comm: Collectives = LOCAL, tuning: Tuning | No
     env, _ = make_env(config.env)
     validate_for_env(config, env)
     tuning = tuning_for() if tuning is None else tuning
+    if config.recompute_advantages and config.bootstrap_truncation and tuning.truncation == "branch":
+        # each epoch values the final observations anew, so the rollout keeps them
+        tuning = dataclasses.replace(tuning, truncation="compact")
     layout = make_layout(tuning, config.bootstrap_truncation)
     kind = POLICY_KINDS[config.policy]
     network = kind.make_network(config, env, layout)
@@ -108,8 +112,12 @@ def make_stages(parts: Parts) -> Stages:
     (PPO's epochs or TRPO's step), the KL rule."""
     adapt = stages.adapt_kl if parts.config.kl_penalty == "adaptive" else stages.keep_kl
     algo = parts.config.algo
+    policy_step = POLICY_STEPS[algo]
+    if parts.config.recompute_advantages:  # PPO with a feed-forward policy (validated)
+        policy_step = functools.partial(policy_step, epoch_batch=functools.partial(
+            parts.policy.recompute_advantages, parts))
     return Stages(*(functools.partial(f, parts) for f in
-                    (parts.policy.collect, parts.policy.make_batch, POLICY_STEPS[algo], adapt)), SCHEMAS[algo])
+                    (parts.policy.collect, parts.policy.make_batch, policy_step, adapt)), SCHEMAS[algo])
 
 
 def init_state(parts: Parts, key: jax.Array, hparams: HParams) -> RunnerState:
