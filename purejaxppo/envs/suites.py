@@ -34,6 +34,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from purejaxppo.errors import ConfigError
+from purejaxppo.naming import PLAYGROUND_PREFIX
 
 NO_LIMIT = 2**31 - 1  # a time limit that never ends an episode (int32's largest)
 
@@ -63,7 +64,7 @@ SUITES = (
     Suite("xminigrid/", "purejaxppo.envs.xminigrid_envs", "xminigrid", "xminigrid"),
     Suite("navix/", "purejaxppo.envs.navix_envs", "navix", "navix"),
     Suite("jumanji/", "purejaxppo.envs.jumanji_envs", "jumanji", "jumanji"),
-    Suite("playground/", "purejaxppo.envs.playground_envs", "mujoco_playground", "playground"),
+    Suite(PLAYGROUND_PREFIX, "purejaxppo.envs.playground_envs", "mujoco_playground", "playground"),
 )
 
 
