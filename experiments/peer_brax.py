@@ -242,7 +242,8 @@ def make_judges(row: Row, eval_envs: int, key: int = 1234):
                                               episode_length, repeat, jax.random.PRNGKey(key))
         return float(judges["brax"].run_evaluation(params, {})["eval/episode_reward"])
 
-    return {"purejaxppo": ours, "brax": brax, "purejaxppo-precision": ours, "purejaxppo-recompute": ours}
+    return {"purejaxppo": ours, "brax": brax, "purejaxppo-precision": ours, "purejaxppo-recompute": ours,
+            "purejaxppo-trajectories": ours, "purejaxppo-trajectories-recompute": ours}
 
 
 def versions() -> dict:
@@ -266,6 +267,11 @@ def main() -> None:
     p.add_argument("--recompute-advantages", action="store_true",
                    help="also run purejaxppo with recompute_advantages (GAE recomputed at every epoch; Brax's loss "
                    "recomputes it at every minibatch step) beside the others, as trainer purejaxppo-recompute")
+    p.add_argument("--trajectory-minibatches", action="store_true",
+                   help="also run purejaxppo with trajectory_minibatches (minibatches of whole trajectories, as "
+                   "Brax's trainer cuts them), as collected and with recompute_advantages (GAE recomputed in every "
+                   "minibatch step, as Brax's loss does), as trainers purejaxppo-trajectories and "
+                   "purejaxppo-trajectories-recompute")
     p.add_argument("--label", default="", help="a note kept with the rows (e.g. why this subset)")
     p.add_argument("--json", help="write the record here (rewritten after every run; rows of other specs kept)")
     args = p.parse_args()
@@ -299,17 +305,24 @@ def main() -> None:
               f"{args.minibatches} --epochs {args.epochs} --eval-envs {args.eval_envs}"
               + (f" --reset-ratio {args.reset_ratio}" if args.reset_ratio > 1 else "")
               + (f" --precision {args.precision}" if args.precision else "")
-              + (" --recompute-advantages" if args.recompute_advantages else ""), "label": args.label,
+              + (" --recompute-advantages" if args.recompute_advantages else "")
+              + (" --trajectory-minibatches" if args.trajectory_minibatches else ""), "label": args.label,
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "rows": []}
     keys = [spec + (f" reset_ratio={args.reset_ratio}" if args.reset_ratio > 1 else "")
             + (f" precision={args.precision}" if args.precision else "")
-            + (" recompute_advantages" if args.recompute_advantages else "") for spec in args.row]
+            + (" recompute_advantages" if args.recompute_advantages else "")
+            + (" trajectory_minibatches" if args.trajectory_minibatches else "") for spec in args.row]
     trainers = [("purejaxppo", run_ours), ("brax", run_brax)]
     if args.precision:
         trainers.append(("purejaxppo-precision", functools.partial(run_ours, precision=args.precision)))
     if args.recompute_advantages:
         trainers.append(("purejaxppo-recompute",
                          lambda config, row: run_ours(config.replace(recompute_advantages=True), row)))
+    if args.trajectory_minibatches:
+        trainers.append(("purejaxppo-trajectories",
+                         lambda config, row: run_ours(config.replace(trajectory_minibatches=True), row)))
+        trainers.append(("purejaxppo-trajectories-recompute", lambda config, row: run_ours(
+            config.replace(trajectory_minibatches=True, recompute_advantages=True), row)))
     old_rows = []
     if args.json and os.path.exists(args.json):
         with open(args.json) as f:
@@ -325,7 +338,8 @@ def main() -> None:
         row = rows[spec]
         judges = make_judges(row, args.eval_envs)
         out = {"row": key, "reset_ratio": args.reset_ratio, "precision": args.precision,
-               "recompute_advantages": args.recompute_advantages, "task": row.task,
+               "recompute_advantages": args.recompute_advantages,
+               "trajectory_minibatches": args.trajectory_minibatches, "task": row.task,
                "backend": row.backend,
                "num_envs": row.num_envs,
                "unroll": row.unroll, "minibatches": args.minibatches, "epochs": args.epochs,
@@ -359,6 +373,11 @@ def main() -> None:
             summary["recompute_sps_ratio"] = ours["sps"] / summary["brax"]["sps"]
             print(f"{key}: purejaxppo with recompute_advantages {ours['sps']:,.0f} env steps/s "
                   f"({summary['recompute_sps_ratio']:.2f}x Brax); eval return {ours['eval_returns']}", flush=True)
+        for name in ("purejaxppo-trajectories", "purejaxppo-trajectories-recompute") if args.trajectory_minibatches else ():
+            ours = summary[name]
+            summary[name]["sps_ratio"] = ours["sps"] / summary["brax"]["sps"]
+            print(f"{key}: {name} {ours['sps']:,.0f} env steps/s ({ours['sps_ratio']:.2f}x Brax); eval return "
+                  f"{ours['eval_returns']}", flush=True)
         out["summary"] = summary
         out["loadavg_end"] = os.getloadavg()
         save()

@@ -40,9 +40,9 @@ LONGEST_FIRST = ("test_rlhf.py", "test_suites.py", "test_sweep.py", "test_brax.p
                  "test_sweep_agents.py", "test_devices.py", "test_rlhf_pieces.py", "test_runs.py", "test_probes.py",
                  "test_faults.py", "test_docs.py", "test_trpo.py", "test_programs.py", "test_train.py",
                  "test_eval_run.py", "test_notebook.py", "test_action_spaces.py", "test_pbt.py", "test_ppo_paper.py",
-                 "test_tuning.py", "test_recompute.py", "test_reproduce.py", "test_precision.py", "test_grad_clip.py",
-                 "test_shuffle.py", "test_rlhf_group.py", "test_reference.py", "test_cli.py", "test_parallel.py",
-                 "test_vmap_init.py", "test_accelerator_kit.py", "test_folders.py")
+                 "test_tuning.py", "test_recompute.py", "test_trajectory_minibatches.py", "test_reproduce.py",
+                 "test_precision.py", "test_grad_clip.py", "test_shuffle.py", "test_rlhf_group.py", "test_reference.py",
+                 "test_cli.py", "test_parallel.py", "test_vmap_init.py", "test_accelerator_kit.py", "test_folders.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

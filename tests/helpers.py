@@ -36,6 +36,27 @@ def program_reads(monkeypatch) -> list[bool]:
     return found
 
 
+def pendulum_rollout(**settings):
+    """One rollout of Pendulum (``PPOConfig(env="Pendulum-v1", normalize_obs=True, **settings)``) and its
+    batch, collected with observation statistics far from the identity, so a missing normalisation shows:
+    ``(parts, hparams, state after the rollout, trajectory, batch)``."""
+    import jax.numpy as jnp
+
+    from purejaxppo import PPOConfig
+    from purejaxppo.core import feedforward
+    from purejaxppo.core.config import HParams
+    from purejaxppo.core.train import init_state, make_parts
+
+    config = PPOConfig(env="Pendulum-v1", normalize_obs=True, **settings)
+    parts = make_parts(config)
+    hparams = HParams.from_config(config)
+    state = init_state(parts, jax.random.key(0), hparams)
+    state = state.replace(obs_rms=state.obs_rms._replace(mean=jnp.array([0.5, -0.5, 1.0]), var=jnp.array([0.25, 4.0, 9.0])))
+    state, traj, _ = jax.jit(lambda s, k: feedforward.collect(parts, s, k))(state, jax.random.key(1))
+    _, batch = feedforward.make_batch(parts, state, traj, hparams)
+    return parts, hparams, state, traj, batch
+
+
 def cache_misses(call):
     """``call()``'s result and how many programs it compiled that JAX's persistent cache did not hold."""
     import jax

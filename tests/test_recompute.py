@@ -7,10 +7,9 @@ line's refusal where the variant does not apply."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import run_main
+from helpers import pendulum_rollout, run_main
 from test_gae import gae_numpy
 
 from purejaxppo import PPOConfig, make_train
@@ -18,7 +17,6 @@ from purejaxppo.core import feedforward, stages, train
 from purejaxppo.core.act import observe
 from purejaxppo.core.config import HParams
 from purejaxppo.core.networks import ActorCritic
-from purejaxppo.core.train import init_state, make_parts
 from purejaxppo.scale.parallel import AXIS, sharded_trainer
 
 
@@ -26,16 +24,8 @@ from purejaxppo.scale.parallel import AXIS, sharded_trainer
 def pendulum():
     """One rollout of Pendulum, whose 200-step limit truncates every environment inside the 256 steps;
     rewards are scaled and observations normalised, so each input the recomputation reads is exercised."""
-    config = PPOConfig(env="Pendulum-v1", num_envs=3, num_steps=256, num_minibatches=4, total_timesteps=768,
-                       normalize_obs=True, reward_scale=0.1, gamma=0.9, gae_lambda=0.8, recompute_advantages=True)
-    parts = make_parts(config)
-    hparams = HParams.from_config(config)
-    state = init_state(parts, jax.random.key(0), hparams)
-    # statistics of earlier rollouts, far from the identity, so a missing normalisation shows
-    state = state.replace(obs_rms=state.obs_rms._replace(mean=jnp.array([0.5, -0.5, 1.0]), var=jnp.array([0.25, 4.0, 9.0])))
-    state, traj, _ = jax.jit(lambda s, k: feedforward.collect(parts, s, k))(state, jax.random.key(1))
-    _, batch = feedforward.make_batch(parts, state, traj, hparams)
-    return parts, hparams, state, traj, batch
+    return pendulum_rollout(num_envs=3, num_steps=256, num_minibatches=4, total_timesteps=768, reward_scale=0.1,
+                            gamma=0.9, gae_lambda=0.8, recompute_advantages=True)
 
 
 def test_recomputed_advantages_are_gae_of_the_new_critic_with_time_limits(pendulum):

@@ -82,7 +82,9 @@ class PPOConfig:
     norm_adv: bool = True
     """Normalise advantages within each minibatch."""
     recompute_advantages: bool = False
-    """Recompute the advantages and value targets with the critic of the moment at the start of every epoch, instead of once per batch with the critic that collected it (Andrychowicz et al. 2021's recommendation; feed-forward PPO only)."""
+    """Recompute the advantages and value targets with the critic of the moment at the start of every epoch (or of every minibatch, with trajectory_minibatches), instead of once per batch with the critic that collected it (Andrychowicz et al. 2021's recommendation; feed-forward PPO only)."""
+    trajectory_minibatches: bool = False
+    """Cut each epoch's minibatches from whole trajectories (the rollouts of num_envs / num_minibatches environments, shuffled) instead of shuffled rows; with recompute_advantages every minibatch recomputes its advantages first, as Brax's PPO loss does (feed-forward PPO on one device)."""
 
     kl_penalty: str = "off"
     """KL penalty to the pre-update policy: off, fixed (coefficient kl_coef) or adaptive (PPO paper rule steering to kl_target)."""
@@ -344,7 +346,8 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "actor_hidden": _widths,
     "critic_hidden": _widths,
     "log_std_init": _number(lambda v: True, "a number"),
-    **{n: _flag for n in ("anneal_lr", "clip_vloss", "norm_adv", "recompute_advantages", "clip_per_network",
+    **{n: _flag for n in ("anneal_lr", "clip_vloss", "norm_adv", "recompute_advantages", "trajectory_minibatches",
+                          "clip_per_network",
                           "bootstrap_truncation", "shared_torso", "clip_actions", "state_dependent_std",
                           "normalize_obs", "normalize_reward")},
 }
@@ -422,6 +425,14 @@ def validate(config: PPOConfig) -> PPOConfig:
         raise ConfigError(f"recompute_advantages: got True with policy {c.policy} and algo {c.algo}; accepted: "
                           "policy mlp with algo ppo (a recurrent critic or TRPO's critic fit keeps the batch's "
                           "advantages)")
+    if c.trajectory_minibatches and (c.policy != "mlp" or c.algo != "ppo"):
+        raise ConfigError(f"trajectory_minibatches: got True with policy {c.policy} and algo {c.algo}; accepted: "
+                          "policy mlp with algo ppo (a recurrent policy's minibatches are whole sequences already)")
+    if c.trajectory_minibatches and c.num_envs % c.num_minibatches:
+        divisors = [d for d in range(1, c.num_envs + 1) if c.num_envs % d == 0]
+        raise ConfigError(f"num_minibatches: {c.num_minibatches} does not divide num_envs = {c.num_envs}, and "
+                          "trajectory_minibatches cuts minibatches of whole environments' trajectories; accepted: a "
+                          f"divisor such as {', '.join(map(str, divisors[:8]))}")
     if c.algo == "trpo" and c.kl_penalty != "off":
         raise ConfigError(f"kl_penalty: got {c.kl_penalty!r}, but algo trpo keeps each step within max_kl instead of "
                           "a penalty; accepted: off with algo trpo")

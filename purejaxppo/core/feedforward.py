@@ -194,6 +194,56 @@ def run_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state
     return end.params, end.opt_state, mean_info(info)
 
 
+def trajectory_rows(parts: Parts, params: Any, batch: Batch, envs: jax.Array, hparams: HParams) -> Batch:
+    """The rows of ``batch`` that environments ``envs [n]`` collected (``[T * n]``, time-major), as
+    collected."""
+    config = parts.config
+    grid = batch._replace(again=None)
+    return jax.tree_util.tree_map(
+        lambda x: x.reshape((config.num_steps, config.num_envs) + x.shape[1:])[:, envs].reshape((-1,) + x.shape[1:]),
+        grid)
+
+
+def recomputed_trajectory_rows(parts: Parts, params: Any, batch: Batch, envs: jax.Array, hparams: HParams) -> Batch:
+    """The rows of environments ``envs`` with their advantages and value targets recomputed by the
+    critic of ``params`` (GAE over their whole trajectories, as :func:`recompute_advantages` does
+    for the batch): what Brax's PPO loss computes inside every minibatch step. The old values stay
+    (the value clip measures from them)."""
+    config, again = parts.config, batch.again
+
+    def value(obs):  # normalised observations [..., obs_dim] -> [...]
+        return parts.network.apply(params, obs, method=ActorCritic.value)
+
+    mine = AdvantageInputs(again.obs[:, envs], again.last_obs[envs],
+                           None if again.final_obs is None else again.final_obs[:, envs], again.obs_rms,
+                           again.reward[:, envs], again.terminated[:, envs], again.truncated[:, envs])
+
+    def final_value():
+        return parts.layout.truncation.after_rollout(lambda o: value(observe(config, again.obs_rms, o)),
+                                                     mine.truncated, mine.final_obs)
+
+    advantages, targets = advantages_and_targets(parts, mine, mine.reward, value(mine.obs), value(mine.last_obs),
+                                                 final_value, hparams)
+    return trajectory_rows(parts, params, batch, envs, hparams)._replace(advantage=advantages.reshape(-1),
+                                                                        target=targets.reshape(-1))
+
+
+def run_trajectory_epoch(parts: Parts, opt: Optimiser, batch: Batch, params: Any, opt_state: Any, key: jax.Array,
+                         rows=trajectory_rows):
+    """Shuffle the environments, cut them into ``num_minibatches`` groups, take a step on each group's
+    whole trajectories: ``rows(parts, params of the moment, batch, envs, hparams)``; mean of the
+    steps' LossInfo (``trajectory_minibatches``)."""
+    config = parts.config
+    per_minibatch = config.num_envs // config.num_minibatches
+    order = minibatch_order(parts.layout.permute, key, config.num_envs, config.num_minibatches, per_minibatch)
+
+    def body(carry: MinibatchCarry, envs: jax.Array):
+        return minibatch_step(parts, opt, carry, rows(parts, carry.params, batch, envs, opt.hparams))
+
+    end, info = jax.lax.scan(body, MinibatchCarry(params, opt_state), order, unroll=parts.layout.minibatch_unroll)
+    return end.params, end.opt_state, mean_info(info)
+
+
 def init_params(network: ActorCritic, key: jax.Array, obs_dim: int):
     return network.init(key, jnp.zeros((1, obs_dim), jnp.float32))
 
@@ -226,4 +276,6 @@ KIND = PolicyKind(
     new_policy=new_policy,
     run_epoch=run_epoch,
     recompute_advantages=recompute_advantages,
+    run_trajectory_epoch=run_trajectory_epoch,
+    recomputed_trajectory_rows=recomputed_trajectory_rows,
 )

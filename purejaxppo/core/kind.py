@@ -32,6 +32,11 @@ class PolicyKind(NamedTuple):
         run_epoch: ``(parts, opt, batch, params, opt_state, key) -> (params, opt_state, LossInfo)``.
         recompute_advantages: ``(parts, params, batch, hparams) -> batch`` with the advantages and
             targets of ``params``' critic, for ``recompute_advantages`` (None: the kind has none).
+        run_trajectory_epoch: ``run_epoch`` with minibatches of whole trajectories and a ``rows``
+            argument, ``(parts, params, batch, envs, hparams) -> minibatch``, for
+            ``trajectory_minibatches`` (None: the kind has none).
+        recomputed_trajectory_rows: the ``rows`` that recompute the minibatch's advantages with
+            ``recompute_advantages`` (None: the kind has none).
     """
 
     name: str
@@ -47,3 +52,5 @@ class PolicyKind(NamedTuple):
     new_policy: Callable[..., Any]
     run_epoch: Callable[..., Any]
     recompute_advantages: Callable[..., Any] | None = None
+    run_trajectory_epoch: Callable[..., Any] | None = None
+    recomputed_trajectory_rows: Callable[..., Any] | None = None

@@ -250,18 +250,20 @@ def batch_as_collected(params: Any, batch: Any, hparams: HParams) -> Any:
 
 
 def optimise(parts: Parts, opt: Optimiser, batch: Any, params: Any, opt_state: Any, key: jax.Array,
-             epoch_batch: Callable[[Any, Any, HParams], Any] = batch_as_collected):
-    """PPO's policy step: ``update_epochs`` epochs of the policy kind's ``run_epoch``, stopping early
-    once an epoch's mean KL passes ``target_kl`` (if > 0). Each epoch learns from
-    ``epoch_batch(params at its start, batch, hparams)``: the batch as collected, or with its
-    advantages recomputed (the policy kind's ``recompute_advantages``).
+             epoch_batch: Callable[[Any, Any, HParams], Any] = batch_as_collected, run_epoch: Callable | None = None):
+    """PPO's policy step: ``update_epochs`` epochs of ``run_epoch`` (the policy kind's by default;
+    its ``run_trajectory_epoch`` for minibatches of whole trajectories), stopping early once an
+    epoch's mean KL passes ``target_kl`` (if > 0). Each epoch learns from ``epoch_batch(params at
+    its start, batch, hparams)``: the batch as collected, or with its advantages recomputed (the
+    policy kind's ``recompute_advantages``).
 
     Returns ``(params, opt_state, LossInfo averaged over the epochs run, epochs run)``.
     """
     target_kl = opt.hparams.target_kl
+    run_epoch = parts.policy.run_epoch if run_epoch is None else run_epoch
 
     def run(params, opt_state, key):
-        return parts.policy.run_epoch(parts, opt, epoch_batch(params, batch, opt.hparams), params, opt_state, key)
+        return run_epoch(parts, opt, epoch_batch(params, batch, opt.hparams), params, opt_state, key)
 
     def skip(params, opt_state, key):
         return params, opt_state, losses.LossInfo(*[jnp.zeros((), jnp.float32)] * len(losses.LossInfo._fields))

@@ -113,9 +113,12 @@ def make_stages(parts: Parts) -> Stages:
     adapt = stages.adapt_kl if parts.config.kl_penalty == "adaptive" else stages.keep_kl
     algo = parts.config.algo
     policy_step = POLICY_STEPS[algo]
-    if parts.config.recompute_advantages:  # PPO with a feed-forward policy (validated)
-        policy_step = functools.partial(policy_step, epoch_batch=functools.partial(
-            parts.policy.recompute_advantages, parts))
+    kind, config = parts.policy, parts.config
+    if config.trajectory_minibatches:  # PPO with a feed-forward policy (validated); recomputed per minibatch
+        rows = kind.recomputed_trajectory_rows if config.recompute_advantages else feedforward.trajectory_rows
+        policy_step = functools.partial(policy_step, run_epoch=functools.partial(kind.run_trajectory_epoch, rows=rows))
+    elif config.recompute_advantages:  # PPO with a feed-forward policy (validated): recomputed per epoch
+        policy_step = functools.partial(policy_step, epoch_batch=functools.partial(kind.recompute_advantages, parts))
     return Stages(*(functools.partial(f, parts) for f in
                     (parts.policy.collect, parts.policy.make_batch, policy_step, adapt)), SCHEMAS[algo])
 

@@ -62,6 +62,9 @@ class MeshCollectives(Collectives):
 
 def check_shards(config: PPOConfig, num_shards: int) -> None:
     """A data-parallel run over ``num_shards`` devices needs equal shares of envs and minibatches."""
+    if config.trajectory_minibatches and num_shards > 1:
+        raise ConfigError(f"trajectory_minibatches: got True with data parallelism over {num_shards} devices; "
+                          "accepted: false with data parallelism, or one device")
     if config.num_envs % num_shards:
         raise ConfigError(
             f"num_envs: {config.num_envs} environments cannot be split evenly over {num_shards} devices; "
