@@ -149,7 +149,13 @@ def recompute_advantages(parts: Parts, params: Any, batch: Batch, hparams: HPara
     each valued now (Andrychowicz et al. 2021, "What Matters In On-Policy Reinforcement Learning?",
     recommend it at every pass over the data). The old values ``batch.value`` stay: the value
     clip is measured from the critic that collected the batch."""
-    again = batch.again
+    advantages, targets = advantages_of(parts, params, batch.again, hparams)
+    return batch._replace(advantage=flat(parts, advantages), target=flat(parts, targets), again=None)
+
+
+def advantages_of(parts: Parts, params: Any, again: AdvantageInputs, hparams: HParams) -> tuple[jax.Array, jax.Array]:
+    """GAE and value targets ``[T, n]`` of the trajectories ``again`` from the critic of ``params``:
+    V(s_t), V(s_T) and, at truncations, V(final observation), each valued now."""
 
     def value(obs):  # normalised observations [..., obs_dim] -> [...]
         return parts.network.apply(params, obs, method=ActorCritic.value)
@@ -158,9 +164,8 @@ def recompute_advantages(parts: Parts, params: Any, batch: Batch, hparams: HPara
         return parts.layout.truncation.after_rollout(lambda o: value(observe(parts.config, again.obs_rms, o)),
                                                      again.truncated, again.final_obs)
 
-    advantages, targets = advantages_and_targets(parts, again, again.reward, value(again.obs), value(again.last_obs),
-                                                 final_value, hparams)
-    return batch._replace(advantage=flat(parts, advantages), target=flat(parts, targets), again=None)
+    return advantages_and_targets(parts, again, again.reward, value(again.obs), value(again.last_obs), final_value,
+                                  hparams)
 
 
 def loss_inputs(parts: Parts, mb: Batch):
@@ -209,21 +214,11 @@ def recomputed_trajectory_rows(parts: Parts, params: Any, batch: Batch, envs: ja
     critic of ``params`` (GAE over their whole trajectories, as :func:`recompute_advantages` does
     for the batch): what Brax's PPO loss computes inside every minibatch step. The old values stay
     (the value clip measures from them)."""
-    config, again = parts.config, batch.again
-
-    def value(obs):  # normalised observations [..., obs_dim] -> [...]
-        return parts.network.apply(params, obs, method=ActorCritic.value)
-
+    again = batch.again
     mine = AdvantageInputs(again.obs[:, envs], again.last_obs[envs],
                            None if again.final_obs is None else again.final_obs[:, envs], again.obs_rms,
                            again.reward[:, envs], again.terminated[:, envs], again.truncated[:, envs])
-
-    def final_value():
-        return parts.layout.truncation.after_rollout(lambda o: value(observe(config, again.obs_rms, o)),
-                                                     mine.truncated, mine.final_obs)
-
-    advantages, targets = advantages_and_targets(parts, mine, mine.reward, value(mine.obs), value(mine.last_obs),
-                                                 final_value, hparams)
+    advantages, targets = advantages_of(parts, params, mine, hparams)
     return trajectory_rows(parts, params, batch, envs, hparams)._replace(advantage=advantages.reshape(-1),
                                                                         target=targets.reshape(-1))
 

@@ -115,8 +115,10 @@ def make_stages(parts: Parts) -> Stages:
     policy_step = POLICY_STEPS[algo]
     kind, config = parts.policy, parts.config
     if config.trajectory_minibatches:  # PPO with a feed-forward policy (validated); recomputed per minibatch
-        rows = kind.recomputed_trajectory_rows if config.recompute_advantages else feedforward.trajectory_rows
-        policy_step = functools.partial(policy_step, run_epoch=functools.partial(kind.run_trajectory_epoch, rows=rows))
+        run_epoch = kind.run_trajectory_epoch
+        if config.recompute_advantages:
+            run_epoch = functools.partial(run_epoch, rows=kind.recomputed_trajectory_rows)
+        policy_step = functools.partial(policy_step, run_epoch=run_epoch)
     elif config.recompute_advantages:  # PPO with a feed-forward policy (validated): recomputed per epoch
         policy_step = functools.partial(policy_step, epoch_batch=functools.partial(kind.recompute_advantages, parts))
     return Stages(*(functools.partial(f, parts) for f in
