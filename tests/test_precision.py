@@ -23,6 +23,8 @@ from purejaxppo.core.networks import (
     MixedPrecision,
     bfloat16_products,
     bfloat16_products_dot_general,
+    bfloat16_products_over_rows,
+    bfloat16_products_over_rows_dot_general,
     make_network,
 )
 from purejaxppo.core.train import make_trainer
@@ -63,14 +65,16 @@ def _rounded(x):
     return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
 
 
-def test_bfloat16_products_round_the_operands_and_accumulate_in_float32():
+@pytest.mark.parametrize("product", [bfloat16_products, bfloat16_products_over_rows], ids=["transposed", "over_rows"])
+def test_bfloat16_products_round_the_operands_and_accumulate_in_float32(product):
     """The product and both gradients equal float64 NumPy products of the bfloat16-rounded
     operands (forward: x w; backward: g w^T and x^T g), up to float32 accumulation; each differs
-    from the unrounded float32 product by far more than that tolerance."""
+    from the unrounded float32 product by far more than that tolerance. Both weight-gradient forms
+    (an explicitly transposed x, the CPU's; a product over the rows, the accelerators')."""
     kx, kw, kg = jax.random.split(jax.random.key(3), 3)
     x, w = jax.random.normal(kx, (3, 40, 64)), jax.random.normal(kw, (64, 24)) / 8
     g = jax.random.normal(kg, (3, 40, 24))
-    y, vjp = jax.vjp(bfloat16_products, x, w)
+    y, vjp = jax.vjp(product, x, w)
     dx, dw = vjp(g)
     assert y.dtype == dx.dtype == dw.dtype == jnp.float32 and dx.shape == x.shape and dw.shape == w.shape
     xr, wr, gr = _rounded(x), _rounded(w), _rounded(g)
@@ -84,11 +88,17 @@ def test_bfloat16_products_round_the_operands_and_accumulate_in_float32():
         bfloat16_products_dot_general(x, w, (((0,), (0,)), ((), ())))
 
 
-def test_bfloat16_products_layout_keeps_float32_everywhere_but_the_products_operands():
-    assert make_layout(Tuning(precision="bfloat16_products")).dot_general is bfloat16_products_dot_general
+@pytest.mark.parametrize("weight_grad", ["transposed", "dot"])
+def test_bfloat16_products_layout_keeps_float32_everywhere_but_the_products_operands(weight_grad):
+    """The layout's products follow its weight gradient (the CPU's ``transposed``, the accelerators'
+    ``dot``, which makes no copy of x^T); every product has bfloat16 operands and a float32 result."""
+    dot = make_layout(Tuning(precision="bfloat16_products", weight_grad=weight_grad)).dot_general
+    assert dot is {"transposed": bfloat16_products_dot_general, "dot": bfloat16_products_over_rows_dot_general}[
+        weight_grad]
+    for backend, want in (("cpu", bfloat16_products_dot_general), ("gpu", bfloat16_products_over_rows_dot_general)):
+        assert make_layout(dataclasses.replace(DEFAULTS[backend], precision="bfloat16_products")).dot_general is want
     obs = jax.random.normal(jax.random.key(1), (32, 5))
-    net = ActorCritic(action_dim=2, continuous=True, state_dependent_std=True,
-                      dot_general=bfloat16_products_dot_general)
+    net = ActorCritic(action_dim=2, continuous=True, state_dependent_std=True, dot_general=dot)
     params = net.init(jax.random.key(0), obs)
 
     def loss(p):
@@ -108,6 +118,7 @@ def test_bfloat16_products_layout_keeps_float32_everywhere_but_the_products_oper
 
     visit(jaxpr.jaxpr)
     assert operands == {"bfloat16"} and outputs == {"float32"}
+    assert bool(_eqn_dtypes(jaxpr.jaxpr, "transpose")) == (weight_grad == "transposed")
     assert _eqn_dtypes(jaxpr.jaxpr, "tanh") == {"float32"}  # activations stay float32
     assert _dtypes(params) == _dtypes(jax.grad(loss)(params)) == {"float32"}
 

@@ -102,48 +102,67 @@ def dense_dot_general(weight_grad: str):
     return transposed_weight_grad if weight_grad == "transposed" else None
 
 
-@jax.custom_vjp
-def bfloat16_products(x: jax.Array, w: jax.Array) -> jax.Array:
-    """A dense layer's product ``x @ w`` from bfloat16 operands, accumulated and returned in float32
-    (the ``precision="bfloat16_products"`` layout, :mod:`purejaxppo.core.tuning`).
+def _bfloat16_products(transposed_x: bool):
+    """:func:`bfloat16_products` with its weight gradient ``dw = x^T g`` as the ``weight_grad``
+    layout asks: ``transposed_x`` multiplies an explicitly transposed copy of ``x`` (the CPU's
+    layout), otherwise one product contracts over the rows (accelerators' libraries take the
+    transposed operand themselves)."""
+
+    @jax.custom_vjp
+    def product(x: jax.Array, w: jax.Array) -> jax.Array:
+        return jax.lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                                   (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+    def fwd(x, w):
+        # the operands' dtypes travel as empty arrays (a residual must be an array)
+        return product(x, w), (x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), x[..., :0], w[:0])
+
+    def bwd(res, g):
+        xb, wb, x_kind, w_kind = res
+        rows_x, rows_g = xb.reshape(-1, xb.shape[-1]), g.reshape(-1, g.shape[-1]).astype(jnp.bfloat16)
+        dx = jax.lax.dot_general(rows_g, wb, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+        if transposed_x:
+            # x^T materialised row-major (through one dimension) before the barrier: a transposed
+            # layout reaching the product makes XLA's CPU backend multiply in float32 (3x slower there).
+            x_t = jax.lax.optimization_barrier(rows_x.T.reshape(-1)).reshape(rows_x.shape[::-1])
+            dw = jax.lax.dot_general(x_t, rows_g, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+        else:
+            dw = jax.lax.dot_general(rows_x, rows_g, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+        return dx.reshape(xb.shape).astype(x_kind.dtype), dw.astype(w_kind.dtype)
+
+    product.defvjp(fwd, bwd)
+    return product
+
+
+bfloat16_products = _bfloat16_products(transposed_x=True)
+bfloat16_products.__doc__ = """A dense layer's product ``x @ w`` from bfloat16 operands, accumulated and returned in
+    float32 (the ``precision="bfloat16_products"`` layout, :mod:`purejaxppo.core.tuning`).
 
     The activations, the bias and everything outside the products stay float32; the layer's
     input is kept for the backward pass in bfloat16 (half the bytes). The backward pass's two
     products take bfloat16 operands too: ``dx = g w^T`` and ``dw = x^T g``, the latter with an
-    explicitly transposed ``x`` (as the ``"transposed"`` weight gradient), stored row-major so
-    that the compiled product stays bfloat16 (tests/test_precision.py). Processors with
-    bfloat16 matrix units (Intel AMX, GPU tensor cores) run such products several times faster
-    than float32 ones: a [640, 256] x [256, 256] product takes 99 us against 301 us in float32
-    on a 2-core Xeon with AMX (docs/speed.md).
+    explicitly transposed ``x`` (the ``"transposed"`` weight gradient, the CPU's layout), stored
+    row-major so that the compiled product stays bfloat16 (tests/test_precision.py);
+    :data:`bfloat16_products_over_rows` contracts ``x`` over its rows instead (the ``"dot"``
+    weight gradient, the accelerators' layout). Processors with bfloat16 matrix units (Intel AMX,
+    GPU tensor cores) run such products several times faster than float32 ones: a [640, 256] x
+    [256, 256] product takes 99 us against 301 us in float32 on a 2-core Xeon with AMX
+    (docs/speed.md).
     """
-    return jax.lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), (((x.ndim - 1,), (0,)), ((), ())),
-                               preferred_element_type=jnp.float32)
-
-
-def _bfloat16_products_fwd(x, w):
-    # the operands' dtypes travel as empty arrays (a residual must be an array)
-    return bfloat16_products(x, w), (x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), x[..., :0], w[:0])
-
-
-def _bfloat16_products_bwd(res, g):
-    xb, wb, x_kind, w_kind = res
-    x_dtype, w_dtype = x_kind.dtype, w_kind.dtype
-    rows_x, rows_g = xb.reshape(-1, xb.shape[-1]), g.reshape(-1, g.shape[-1]).astype(jnp.bfloat16)
-    dx = jax.lax.dot_general(rows_g, wb, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-    # x^T materialised row-major (through one dimension) before the barrier: a transposed layout
-    # reaching the product makes XLA's CPU backend multiply in float32 (3x slower there).
-    x_t = jax.lax.optimization_barrier(rows_x.T.reshape(-1)).reshape(rows_x.shape[::-1])
-    dw = jax.lax.dot_general(x_t, rows_g, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-    return dx.reshape(xb.shape).astype(x_dtype), dw.astype(w_dtype)
-
-
-bfloat16_products.defvjp(_bfloat16_products_fwd, _bfloat16_products_bwd)
+bfloat16_products_over_rows = _bfloat16_products(transposed_x=False)
 
 
 def bfloat16_products_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """:func:`bfloat16_products` as a dense layer's ``dot_general``."""
+    """:func:`bfloat16_products` as a dense layer's ``dot_general`` (weight gradient ``"transposed"``)."""
     _dense_product_only("bfloat16_products", lhs, dimension_numbers, precision, preferred_element_type)
     return bfloat16_products(lhs, rhs)
+
+
+def bfloat16_products_over_rows_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                                            preferred_element_type=None):
+    """:data:`bfloat16_products_over_rows` as a dense layer's ``dot_general`` (weight gradient ``"dot"``)."""
+    _dense_product_only("bfloat16_products", lhs, dimension_numbers, precision, preferred_element_type)
+    return bfloat16_products_over_rows(lhs, rhs)
 
 
 class MixedPrecision(NamedTuple):
@@ -163,15 +182,16 @@ class MixedPrecision(NamedTuple):
 def dense_layers(weight_grad: str, precision: str = "float32"):
     """What a layout gives the network for its dense layers: the ``dot_general`` for ``weight_grad``
     (:func:`dense_dot_general`), wrapped in a :class:`MixedPrecision` for ``precision="bfloat16"``;
-    for ``precision="bfloat16_products"`` the product :func:`bfloat16_products` (which has its
-    own weight gradient)."""
+    for ``precision="bfloat16_products"`` the bfloat16 product whose own weight gradient follows
+    ``weight_grad`` (:func:`bfloat16_products`)."""
     return DENSE_LAYERS[precision](dense_dot_general(weight_grad))
 
 
 DENSE_LAYERS = {  # precision -> (the weight_grad layout's dot_general -> the dense layers)
     "float32": lambda dot: dot,
     "bfloat16": MixedPrecision,
-    "bfloat16_products": lambda dot: bfloat16_products_dot_general,
+    "bfloat16_products": lambda dot: (bfloat16_products_dot_general if dot is transposed_weight_grad
+                                      else bfloat16_products_over_rows_dot_general),
 }
 
 

@@ -37,7 +37,7 @@ The same PPO can be written in ways that cost very differently on a CPU and on a
   layers' operands to bfloat16: each product accumulates and returns float32, the activations
   and the convolutions stay float32 (:func:`purejaxppo.core.networks.bfloat16_products`); it is
   the one to take where products dominate on hardware with bfloat16 matrix units (a CPU with
-  Intel AMX, tensor cores), and it ignores ``weight_grad``. The feed-forward actor-critic only;
+  Intel AMX, tensor cores); its weight gradients follow ``weight_grad`` too. The feed-forward actor-critic only;
   the recurrent policy stays float32.
 * ``conv``: the convolution torso's layers: ``"lax"``, JAX's own convolution; ``"shifted"``, the
   k x k shifted copies of the padded input joined and multiplied by the flattened kernel in one
