@@ -103,13 +103,26 @@ def dense_dot_general(weight_grad: str):
 
 
 def _bfloat16_products(transposed_x: bool):
-    """:func:`bfloat16_products` with its weight gradient ``dw = x^T g`` as the ``weight_grad``
-    layout asks: ``transposed_x`` multiplies an explicitly transposed copy of ``x`` (the CPU's
-    layout), otherwise one product contracts over the rows (accelerators' libraries take the
-    transposed operand themselves)."""
+    """:func:`bfloat16_products` (``transposed_x``, the ``"transposed"`` weight gradient) or
+    :data:`bfloat16_products_over_rows` (the ``"dot"`` weight gradient), and its dense layer's
+    ``dot_general``."""
 
     @jax.custom_vjp
     def product(x: jax.Array, w: jax.Array) -> jax.Array:
+        """A dense layer's product ``x @ w`` from bfloat16 operands, accumulated and returned in
+        float32 (the ``precision="bfloat16_products"`` layout, :mod:`purejaxppo.core.tuning`).
+
+        The activations, the bias and everything outside the products stay float32; the layer's
+        input is kept for the backward pass in bfloat16 (half the bytes). The backward pass's two
+        products take bfloat16 operands too: ``dx = g w^T`` and ``dw = x^T g``. For ``dw``,
+        :func:`bfloat16_products` multiplies an explicitly transposed ``x`` (the CPU's layout),
+        stored row-major so that the compiled product stays bfloat16 (tests/test_precision.py);
+        :data:`bfloat16_products_over_rows` contracts ``x`` over its rows (the accelerators'
+        layout: their libraries take a transposed operand themselves). Processors with bfloat16
+        matrix units (Intel AMX, GPU tensor cores) run such products several times faster than
+        float32 ones: a [640, 256] x [256, 256] product takes 99 us against 301 us in float32 on a
+        2-core Xeon with AMX (docs/speed.md).
+        """
         return jax.lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
                                    (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
@@ -131,38 +144,17 @@ def _bfloat16_products(transposed_x: bool):
         return dx.reshape(xb.shape).astype(x_kind.dtype), dw.astype(w_kind.dtype)
 
     product.defvjp(fwd, bwd)
-    return product
+
+    def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+        """The bfloat16 product as a dense layer's ``dot_general``."""
+        _dense_product_only("bfloat16_products", lhs, dimension_numbers, precision, preferred_element_type)
+        return product(lhs, rhs)
+
+    return product, dot_general
 
 
-bfloat16_products = _bfloat16_products(transposed_x=True)
-bfloat16_products.__doc__ = """A dense layer's product ``x @ w`` from bfloat16 operands, accumulated and returned in
-    float32 (the ``precision="bfloat16_products"`` layout, :mod:`purejaxppo.core.tuning`).
-
-    The activations, the bias and everything outside the products stay float32; the layer's
-    input is kept for the backward pass in bfloat16 (half the bytes). The backward pass's two
-    products take bfloat16 operands too: ``dx = g w^T`` and ``dw = x^T g``, the latter with an
-    explicitly transposed ``x`` (the ``"transposed"`` weight gradient, the CPU's layout), stored
-    row-major so that the compiled product stays bfloat16 (tests/test_precision.py);
-    :data:`bfloat16_products_over_rows` contracts ``x`` over its rows instead (the ``"dot"``
-    weight gradient, the accelerators' layout). Processors with bfloat16 matrix units (Intel AMX,
-    GPU tensor cores) run such products several times faster than float32 ones: a [640, 256] x
-    [256, 256] product takes 99 us against 301 us in float32 on a 2-core Xeon with AMX
-    (docs/speed.md).
-    """
-bfloat16_products_over_rows = _bfloat16_products(transposed_x=False)
-
-
-def bfloat16_products_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """:func:`bfloat16_products` as a dense layer's ``dot_general`` (weight gradient ``"transposed"``)."""
-    _dense_product_only("bfloat16_products", lhs, dimension_numbers, precision, preferred_element_type)
-    return bfloat16_products(lhs, rhs)
-
-
-def bfloat16_products_over_rows_dot_general(lhs, rhs, dimension_numbers, precision=None,
-                                            preferred_element_type=None):
-    """:data:`bfloat16_products_over_rows` as a dense layer's ``dot_general`` (weight gradient ``"dot"``)."""
-    _dense_product_only("bfloat16_products", lhs, dimension_numbers, precision, preferred_element_type)
-    return bfloat16_products_over_rows(lhs, rhs)
+bfloat16_products, bfloat16_products_dot_general = _bfloat16_products(transposed_x=True)
+bfloat16_products_over_rows, bfloat16_products_over_rows_dot_general = _bfloat16_products(transposed_x=False)
 
 
 class MixedPrecision(NamedTuple):
