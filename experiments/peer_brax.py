@@ -252,8 +252,9 @@ def versions() -> dict:
     return installed_versions(("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "gymnax"))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="peer_brax.py", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--row", action="append", required=True,
                    help="TASK-BACKEND:ENVS:UNROLL:STEPS or playground/TASK:ENVS:UNROLL:STEPS (repeatable)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -274,7 +275,7 @@ def main() -> None:
                    "purejaxppo-trajectories-recompute")
     p.add_argument("--label", default="", help="a note kept with the rows (e.g. why this subset)")
     p.add_argument("--json", help="write the record here (rewritten after every run; rows of other specs kept)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     from purejaxppo.core.config import validate
     from purejaxppo.core.tuning import Tuning
     from purejaxppo.envs import make_env

@@ -116,6 +116,19 @@ def test_full_dry_run_every_step(kit, tmp_path):
     assert rows["minatar"]["rc"] == 0, (out / "minatar.log").read_text()[-3000:]
 
 
+@pytest.fixture(scope="module")
+def peer_brax():
+    """experiments/peer_brax.py imported here (its command-line errors are checked in this process); the stand-ins
+    for JAX's removed device_put_replicated / device_put_sharded it installs on import are taken away after."""
+    import jax
+
+    import peer_brax
+
+    yield peer_brax
+    for name in peer_brax.STAND_INS:
+        delattr(jax, name)
+
+
 @pytest.mark.parametrize("row, expected", [
     ("hopper:256:20:102400", "'hopper:256:20:102400': accepted: TASK-BACKEND:ENVS:UNROLL:STEPS"),
     ("hopper-positional:256:20", "accepted: TASK-BACKEND:ENVS:UNROLL:STEPS"),
@@ -124,14 +137,12 @@ def test_full_dry_run_every_step(kit, tmp_path):
     ("playground/CartpoleSwingUp:256:30:983040",
      "unknown preset 'playground/CartpoleSwingUp' (did you mean playground/CartpoleSwingup"),
 ])
-def test_peer_brax_refuses_a_bad_row_in_one_line_before_any_run(row, expected):
+def test_peer_brax_refuses_a_bad_row_in_one_line_before_any_run(row, expected, peer_brax, capsys):
     """Every --row is checked up front: a bad second row is found before the first row's minutes of training."""
-    import subprocess
-
-    script = os.path.join(os.path.dirname(__file__), "..", "experiments", "peer_brax.py")
-    done = subprocess.run([sys.executable, script, "--row", "inverted_pendulum-positional:8:4:128", "--row", row],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    assert done.returncode == 2, done.stderr[-2000:]
-    last = done.stderr.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as stop:
+        peer_brax.main(["--row", "inverted_pendulum-positional:8:4:128", "--row", row])
+    assert stop.value.code == 2
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1]
     assert last.startswith(f"peer_brax.py: error: --row '{row}': ") and expected in last, last
-    assert "Traceback" not in done.stderr and done.stdout == ""  # no run started
+    assert "Traceback" not in err and out == ""  # no run started
