@@ -42,6 +42,9 @@ KNOBS = {
     "O0": {"XLA_FLAGS": "--xla_backend_optimization_level=0"},
     "llvm-cheap-passes": {"XLA_FLAGS": "--xla_llvm_disable_expensive_passes=true"},
     "rbg-prng": {"JAX_DEFAULT_PRNG_IMPL": "rbg"},
+    # XLA's CPU backend emits its fusions with the MLIR fusion emitters by default; off: the older elemental emitter
+    "no-fusion-emitters": {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false"},
+    "no-fusion-emitters-O1": {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1"},
 }
 
 
