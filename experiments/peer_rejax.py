@@ -107,6 +107,17 @@ def _time(train, keys):
     return compile_s, best, out
 
 
+def our_config(name: str, **changes):
+    """purejaxppo's settings for workload ``name``: Rejax's PPO settings, as its own run takes them."""
+    from purejaxppo import PPOConfig
+
+    env_name, envs, steps, mbs, epochs, lr, total, _ = {**WORKLOADS, **TINY}[name]
+    return PPOConfig(env=env_name, num_envs=envs, num_steps=steps, num_minibatches=mbs, update_epochs=epochs, lr=lr,
+                     anneal_lr=False, total_timesteps=total, actor_hidden=(64, 64), critic_hidden=(64, 64),
+                     activation="tanh", clip_eps=0.2, clip_vloss=True, vf_clip_eps=0.2, ent_coef=0.01, vf_coef=0.5,
+                     max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95, **changes)
+
+
 def child(trainer: str, name: str, clip_per_network: bool = False) -> dict:
     import jax
     import numpy as np
@@ -119,15 +130,10 @@ def child(trainer: str, name: str, clip_per_network: bool = False) -> dict:
 
     call_keys = [keys_for(k) for k in jax.random.split(key, 3)]
     if trainer == "purejaxppo":
-        from purejaxppo import PPOConfig
         from purejaxppo.core.train import make_trainer
         from purejaxppo.run.policy import PolicyParams, policy_act
 
-        config = PPOConfig(env=env_name, num_envs=envs, num_steps=steps, num_minibatches=mbs, update_epochs=epochs,
-                           lr=lr, anneal_lr=False, total_timesteps=total, actor_hidden=(64, 64),
-                           critic_hidden=(64, 64), activation="tanh", clip_eps=0.2, clip_vloss=True, vf_clip_eps=0.2,
-                           ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
-                           clip_per_network=clip_per_network)
+        config = our_config(name, clip_per_network=clip_per_network)
         t = make_trainer(config)
         # the whole output, metrics included, as a run keeps it (with the state alone XLA would drop the metrics' work)
         train = t.train if seeds == 1 else jax.vmap(t.train)

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_rejax import WORKLOADS, judge, legacy_make  # noqa: E402
+from peer_rejax import judge, legacy_make, our_config  # noqa: E402
 
 WORKLOAD = "Breakout-MinAtar, 8 seeds vmapped x 64 envs"
 VARIANTS = {  # name: (LeCun normal initialisation, Adam's epsilon)
@@ -41,16 +41,10 @@ def train_and_judge(lecun: bool, adam_eps: float, seeds: int) -> list[float]:
     import purejaxppo.core.networks as networks
     from flax.linen import initializers
 
-    from purejaxppo import PPOConfig
     from purejaxppo.core.train import make_trainer
     from purejaxppo.run.policy import PolicyParams, policy_act
 
-    env_name, envs, steps, mbs, epochs, lr, total, _ = WORKLOADS[WORKLOAD]
-    config = PPOConfig(env=env_name, num_envs=envs, num_steps=steps, num_minibatches=mbs, update_epochs=epochs,
-                       lr=lr, anneal_lr=False, total_timesteps=total, actor_hidden=(64, 64),
-                       critic_hidden=(64, 64), activation="tanh", clip_eps=0.2, clip_vloss=True, vf_clip_eps=0.2,
-                       ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
-                       clip_per_network=True, adam_eps=adam_eps)
+    config = our_config(WORKLOAD, clip_per_network=True, adam_eps=adam_eps)
     # peer_rejax.py's seeds: its last timed call's keys (split(key(0), 3)[2], split per seed)
     keys = jax.random.split(jax.random.split(jax.random.key(0), 3)[2], seeds)
     orthogonal = networks.orthogonal
@@ -62,7 +56,7 @@ def train_and_judge(lecun: bool, adam_eps: float, seeds: int) -> list[float]:
     finally:
         networks.orthogonal = orthogonal
     act = policy_act(trainer, deterministic=False)
-    env, env_params = legacy_make(env_name)
+    env, env_params = legacy_make(config.env)
     returns = []
     for i in range(seeds):
         s = jax.tree_util.tree_map(lambda x: x[i], state)
